@@ -1,0 +1,41 @@
+# userlb: the two commands of the README are `make demo` and `make test`.
+# Each one creates/updates the local virtualenv (.venv) and installs the Debian
+# packages it needs (as root, with apt-get) when they are missing.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEBS   := iproute2 iperf3 socat curl nftables procps
+PYTEST_ARGS ?=
+
+.PHONY: test demo bench sysdeps venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages used by the lab, the end-to-end tests and the benchmarks.
+sysdeps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: venv sysdeps
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv sysdeps
+	$(VPY) -m userlb.cli.main demo
+
+bench: venv sysdeps
+	$(VPY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

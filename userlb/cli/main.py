@@ -1,0 +1,41 @@
+"""`userlb` command line: dispatches `userlb COMMAND ...` to userlb.cli.COMMAND.main(argv)."""
+import importlib
+import sys
+
+COMMANDS = {
+    "run": "run the director on a TUN device",
+    "adm": "ipvsadm-compatible administration of a running director",
+    "simulate": "offline: which real server gets this flow",
+    "lab": "network-namespace lab: up | demo | down",
+    "demo": "what `make demo` runs",
+}
+
+
+def usage(out=sys.stderr):
+    print("usage: userlb COMMAND [ARGS...]\n\ncommands:", file=out)
+    for name, text in COMMANDS.items():
+        print(f"  {name:<10} {text}", file=out)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        usage(sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"userlb: unknown command {cmd!r}", file=sys.stderr)
+        usage()
+        return 2
+    try:
+        mod = importlib.import_module(f"userlb.cli.{cmd}")
+    except ModuleNotFoundError as e:
+        if e.name == f"userlb.cli.{cmd}":
+            print(f"userlb: command {cmd!r} is not available in this build", file=sys.stderr)
+            return 2
+        raise
+    return mod.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

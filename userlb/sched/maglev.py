@@ -1,0 +1,86 @@
+"""Maglev lookup tables as pure functions, with IPVS's weighting (IPVS.md §1.4,
+§1.5, §1.7).  Used by `mh` (kernel list order, last_weight) and `mhs`
+(canonical order, current weight).
+
+A table is a list of length M whose items are indexes into the destination
+sequence given to build(), or -1 for an empty slot.
+"""
+from .hashing import MH_KEY1, MH_KEY2, mh_hashkey
+
+PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+DEFAULT_SIZE = 4093
+
+
+def tab_bits(m):
+    """IP_VS_MH_TAB_BITS of a kernel built with table size m (= TAB_INDEX / 2)."""
+    return (PRIMES.index(m) + 8) // 2
+
+
+def _fls(x):
+    return x.bit_length()
+
+
+def turns(weights, bits):
+    """Weights -> turns: gcd reduction, right shift so max/gcd fits in `bits`."""
+    from math import gcd
+    g = 0
+    for w in weights:
+        if w > 0:
+            g = gcd(g, w)
+    if g == 0:
+        return [0] * len(weights)
+    mw = max(weights) // g
+    rshift = max(0, _fls(mw) - bits)
+    out = []
+    for w in weights:
+        t = (w // g) >> rshift
+        if t == 0:
+            t = 1 if w != 0 else 0
+        out.append(t)
+    return out
+
+
+def permutation(addr, port, m):
+    """(offset, skip) of a destination."""
+    offset = mh_hashkey(addr, port, MH_KEY1) % m
+    skip = mh_hashkey(addr, port, MH_KEY2) % (m - 1) + 1
+    return offset, skip
+
+
+def populate(offsets, skips, nturns, m):
+    """The population race of §1.7 -> table of indexes (-1 = empty)."""
+    table = [-1] * m
+    active = [i for i, t in enumerate(nturns) if t > 0]
+    if not active:
+        return table
+    perm = list(offsets)
+    filled = 0
+    while True:
+        for i in active:
+            skip = skips[i]
+            c = perm[i]
+            for _ in range(nturns[i]):
+                while table[c] >= 0:
+                    c += skip
+                    if c >= m:
+                        c -= m
+                table[c] = i
+                filled += 1
+                if filled == m:
+                    return table
+            perm[i] = c
+
+
+def build(endpoints, weights, m=DEFAULT_SIZE, bits=None, perms=None):
+    """Table for destinations `endpoints` [(addr, port), ...] in walk order
+    with `weights` (last_weight for mh, current weight for mhs).
+
+    `perms` may hold precomputed (offset, skip) pairs (a cache keyed by
+    endpoint is the caller's business)."""
+    if bits is None:
+        bits = tab_bits(m)
+    if perms is None:
+        perms = [permutation(a, p, m) for a, p in endpoints]
+    offsets = [o for o, _ in perms]
+    skips = [s for _, s in perms]
+    return populate(offsets, skips, turns(weights, bits), m)
