@@ -1,0 +1,359 @@
+"""mhs — Maglev Hashing Stateless (../shared/spec/MHS.md; user docs: docs/mhs.md).
+
+Theory of operation
+-------------------
+A service keeps two Maglev tables of M slots, `old` and `cand`, plus a timer
+per slot.  `cand` is always `build(current backends)`: the `mh` construction
+of IPVS.md §1 over the backends with weight > 0, walked in *canonical order*
+(numeric address, every IPv4 before every IPv6, then port), with the
+*current* weights.  `old` is what the slot forwarded to before the last
+changes.  A slot is *stable* when both agree; the forwarding decision for a
+stable slot needs no per-flow state at all.  A slot becomes *unstable* when a
+backend change makes `cand` differ from `old`; it stays so for T seconds,
+then it is merged (`old[i] = cand[i]`), lazily when it is looked up or by
+`sweep()`.  While a slot is unstable, SYNs go to the candidate and other TCP
+segments to the old backend, and those flows get a connection entry so
+that they stick (the decision table of MHS.md rule 10, see `schedule_sl`).
+
+Representation
+--------------
+* A backend is identified by its `(addr, port)` key (MHS.md rule 12): every
+  key gets a small integer id, and the tables hold ids (-1 = empty slot).  A
+  backend that is removed and re-added gets its old id back as long as some
+  slot of `old` still refers to it, so a flap that returns makes the slots
+  equal again at once.  `_dests[id]` is the Dest object to forward to: the
+  current one while the backend is configured, else the last one we knew
+  (removed backends stay valid targets while `old` refers to them).
+* `since[i]` is the time slot i became unstable, `INF` when stable (rather
+  than the spec's 0, so that a change at time 0 is not mistaken for
+  "stable").  A slot is merged when `now >= since[i] + T`; for a stable slot
+  that is never true, so the lookup needs a single comparison.
+* A change builds new lists aside and publishes them with one assignment of
+  `self._st`; lookups only ever write single slots of `old`/`since` (merges).
+
+The engine's side (not done here): live connection entries are matched
+before the scheduler is asked (rule 8), entries follow the TCP state machine
+(rule 11), and `svc.forwarded` is set when the service forwards its first
+packet (rule 5).
+"""
+import struct
+
+from siphash24 import siphash13
+
+from ..clock import MonotonicClock
+from ..errors import ConfigError
+from ..model import SVC_F_PERSISTENT, SVC_F_SCHED2
+from . import maglev
+from .base import Scheduler, register
+from .hashing import MH_KEY1, M32, fold
+
+INF = float("inf")
+
+#: (tcp ESTABLISHED timeout, tcp FIN_WAIT timeout, udp timeout): the
+#: `ipvsadm --set tcp tcpfin udp` defaults (IPVS.md §4.3, §4.4).
+DEFAULT_TIMEOUTS = (900, 120, 300)
+
+_U32LE = struct.Struct("<I").pack
+_NO_DEST = (None, False)
+
+
+def default_timeouts():
+    return DEFAULT_TIMEOUTS
+
+
+def canonical_key(endpoint):
+    """Sort key of an (addr, port) endpoint: every IPv4 (int) before every
+    IPv6 (16 bytes), each numerically by address, then by port."""
+    addr, port = endpoint
+    if type(addr) is int:
+        return (0, addr, b"", port)
+    return (1, 0, bytes(addr), port)
+
+
+def canonical_order(endpoints):
+    return sorted(endpoints, key=canonical_key)
+
+
+def table_size(svc):
+    """M for a service: svc.options['mh_table_size'] (one of maglev.PRIMES),
+    default 4093.  ConfigError otherwise."""
+    m = svc.options.get("mh_table_size", maglev.DEFAULT_SIZE)
+    try:
+        m = int(m)
+    except (TypeError, ValueError):
+        m = None
+    if m not in maglev.PRIMES:
+        raise ConfigError("mhs: mh_table_size must be one of "
+                          + ", ".join(str(p) for p in maglev.PRIMES))
+    return m
+
+
+def check_service(svc):
+    """Rule 1: mhs is stateless; persistence (-p) is refused [choice]."""
+    if svc.flags & SVC_F_PERSISTENT:
+        raise ConfigError("mhs: a stateless scheduler cannot be used with "
+                          "persistence (-p); remove -p or choose another scheduler")
+    table_size(svc)
+
+
+@register
+class MHSScheduler(Scheduler):
+    """Two-table stateless Maglev (MHS.md).
+
+    `timeouts` (attribute or constructor argument): a callable returning the
+    `ipvsadm --set` triple (tcp, tcpfin, udp) in seconds (only the first two
+    are used); T = max(tcp, tcpfin) is re-read on every backend change.  The
+    configuration layer sets it to read its live timeout table.
+    """
+    name = "mhs"
+    stateless = True
+
+    def __init__(self, svc, clock=None, timeouts=None):
+        super().__init__(svc, clock if clock is not None else MonotonicClock())
+        check_service(svc)
+        self.timeouts = timeouts if timeouts is not None else default_timeouts
+        self.m = table_size(svc)
+        self.bits = maglev.tab_bits(self.m)
+        self._perms = {}          # (addr, port) -> (offset, skip): build cache
+        self._ids = {}            # (addr, port) -> id
+        self._dests = []          # id -> Dest (or None when the id is free)
+        self._free = []           # free ids
+        self.T = self._read_T()
+        self._next_merge = INF    # lower bound of every since[i] + T
+        empty = [-1] * self.m
+        # (old, cand, since, dests, T)
+        self._st = (empty, list(empty), [INF] * self.m, self._dests, self.T)
+        self._change(initial=True)
+
+    # ------------------------------------------------------------ control plane
+
+    def add_dest(self, dest):
+        self._change()
+
+    def del_dest(self, dest):
+        self._change()
+
+    def upd_dest(self, dest):
+        self._change()
+
+    def update(self):
+        self._change()
+
+    def done_service(self):
+        self._st = ([-1] * self.m, [-1] * self.m, [INF] * self.m, [], self.T)
+        self._dests = []
+        self._ids.clear()
+        self._free.clear()
+
+    def _read_T(self):
+        t = self.timeouts()
+        return max(t[0], t[1])
+
+    def _id_of(self, key, dest):
+        i = self._ids.get(key)
+        if i is None:
+            if self._free:
+                i = self._free.pop()
+                self._dests[i] = dest
+            else:
+                i = len(self._dests)
+                self._dests.append(dest)
+            self._ids[key] = i
+        else:
+            self._dests[i] = dest   # a re-added backend: forward to its new object
+        return i
+
+    def _build_cand(self):
+        """cand = build(current backends): weight > 0, canonical order."""
+        live = {}
+        for d in self.svc.dests:
+            if d.weight > 0:
+                live[(d.addr, d.port)] = d
+        order = canonical_order(live)
+        ids = [self._id_of(k, live[k]) for k in order]
+        # keep the Dest objects of configured weight-0 backends current too
+        for d in self.svc.dests:
+            k = (d.addr, d.port)
+            if k not in live and k in self._ids:
+                self._dests[self._ids[k]] = d
+        perms = []
+        for k in order:
+            p = self._perms.get(k)
+            if p is None:
+                p = self._perms[k] = maglev.permutation(k[0], k[1], self.m)
+            perms.append(p)
+        table = maglev.build(order, [live[k].weight for k in order], self.m,
+                             bits=self.bits, perms=perms)
+        return [ids[j] if j >= 0 else -1 for j in table]
+
+    def _change(self, initial=False):
+        """A backend was added, deleted or edited (rules 4, 5, 6)."""
+        now = self.clock.now()
+        T = self.T = self._read_T()
+        old, prev_cand, since, _, _ = self._st
+        cand = self._build_cand()
+        if initial or not self.svc.forwarded:
+            # rule 5: nothing forwarded yet -> both tables at once, all stable
+            new_old = list(cand)
+            new_since = [INF] * self.m
+            self._next_merge = INF
+        else:
+            new_old = list(old)
+            new_since = list(since)
+            nxt = INF
+            for i in range(self.m):
+                s = new_since[i]
+                if s != INF and now >= s + T:          # 6.1 merge expired first
+                    new_old[i] = prev_cand[i]
+                    new_since[i] = s = INF
+                if new_old[i] == cand[i]:              # 6.3
+                    new_since[i] = INF
+                elif s == INF:
+                    new_since[i] = now
+                    if now < nxt:
+                        nxt = now
+                elif s < nxt:
+                    nxt = s                             # no timer reset
+            self._next_merge = nxt + T
+        self._gc(new_old, cand)
+        self._st = (new_old, cand, new_since, self._dests, T)
+
+    def _gc(self, old, cand):
+        """Forget backends that are neither configured nor referenced by a
+        table slot (their ids become free)."""
+        used = set(old)
+        used.update(cand)
+        for d in self.svc.dests:
+            used.add(self._ids.get((d.addr, d.port)))
+        for k, i in list(self._ids.items()):
+            if i not in used:
+                del self._ids[k]
+                self._dests[i] = None
+                self._free.append(i)
+                self._perms.pop(k, None)
+
+    def sweep(self, now):
+        """Merge every slot whose timer has expired (rule 7's periodic sweep).
+        Returns the number of slots merged.  Cheap when nothing is due."""
+        if now < self._next_merge:
+            return 0
+        old, cand, since, _, T = self._st
+        n = 0
+        nxt = INF
+        for i in range(self.m):
+            s = since[i]
+            if s != INF:
+                if now >= s + T:
+                    old[i] = cand[i]
+                    since[i] = INF
+                    n += 1
+                elif s < nxt:
+                    nxt = s
+        self._next_merge = nxt + T
+        if n:
+            self._gc(old, cand)
+        return n
+
+    # ------------------------------------------------------------ packet path
+
+    def slot(self, caddr, cport):
+        """The lookup slot of a key (IPVS.md §1.8): cport counts only with
+        the port flag (flag-2 / mh-port)."""
+        v = caddr if type(caddr) is int else fold(caddr)
+        if self.svc.flags & SVC_F_SCHED2:
+            v += cport
+        return (siphash13(_U32LE(v & M32), key=MH_KEY1).intdigest() & M32) % self.m
+
+    def schedule(self, caddr, cport):
+        """The backend a TCP SYN of this key would get right now (the
+        candidate table), or None.  For tools; the engine calls schedule_sl."""
+        c = self._st[1][self.slot(caddr, cport)]
+        return self._dests[c] if c >= 0 else None
+
+    def schedule_sl(self, caddr, cport, is_tcp, syn, now):
+        """Rule 7 + rule 10 for a packet without a live entry.
+
+        caddr, cport: client address and source port (cport 0 for protocols
+        without ports; it is only used with the port flag).  is_tcp: TCP
+        (False: UDP or any other protocol).  syn: the TCP SYN bit is set.
+        now: the packet's time (same clock as the scheduler's).
+
+        Returns (dest, need_state): dest None = no destination (ICMP port
+        unreachable, drop); need_state True = the engine creates a
+        connection entry for this flow (rule 11).
+        """
+        old, cand, since, dests, T = self._st
+        v = caddr if type(caddr) is int else fold(caddr)
+        if self.svc.flags & SVC_F_SCHED2:
+            v += cport
+        i = (siphash13(_U32LE(v & M32), key=MH_KEY1).intdigest() & M32) % len(old)
+        o = old[i]
+        c = cand[i]
+        if o == c:                                     # stable
+            if o < 0:
+                return _NO_DEST
+            return (dests[o], False)
+        if now >= since[i] + T:                        # rule 7: lazy merge
+            old[i] = c
+            since[i] = INF
+            if c < 0:
+                return _NO_DEST
+            return (dests[c], False)
+        if o < 0:                                      # o empty, c set
+            return (dests[c], True)
+        if c < 0:                                      # o set, c empty
+            if is_tcp and syn:
+                return _NO_DEST                        # [choice]
+            return (dests[o], True)
+        if is_tcp:                                     # both set, unstable
+            return (dests[c] if syn else dests[o], True)
+        return (dests[c], False)                       # UDP / other
+
+    # ------------------------------------------------------------ introspection
+
+    def unstable_slots(self, now=None):
+        """How many slots are unstable at `now` (default: the clock's now);
+        slots whose timer has expired count as merged.  Does not modify."""
+        if now is None:
+            now = self.clock.now()
+        T = self._st[4]
+        return sum(1 for s in self._st[2] if s != INF and now < s + T)
+
+    def unstable(self, now=None):
+        """[(slot, old Dest|None, cand Dest|None, since, merge_at), ...] for
+        every slot unstable at `now` (default: the clock's now)."""
+        if now is None:
+            now = self.clock.now()
+        old, cand, since, dests, T = self._st
+        out = []
+        for i in range(self.m):
+            s = since[i]
+            if s != INF and now < s + T:
+                o, c = old[i], cand[i]
+                out.append((i, dests[o] if o >= 0 else None,
+                            dests[c] if c >= 0 else None, s, s + T))
+        return out
+
+    def table_dests(self):
+        """Per slot, the Dest (or None) that decides a SYN right now: the
+        candidate table (merges never change it)."""
+        dests = self._dests
+        return [dests[c] if c >= 0 else None for c in self._st[1]]
+
+    def table_endpoints(self):
+        """Per slot, (addr, port) or None: the table that decides a SYN right
+        now (the candidate table), for `userlb simulate --table`."""
+        return [(d.addr, d.port) if d is not None else None for d in self.table_dests()]
+
+    def old_endpoints(self, now=None):
+        """Per slot, (addr, port) or None of the old table as it would be
+        after merging every slot expired at `now` (default: the clock's now)."""
+        if now is None:
+            now = self.clock.now()
+        old, cand, since, dests, T = self._st
+        out = []
+        for i in range(self.m):
+            s = since[i]
+            x = cand[i] if (s != INF and now >= s + T) else old[i]
+            out.append((dests[x].addr, dests[x].port) if x >= 0 else None)
+        return out
