@@ -5,6 +5,14 @@
   `siphash24.siphash13`.
 * fold(): an address folded to 32 bits with the service family (§1.3).
 * hash_32(): the kernel's multiplicative hash (sh, §3).
+* hsiphash32(): the 32-bit kernels' HalfSipHash-1-3 (§2.2), pure Python
+  (slow; reference/tests only: userlb models a 64-bit kernel).
+
+Speed notes (the mh lookup is one hsiphash per new connection): siphash24's
+constructor only takes the key as a keyword and costs ~300 ns by itself
+(`copy()` is unusable: it raises), so the fastest form is the direct
+`siphash13(_pack(v), key=KEY).intdigest() & M32` with module-level names;
+`hsiphash_u32` below is that, and the schedulers inline it.
 """
 import struct
 
@@ -36,6 +44,11 @@ def hsiphash_1u32(v, key):
     return siphash13(_U32LE.pack(v & M32), key=key).intdigest() & M32
 
 
+def hsiphash_u32(v, key, _sip=siphash13, _pack=_U32LE.pack, _m=M32):
+    """hsiphash_1u32(v) for 0 <= v < 2**32 (no masking of v: caller's job)."""
+    return _sip(_pack(v), key=key).intdigest() & _m
+
+
 def fold(addr):
     """Fold an address to 32 bits: IPv4 int as is; IPv6 = XOR of its 4 words."""
     if type(addr) is int:
@@ -44,11 +57,62 @@ def fold(addr):
     return a ^ b ^ c ^ d
 
 
+def fold_af(addr, af):
+    """fold() with an explicit (service) address family, as the kernel does
+    for mixed-family destinations (IPVS.md §1.3, §10): an IPv4 address in an
+    IPv6 service folds to itself (its other words are 0); an IPv6 address in
+    an IPv4 service is read as its first 32-bit word."""
+    if type(addr) is int:
+        return addr
+    if af == 4:
+        return _V6WORDS.unpack(addr)[0]
+    a, b, c, d = _V6WORDS.unpack(addr)
+    return a ^ b ^ c ^ d
+
+
 def mh_hashkey(addr, port, key, offset=0):
     """The kernel's ip_vs_mh_hashkey(): hsiphash of (offset + port + fold(addr))."""
-    return siphash13(_U32LE.pack((offset + port + fold(addr)) & M32), key=key).intdigest() & M32
+    a = addr if type(addr) is int else fold(addr)
+    return siphash13(_U32LE.pack((offset + port + a) & M32), key=key).intdigest() & M32
 
 
 def hash_32(x, bits):
     """include/linux/hash.h hash_32()."""
     return ((x * GOLDEN_RATIO_32) & M32) >> (32 - bits)
+
+
+# ---------------------------------------------------------------- 32-bit kernels
+
+def _rotl32(x, b):
+    return ((x << b) | (x >> (32 - b))) & M32
+
+
+def _hsipround(v0, v1, v2, v3):
+    v0 = (v0 + v1) & M32; v1 = _rotl32(v1, 5); v1 ^= v0; v0 = _rotl32(v0, 16)
+    v2 = (v2 + v3) & M32; v3 = _rotl32(v3, 8); v3 ^= v2
+    v0 = (v0 + v3) & M32; v3 = _rotl32(v3, 7); v3 ^= v0
+    v2 = (v2 + v1) & M32; v1 = _rotl32(v1, 13); v1 ^= v2; v2 = _rotl32(v2, 16)
+    return v0, v1, v2, v3
+
+
+def hsiphash32(data, k0, k1):
+    """hsiphash() of a 32-bit kernel: HalfSipHash-1-3 with 32-bit key words
+    k0, k1, result v1 ^ v3 (IPVS.md §2.2).  Pure Python, for tests/tools."""
+    v0, v1 = k0, k1
+    v2 = k0 ^ 0x6C796765
+    v3 = k1 ^ 0x74656462
+    n = len(data)
+    end = n - n % 4
+    for i in range(0, end, 4):
+        m = int.from_bytes(data[i:i + 4], "little")
+        v3 ^= m
+        v0, v1, v2, v3 = _hsipround(v0, v1, v2, v3)
+        v0 ^= m
+    b = int.from_bytes(data[end:], "little") | ((n & 0xFF) << 24)
+    v3 ^= b
+    v0, v1, v2, v3 = _hsipround(v0, v1, v2, v3)
+    v0 ^= b
+    v2 ^= 0xFF
+    for _ in range(3):
+        v0, v1, v2, v3 = _hsipround(v0, v1, v2, v3)
+    return v1 ^ v3

@@ -1,0 +1,219 @@
+"""`mh`: the kernel's Maglev hashing scheduler (IPVS.md §1), flow for flow,
+and `mh-backport`, the out-of-tree ip_vs_mh module for kernels before 4.18.
+
+mh (kernel >= 4.18)
+-------------------
+* Table: maglev.populate() over the destinations in the kernel's list order
+  (`svc.dests` as is: newest added first) with turns from `last_weight`
+  (gcd reduction, right shift by fls(max/gcd) - TAB_BITS).  Rebuilt from
+  scratch on init and after every add/del/upd; built aside and published by
+  one assignment (`self._state = (table, M)`).
+* Lookup: slot = hsiphash_1u32(port + fold(client), key1) mod M.  The port
+  is the client's source port with `mh-port` (SVC_F_SCHED2), else 0; the
+  engine passes cport = 0 for protocols without ports.  A destination is
+  unavailable when its *current* weight <= 0 or it is overloaded.  Without
+  `mh-fallback` (SVC_F_SCHED1) an unavailable destination gives None; with
+  it, the kernel's re-hash loop: for off in 0..M-1, slot' = hash(v + (off +
+  slot) mod M) mod M, stop at an empty slot, return the first available one.
+* More destinations than M: the rebuild is refused and the previous table
+  stays in place (the kernel returns -EINVAL, silently ignored).
+
+Per-service option (userlb extension, `svc.options`)
+----------------------------------------------------
+* `mh_table_size`: the table size M, one of maglev.PRIMES
+  (251 509 1021 2039 4093 8191 16381 32749 65521 131071); default 4093, the
+  kernel's default build (CONFIG_IP_VS_MH_TAB_INDEX=12).  Any other value is
+  refused with ConfigError (`validate_options()`; also raised by the
+  constructor and by update()).  TAB_BITS (weight scaling) follows M as in a
+  kernel built with the matching CONFIG_IP_VS_MH_TAB_INDEX
+  (maglev.tab_bits(M) = INDEX // 2), so a userlb service with size M matches
+  a kernel built for M flow for flow.  An int or a decimal string is accepted.
+
+Tools API (`userlb simulate --table` etc.; control plane only, not hot path)
+--------------------------------------------------------------------------
+* `sched.table_size` -> M of the published table.
+* `sched.table_endpoints()` -> list of length M: per slot the Dest object
+  owning it, or None for an empty slot (a copy of the published table).
+* `sched.slot_of(caddr, cport=0, port=None)` -> the first slot a client
+  hashes to (port: True/False overrides the service's mh-port flag).
+* `sched.permutations()` -> [(dest, offset, skip, turns)] in list order.
+
+mh-backport (Vincent Bernat's out-of-tree ip_vs_mh, kernels < 4.18)
+-------------------------------------------------------------------
+Same keys, primes, permutation, turns computation and population race as
+`mh`, with three differences (its README lists them):
+  1. the client port is always hashed (TCP/UDP/SCTP; cport = 0 otherwise),
+     whatever the service flags;
+  2. turns come from the *current* weight (there is no last_weight before
+     4.18), so a destination at weight 0 is left out of the table and an
+     edit to weight 0 reshuffles the table;
+  3. no fallback: an empty or unavailable (overloaded) slot gives None, and
+     SVC_F_SCHED1/2 are ignored.
+It honours `mh_table_size` like `mh` (the module's size is a compile-time
+constant too).
+"""
+from siphash24 import siphash13
+
+from ..errors import ConfigError
+from ..model import SVC_F_SCHED1, SVC_F_SCHED2
+from . import maglev
+from .base import Scheduler, register
+from .hashing import M32, MH_KEY1, MH_KEY2, _U32LE, fold_af
+
+OPT_TABLE_SIZE = "mh_table_size"
+
+_pack = _U32LE.pack
+
+
+def table_size(options):
+    """The validated MH table size from a service's options (ConfigError)."""
+    if not options or options.get(OPT_TABLE_SIZE) is None:
+        return maglev.DEFAULT_SIZE
+    raw = options[OPT_TABLE_SIZE]
+    m = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        m = raw
+    elif isinstance(raw, str) and raw.strip().isdigit():
+        m = int(raw.strip())
+    if m not in maglev.PRIMES:
+        raise ConfigError(
+            f"invalid {OPT_TABLE_SIZE} {raw!r}: must be one of "
+            + " ".join(str(p) for p in maglev.PRIMES))
+    return m
+
+
+def validate_options(options):
+    """Raise ConfigError if the mh options in `options` are invalid."""
+    table_size(options)
+
+
+def _fold6(addr):
+    """IPv6 fold (XOR of the four words) of a 16-byte address."""
+    a = int.from_bytes(addr, "big")
+    return (a ^ (a >> 32) ^ (a >> 64) ^ (a >> 96)) & M32
+
+
+@register
+class MHScheduler(Scheduler):
+    name = "mh"
+
+    def __init__(self, svc, clock=None):
+        super().__init__(svc, clock)
+        m = table_size(svc.options)
+        self._perms = {}                  # (addr, port, M) -> (offset, skip)
+        self._state = ([None] * m, m)     # (table of Dest|None, M): one assignment
+        self.update()
+
+    # ---------------------------------------------------------------- control plane
+    def _weights(self, dests):
+        """Weights the table is built from: last_weight (kernel >= 4.18)."""
+        return [d.last_weight for d in dests]
+
+    def _perm(self, d, m):
+        key = (d.addr, d.port, m)
+        p = self._perms.get(key)
+        if p is None:
+            v = (d.port + fold_af(d.addr, self.svc.af)) & M32
+            b = _pack(v)
+            p = (siphash13(b, key=MH_KEY1).intdigest() & M32) % m, \
+                (siphash13(b, key=MH_KEY2).intdigest() & M32) % (m - 1) + 1
+            self._perms[key] = p
+        return p
+
+    def update(self):
+        m = table_size(self.svc.options)
+        dests = list(self.svc.dests)
+        if len(dests) > m:
+            return                        # kernel: -EINVAL, old table kept
+        nturns = maglev.turns(self._weights(dests), maglev.tab_bits(m))
+        if not any(nturns):
+            table = [None] * m
+        else:
+            perms = [self._perm(d, m) for d in dests]
+            idx = maglev.populate([p[0] for p in perms], [p[1] for p in perms], nturns, m)
+            table = [dests[i] for i in idx]   # every slot filled (some turns >= 1)
+        live = {(d.addr, d.port, m) for d in dests}
+        if len(self._perms) > len(live):
+            self._perms = {k: v for k, v in self._perms.items() if k in live}
+        self._state = (table, m)          # publish
+
+    # ---------------------------------------------------------------- tools
+    @property
+    def table_size(self):
+        return self._state[1]
+
+    def table_endpoints(self):
+        """Per slot the owning Dest or None (a copy of the published table)."""
+        return list(self._state[0])
+
+    def permutations(self):
+        m = self._state[1]
+        dests = list(self.svc.dests)
+        nturns = maglev.turns(self._weights(dests), maglev.tab_bits(m))
+        return [(d,) + self._perm(d, m) + (t,) for d, t in zip(dests, nturns)]
+
+    def _hash_value(self, caddr, cport, port):
+        if port is None:
+            port = self._uses_port()
+        a = fold_af(caddr, self.svc.af)
+        return (a + (cport if port else 0)) & M32
+
+    def _uses_port(self):
+        return bool(self.svc.flags & SVC_F_SCHED2)
+
+    def slot_of(self, caddr, cport=0, port=None):
+        v = self._hash_value(caddr, cport, port)
+        return (siphash13(_pack(v), key=MH_KEY1).intdigest() & M32) % self._state[1]
+
+    # ---------------------------------------------------------------- hot path
+    def schedule(self, caddr, cport, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
+        table, m = self._state
+        flags = self.svc.flags
+        v = caddr if type(caddr) is int else _fold6(caddr)
+        if flags & 0x10:                  # SVC_F_SCHED2: mh-port
+            v = (v + cport) & _m32
+        ihash = (_sip(_pack(v), key=_k).intdigest() & _m32) % m
+        d = table[ihash]
+        if d is None:
+            return None
+        if d.weight > 0 and not d.overloaded:
+            return d
+        if flags & 0x08:                  # SVC_F_SCHED1: mh-fallback
+            return _fallback(table, m, v, ihash)
+        return None
+
+
+def _fallback(table, m, v, ihash, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
+    """The kernel's mh-fallback loop: re-hash with growing offsets."""
+    for off in range(m):
+        roff = off + ihash
+        if roff >= m:
+            roff -= m
+        d = table[(_sip(_pack((v + roff) & _m32), key=_k).intdigest() & _m32) % m]
+        if d is None:
+            return None
+        if d.weight > 0 and not d.overloaded:
+            return d
+    return None
+
+
+@register
+class MHBackportScheduler(MHScheduler):
+    name = "mh-backport"
+
+    def _weights(self, dests):
+        return [d.weight for d in dests]
+
+    def _uses_port(self):
+        return True
+
+    def schedule(self, caddr, cport, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
+        table, m = self._state
+        v = ((caddr if type(caddr) is int else _fold6(caddr)) + cport) & _m32
+        d = table[(_sip(_pack(v), key=_k).intdigest() & _m32) % m]
+        if d is None or d.weight <= 0 or d.overloaded:
+            return None
+        return d
+
+
+assert SVC_F_SCHED1 == 0x08 and SVC_F_SCHED2 == 0x10
