@@ -67,6 +67,8 @@ The engine keeps its VIP -> service dispatch table up to date from the
 (service and its destinations, or everything) and emits "zero" so that the
 stats/rate-estimator module can reset its own state.
 """
+import inspect
+
 from ..clock import MonotonicClock
 from ..errors import ConfigError
 from ..model import FWD_MASQ, Dest, Service
@@ -251,6 +253,9 @@ class Config:
     # ------------------------------------------------------------ mutate
     def _new_scheduler(self, svc):
         cls = self._sched_class(svc.sched_name)
+        if _accepts_timeouts(cls):
+            # mhs re-reads T = max(tcp, tcpfin) on every change (MHS.md rule 4)
+            return cls(svc, self.clock, timeouts=self.timeouts.as_tuple)
         return cls(svc, self.clock)
 
     def _do(self, c):
@@ -377,6 +382,13 @@ class Config:
         listing.save_lines."""
         from .listing import save_lines
         return save_lines(self, with_timeouts=with_timeouts)
+
+
+def _accepts_timeouts(cls):
+    try:
+        return "timeouts" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _zero_stats(st):

@@ -40,6 +40,9 @@ userlb extensions (only with -A/-E, saved by -S):
   Service.options['mh_table_size'].
 * `--sh-tab-bits B`: sh table of 2**B buckets, B in 4..20 (default 8), as the
   kernel's CONFIG_IP_VS_SH_TAB_BITS.  Stored as Service.options['sh_tab_bits'].
+* `--sh-hash hash_32|legacy`: sh bucket hash of current kernels (hash_32,
+  default, since about 4.13) or of older ones (legacy: x * 2654435761).
+  Stored as Service.options['sh_hash'].
 
 Only the syntax and ipvsadm-level validation is here; kernel-level semantics
 (service exists, destination exists, ...) live in config.py.
@@ -72,6 +75,7 @@ SCHED_FLAG_BITS = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
 
 MH_TABLE_SIZES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 SH_TAB_BITS_RANGE = (4, 20)
+SH_HASH_VARIANTS = ("hash_32", "legacy")
 
 # commands (the ipvsadm long names)
 ADD_SERVICE = "add-service"
@@ -218,6 +222,7 @@ _OPTIONS = {
     # userlb extensions
     "mh-table-size": (None, 1, "mh-table-size"),
     "sh-tab-bits": (None, 1, "sh-tab-bits"),
+    "sh-hash": (None, 1, "sh-hash"),
 }
 _SHORT = {}
 for _long, (_s, _cmd) in _COMMAND_OPTS.items():
@@ -231,7 +236,8 @@ for _long, (_s, _k, _key) in _OPTIONS.items():
 # Legal options per command ('+' required, ' ' optional, '1' at most one of
 # them).  Anything not listed is illegal with that command.
 _SVC_OPTS = {"scheduler": " ", "persistent": " ", "netmask": " ", "ops": " ",
-             "pe": " ", "sched-flags": " ", "mh-table-size": " ", "sh-tab-bits": " "}
+             "pe": " ", "sched-flags": " ", "mh-table-size": " ", "sh-tab-bits": " ",
+             "sh-hash": " "}
 _DEST_OPTS = {"forwarding-method": " ", "weight": " ", "u-threshold": " ",
               "l-threshold": " ", "tun-type": " ", "tun-port": " ",
               "tun-nocsum": " ", "tun-csum": " ", "tun-remcsum": " "}
@@ -262,7 +268,8 @@ _OPT_ORDER = ("numeric", "connection", "service-address", "scheduler",
               "persistent-conn", "nosort", "syncid", "exact", "ops", "pe",
               "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
               "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum",
-              "tun-csum", "tun-remcsum", "mh-table-size", "sh-tab-bits", "ipv6")
+              "tun-csum", "tun-remcsum", "mh-table-size", "sh-tab-bits", "sh-hash",
+              "ipv6")
 
 
 # ------------------------------------------------------------------ helpers
@@ -644,6 +651,13 @@ def parse_argv(words):
             if c.sched_name not in SH_LIKE:
                 raise ConfigError("--sh-tab-bits only applies to the sh scheduler")
             c.options["sh_tab_bits"] = v
+        if "sh-hash" in raw:
+            v = raw["sh-hash"][1]
+            if v not in SH_HASH_VARIANTS:
+                raise ConfigError(f"illegal --sh-hash {v!r}: must be one of {' '.join(SH_HASH_VARIANTS)}")
+            if c.sched_name not in SH_LIKE:
+                raise ConfigError("--sh-hash only applies to the sh scheduler")
+            c.options["sh_hash"] = v
 
     if cmd in (ADD_SERVER, EDIT_SERVER):
         if c.fwd in (FWD_TUNNEL, FWD_DROUTE):

@@ -352,6 +352,8 @@ def service_rule(svc):
         s += f" --mh-table-size {svc.options['mh_table_size']}"
     if "sh_tab_bits" in svc.options:
         s += f" --sh-tab-bits {svc.options['sh_tab_bits']}"
+    if "sh_hash" in svc.options:
+        s += f" --sh-hash {svc.options['sh_hash']}"
     return s
 
 
