@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Throughput through the lab (root; network namespaces; not a timed test).
+
+    .venv/bin/python bench/bench_tun.py [--seconds 3] [--runs 3] [--only a,b,c]
+
+Small UDP datagrams (18-byte payload, 16 flows) from a sendmmsg generator in
+the client namespace to a VIP, packets per second delivered to the real
+server (its interface's rx counter), for:
+
+  tun.bare_loop.pps  a bare Python loop on the same TUN driver (uvloop,
+                     add_reader, readv into one buffer, os.write) that only
+                     patches the destination address (the VIP and real-server
+                     addresses are chosen with equal 16-bit sums, so no
+                     checksum changes): the ceiling for Python
+  tun.userlb.pps     `userlb run` with the real engine, established flows
+  tun.nft_dnat.pps   the kernel: nftables DNAT in a fresh lab of its own
+                     (conntrack there only), no TUN
+
+and one iperf3 TCP stream (client -> server) through userlb and through the
+kernel (tcp.userlb.gbps, tcp.nft_dnat.gbps).  Medians of --runs runs.  The
+forwarder (bare loop or userlb) is pinned to CPU 1 and the generator to
+CPU 0 with taskset; the kernel's softirq work lands where it lands.
+Also printed: tun.userlb_vs_bare.ratio (done-when of issue 6: >= 0.70).
+"""
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from common import emit  # noqa: E402
+
+VIP = "10.21.0.10"      # 0x0a15 + 0x000a == 0x0a14 + 0x000b: same sum as the RIP
+RIP = "10.20.0.11"
+UDP_PORT = 5000
+TCP_PORT = 5201
+FWD_CPU, GEN_CPU = "1", "0"
+
+
+# ------------------------------------------------------------- child: bare loop
+
+class BarePatch:
+    """An 'engine' that only writes the real server's address over the VIP."""
+
+    def __init__(self, vip, rip):
+        import socket
+        self.vip = socket.inet_aton(vip)
+        self.rip = socket.inet_aton(rip)
+        self.out_len = 0
+        self.out = b""
+
+    def process(self, buf, n, now):
+        from userlb.dataplane.tun import V_DROP, V_FORWARD
+        if buf[16:20] == self.vip:
+            buf[16:20] = self.rip
+            self.out_len = n
+            return V_FORWARD
+        return V_DROP
+
+    def expire(self, now):
+        pass
+
+
+def child_bare(args):
+    import asyncio
+    import signal
+
+    import uvloop
+
+    from userlb.dataplane.tun import TunDevice, TunDriver, TunRoutes
+    from userlb.model import parse_addr
+    dev = TunDevice(args.tun)
+    routes = TunRoutes(dev.name, dev.index, vips=[parse_addr(args.vip)[1]])
+    routes.install()
+    drv = TunDriver(dev.fd, BarePatch(args.vip, args.rip))
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for s in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(s, stop.set)
+        drv.attach(loop)
+        print("bare loop ready", file=sys.stderr, flush=True)
+        await stop.wait()
+        drv.detach()
+    try:
+        uvloop.run(run())
+    finally:
+        routes.remove()
+        dev.close()
+        print(json.dumps(drv.counters()), file=sys.stderr, flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ measuring
+
+def rx_packets(lab, ns):
+    p = lab.exec(ns, ["cat", "/sys/class/net/eth0/statistics/rx_packets"])
+    return int(p.stdout)
+
+
+def measure_pps(lab, seconds):
+    """Flood for seconds+1 s; count what the server received in the middle."""
+    server = lab.servers[0][0]
+    gen = subprocess.Popen(["ip", "netns", "exec", lab.client, "taskset", "-c", GEN_CPU,
+                            sys.executable, "-m", "userlb.lab.flood", "--dst", VIP,
+                            "--port", str(UDP_PORT), "--flows", "16", "--size", "18",
+                            "--seconds", str(seconds + 1.5)],
+                           stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+    time.sleep(0.75)
+    r0, t0 = rx_packets(lab, server), time.monotonic()
+    time.sleep(seconds)
+    r1, t1 = rx_packets(lab, server), time.monotonic()
+    out = gen.communicate(timeout=seconds + 30)[0]
+    offered = json.loads(out.strip().splitlines()[-1])["pps"] if out.strip() else 0
+    return (r1 - r0) / (t1 - t0), offered
+
+
+def measure_tcp(lab, seconds):
+    server = lab.servers[0][0]
+    srv = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(TCP_PORT)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        p = lab.exec(lab.client, ["taskset", "-c", GEN_CPU, "iperf3", "-c", VIP, "-p", str(TCP_PORT),
+                                  "-t", str(seconds), "-J"], timeout=seconds + 30, check=False)
+        res = json.loads(p.stdout)
+        if "error" in res:
+            raise RuntimeError(res["error"])
+        return res["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        try:
+            srv.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+
+
+def rules():
+    return (f"-A -u {VIP}:{UDP_PORT} -s sh -b sh-port\n"
+            f"-a -u {VIP}:{UDP_PORT} -r {RIP}:{UDP_PORT} -m -w 1\n"
+            f"-A -t {VIP}:{TCP_PORT} -s mh\n"
+            f"-a -t {VIP}:{TCP_PORT} -r {RIP}:{TCP_PORT} -m -w 1\n")
+
+
+def forwarder(lab, kind):
+    if kind == "bare":
+        argv = ["taskset", "-c", FWD_CPU, sys.executable, str(HERE / "bench_tun.py"),
+                "--child", "bare", "--tun", "ulb0", "--vip", VIP, "--rip", RIP, "--lab", lab.tag]
+        return lab.start("bare", lab.director, argv, ready="ready")
+    argv = ["taskset", "-c", FWD_CPU] + lab.director_argv()
+    return lab.start("director", lab.director, argv, ready="ready", log=lab.director_log)
+
+
+def stop(lab, key):
+    pid = lab.pids.pop(key, None)
+    if pid:
+        lab._kill(pid)
+
+
+def median(xs):
+    return statistics.median(xs) if xs else 0.0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tcp-seconds", type=int, default=5)
+    ap.add_argument("--only", default="a,b,c,tcp")
+    ap.add_argument("--child")
+    ap.add_argument("--tun")
+    ap.add_argument("--vip")
+    ap.add_argument("--rip")
+    ap.add_argument("--lab")
+    args = ap.parse_args(argv)
+    if args.child == "bare":
+        return child_bare(args)
+    if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
+        print("bench_tun: needs root and /dev/net/tun; skipped", file=sys.stderr)
+        return 0
+    from userlb.lab import Lab
+    only = set(args.only.split(","))
+    res = {}
+    lab = Lab(n_servers=1, n_clients=1, director=False)
+    try:
+        lab.up()
+        lab.write_rules(rules())
+        order = [k for k in ("bare", "userlb") if {"bare": "a", "userlb": "b"}[k] in only]
+        # alternate the two forwarders run by run (the machine is noisy)
+        for run in range(args.runs):
+            for kind in order:
+                forwarder(lab, kind)
+                try:
+                    pps, offered = measure_pps(lab, args.seconds)
+                finally:
+                    stop(lab, "bare" if kind == "bare" else "director")
+                res.setdefault(kind, []).append(pps)
+                print(f"run {run}: {kind}: {pps:,.0f} pps delivered (offered {offered:,.0f})",
+                      file=sys.stderr, flush=True)
+        if "tcp" in only and "b" in only:
+            forwarder(lab, "userlb")
+            try:
+                res["tcp_userlb"] = [measure_tcp(lab, args.tcp_seconds)]
+            finally:
+                stop(lab, "director")
+    finally:
+        lab.down()
+    if "c" in only:
+        if shutil.which("nft") is None:
+            print("nft missing (apt-get install nftables): tun.nft_dnat skipped", file=sys.stderr)
+        else:
+            lab = Lab(n_servers=1, n_clients=1, director=False)
+            try:
+                lab.up()
+                lab.exec(lab.director, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+                lab.exec(lab.director, ["nft", "-f", "-"], input=(
+                    "table ip userlb_bench {\n"
+                    " chain pre { type nat hook prerouting priority dstnat; policy accept;\n"
+                    f"  ip daddr {VIP} udp dport {UDP_PORT} dnat to {RIP}\n"
+                    f"  ip daddr {VIP} tcp dport {TCP_PORT} dnat to {RIP}\n"
+                    " }\n}\n"))
+                for run in range(args.runs):
+                    pps, offered = measure_pps(lab, args.seconds)
+                    res.setdefault("nft", []).append(pps)
+                    print(f"run {run}: nft: {pps:,.0f} pps delivered (offered {offered:,.0f})",
+                          file=sys.stderr, flush=True)
+                if "tcp" in only:
+                    res["tcp_nft"] = [measure_tcp(lab, args.tcp_seconds)]
+            finally:
+                lab.down()
+    names = {"bare": ("tun.bare_loop.pps", "pps"), "userlb": ("tun.userlb.pps", "pps"),
+             "nft": ("tun.nft_dnat.pps", "pps"), "tcp_userlb": ("tcp.userlb.gbps", "Gbit/s"),
+             "tcp_nft": ("tcp.nft_dnat.gbps", "Gbit/s")}
+    for key, (name, unit) in names.items():
+        if key in res:
+            v = median(res[key])
+            emit(name, round(v, 3 if unit != "pps" else 0), unit, runs=[round(x, 3) for x in res[key]])
+    if res.get("bare") and res.get("userlb"):
+        emit("tun.userlb_vs_bare.ratio", round(median(res["userlb"]) / median(res["bare"]), 3), "ratio")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

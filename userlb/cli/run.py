@@ -1,0 +1,322 @@
+"""`userlb run`: the director on a TUN device.
+
+    userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
+               [--no-routes] [--reply-from PREFIX]... [--table N]
+               [--stats-file PATH] [--control PATH]
+
+FILE holds `ipvsadm -R` lines (what `ipvsadm -S -n` prints; `--set` too).
+Unless --no-routes, routes for every VIP and policy rules for every real
+server (and every --reply-from prefix) steer traffic into the device; exactly
+those are removed on exit.
+
+Signals:
+  SIGINT / SIGTERM  stop cleanly (routes and rules removed, device closed).
+  SIGHUP            re-read FILE and apply the difference to the running
+                    configuration (services and destinations that did not
+                    change are kept as they are; connection entries are never
+                    flushed, so established connections keep their server;
+                    those of a deleted destination stop, as in IPVS).  A bad
+                    file is refused as a whole; the running config stays.
+  SIGUSR1           write the listing (`-L -n --stats`) and the driver's
+                    counters to --stats-file (default: stderr).
+
+--control PATH is accepted for the coming `userlb adm` socket; nothing is
+served on it yet.
+"""
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import time
+
+from ..errors import ConfigError
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="userlb run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--config", metavar="FILE", help="rules in ipvsadm -R syntax")
+    p.add_argument("--tun", metavar="NAME", default="userlb0", help="TUN device name (default userlb0)")
+    p.add_argument("--sloppy-tcp", action="store_true",
+                   help="any TCP packet but RST may create a connection (IPVS sloppy_tcp)")
+    p.add_argument("--no-rst", action="store_true",
+                   help="drop (instead of answering with RST) a non-SYN TCP packet without an entry")
+    p.add_argument("--no-routes", action="store_true",
+                   help="install no routes/rules (you steer traffic into the device yourself)")
+    p.add_argument("--reply-from", metavar="PREFIX", action="append", default=[],
+                   help="also steer packets from this prefix into the device (e.g. the real "
+                        "servers' subnet, so that routers there can send ICMP errors); repeatable")
+    p.add_argument("--table", type=int, default=None,
+                   help="routing table for replies (default 20000 + device index)")
+    p.add_argument("--batch", type=int, default=256, help="packets read per wake-up (default 256)")
+    p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
+    p.add_argument("--control", metavar="PATH",
+                   help="control socket for `userlb adm` (not yet: accepted, nothing served)")
+    return p
+
+
+def read_rules(path):
+    """Parse a rules file into a fresh Config; ConfigError/OSError on failure."""
+    from ..control.config import Config
+    with open(path) as f:
+        text = f.read()
+    cfg = Config()
+    cfg.load_rules(text)
+    return cfg
+
+
+def diff_commands(cur, new):
+    """ipvsadm Commands that turn Config `cur` into Config `new` while keeping
+    every unchanged Service and Dest object (no -C)."""
+    from ..control import ipvsadm as ia
+    cmds = []
+
+    def svc_cmd(kind, s):
+        c = ia.Command(kind)
+        c.protocol, c.af, c.addr, c.port = s.protocol, s.af, s.addr, s.port
+        c.sched_name, c.flags, c.timeout = s.sched_name, s.flags, s.timeout
+        c.netmask, c.options = s.netmask, dict(s.options)
+        return c
+
+    def dest_cmd(kind, s, d):
+        c = svc_cmd(kind, s)
+        c.daddr, c.dport, c.daf = d.addr, d.port, d.af
+        c.fwd, c.weight = d.fwd, d.weight
+        c.u_threshold, c.l_threshold = d.u_threshold, d.l_threshold
+        return c
+
+    for key, s in cur.services.items():
+        if key not in new.services:
+            cmds.append(svc_cmd(ia.DEL_SERVICE, s))
+    for key, n in new.services.items():
+        s = cur.services.get(key)
+        if s is None:
+            cmds.append(svc_cmd(ia.ADD_SERVICE, n))
+            for d in reversed(n.dests):           # oldest first: same final order
+                cmds.append(dest_cmd(ia.ADD_SERVER, n, d))
+            continue
+        if (s.sched_name, s.flags, s.timeout, s.netmask, s.options) != \
+                (n.sched_name, n.flags, n.timeout, n.netmask, n.options):
+            cmds.append(svc_cmd(ia.EDIT_SERVICE, n))
+        new_keys = {d.key for d in n.dests}
+        for d in s.dests:
+            if d.key not in new_keys:
+                cmds.append(dest_cmd(ia.DEL_SERVER, s, d))
+        for d in reversed(n.dests):
+            od = s.find_dest(d.addr, d.port)
+            if od is None:
+                cmds.append(dest_cmd(ia.ADD_SERVER, n, d))
+            elif (od.weight, od.fwd, od.u_threshold, od.l_threshold) != \
+                    (d.weight, d.fwd, d.u_threshold, d.l_threshold):
+                cmds.append(dest_cmd(ia.EDIT_SERVER, n, d))
+    if cur.timeouts.as_tuple() != new.timeouts.as_tuple():
+        c = ia.Command(ia.SET)
+        c.set_timeouts = new.timeouts.as_tuple()
+        cmds.append(c)
+    return cmds
+
+
+def rule_sources(cfg, extra=()):
+    """Addresses whose packets go into the device: every real server."""
+    out = []
+    for s in cfg.services.values():
+        for d in s.dests:
+            if d.addr not in out:
+                out.append(d.addr)
+    return out + list(extra)
+
+
+class Director:
+    """Config + engine + TUN driver + routes, wired together."""
+
+    def __init__(self, args, cfg):
+        from ..dataplane.engine import Engine
+        from ..dataplane.tun import TunDevice, TunDriver
+        self.args = args
+        self.cfg = cfg
+        self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
+        self._push_config()
+        self.dev = TunDevice(args.tun)
+        self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch)
+        self.routes = None
+        self.loop = None
+        self.stop_event = None
+        self.started = time.monotonic()
+
+    def _push_config(self):
+        self.engine.set_services(list(self.cfg.services.values()))
+        t = self.cfg.timeouts
+        self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+
+    def install_routes(self):
+        from ..dataplane.tun import TunRoutes
+        vips = [s.addr for s in self.cfg.services.values()]
+        self.routes = TunRoutes(self.dev.name, self.dev.index, vips=vips,
+                                sources=rule_sources(self.cfg, self.args.reply_from),
+                                table=self.args.table)
+        self.routes.install()
+
+    def update_routes(self):
+        """After a reload: re-install for the new VIP / real-server set."""
+        if self.routes is None:
+            return
+        from ..dataplane.tun import TunRoutes
+        vips = [s.addr for s in self.cfg.services.values()]
+        new = TunRoutes(self.dev.name, self.dev.index, vips=vips,
+                        sources=rule_sources(self.cfg, self.args.reply_from),
+                        table=self.args.table)
+        if (new.vips, new.sources) == (self.routes.vips, self.routes.sources):
+            return
+        self.routes.remove()
+        self.routes = new
+        new.install()
+
+    # ------------------------------------------------------------- signals
+    def reload(self):
+        path = self.args.config
+        if not path:
+            log("SIGHUP: no --config file to re-read")
+            return
+        try:
+            new = read_rules(path)
+            cmds = diff_commands(self.cfg, new)
+            self.cfg.apply_batch(cmds)
+        except (ConfigError, OSError) as e:
+            log(f"SIGHUP: {path}: {e}; running configuration unchanged")
+            return
+        self._push_config()
+        try:
+            self.update_routes()
+        except Exception as e:   # noqa: BLE001 - reported, keep running
+            log(f"SIGHUP: routes: {e}")
+        log(f"SIGHUP: {path}: applied {len(cmds)} change(s)")
+
+    def listing_text(self):
+        try:
+            from ..control import listing
+            text = listing.list_all(self.cfg, numeric=True, stats=True)
+        except Exception:   # noqa: BLE001 - listing module not available
+            text = fallback_listing(self.cfg)
+        counters = dict(self.driver.counters())
+        ec = getattr(self.engine, "counters", None)
+        if callable(ec):
+            try:
+                counters.update(ec())
+            except Exception:   # noqa: BLE001
+                pass
+        extra = " ".join(f"{k}={v}" for k, v in counters.items())
+        return text + f"driver: {extra}\n"
+
+    def dump_stats(self):
+        text = self.listing_text()
+        path = self.args.stats_file
+        if path:
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        else:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+    # ---------------------------------------------------------------- run
+    async def serve(self):
+        self.loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.stop_event.set)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
+        self.driver.attach(self.loop)
+        nsvc = len(self.cfg.services)
+        ndest = sum(len(s.dests) for s in self.cfg.services.values())
+        log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), {ndest} real server(s)"
+            + ("" if self.routes else ", no routes") + (", sloppy TCP" if self.args.sloppy_tcp else ""))
+        await self.stop_event.wait()
+        self.driver.detach()
+
+    def close(self):
+        errors = []
+        if self.routes is not None:
+            errors = self.routes.remove()
+            self.routes = None
+        self.dev.close()
+        for e in errors:
+            log(f"cleanup: {e}")
+
+
+def fallback_listing(cfg):
+    from ..model import PROTO_NAMES, format_endpoint
+    out = ["Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes",
+           "  -> RemoteAddress:Port"]
+    for s in cfg.services.values():
+        st = s.stats
+        out.append(f"{PROTO_NAMES.get(s.protocol, s.protocol).upper():<4} "
+                   f"{format_endpoint(s.addr, s.port):<28} {st.conns:>8} {st.inpkts:>8} "
+                   f"{st.outpkts:>8} {st.inbytes:>8} {st.outbytes:>8}")
+        for d in s.dests:
+            st = d.stats
+            out.append(f"  -> {format_endpoint(d.addr, d.port):<28} {st.conns:>8} {st.inpkts:>8} "
+                       f"{st.outpkts:>8} {st.inbytes:>8} {st.outbytes:>8}")
+    return "\n".join(out) + "\n"
+
+
+def log(msg):
+    print(f"userlb run: {msg}", file=sys.stderr, flush=True)
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    # until the event loop takes over: end through `finally` (cleanup) on TERM
+    signal.signal(signal.SIGTERM, _raise_exit)
+    from ..control.config import Config
+    if args.config:
+        try:
+            cfg = read_rules(args.config)
+        except OSError as e:
+            log(f"cannot read {args.config}: {e.strerror}")
+            return 1
+        except ConfigError as e:
+            log(f"{args.config}: {e}")
+            return 1
+    else:
+        cfg = Config()
+    for p in args.reply_from:
+        try:
+            import ipaddress
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            log(f"--reply-from: not a prefix: {p!r}")
+            return 2
+    if args.control:
+        log(f"--control {args.control}: the control socket is not implemented yet; nothing served")
+
+    from ..dataplane.tun import TunError
+    try:
+        director = Director(args, cfg)
+    except TunError as e:
+        log(str(e))
+        return 1
+    try:
+        if not args.no_routes:
+            try:
+                director.install_routes()
+            except Exception as e:   # noqa: BLE001
+                log(f"cannot install routes: {e}")
+                return 1
+        try:
+            import uvloop
+            runner = uvloop.run
+        except ImportError:   # pragma: no cover
+            runner = asyncio.run
+        runner(director.serve())
+    finally:
+        director.close()
+    log("stopped")
+    return 0
