@@ -200,13 +200,20 @@ class Director:
         except Exception:   # noqa: BLE001 - listing module not available
             text = fallback_listing(self.cfg)
         counters = dict(self.driver.counters())
-        ec = getattr(self.engine, "counters", None)
-        if callable(ec):
-            try:
-                counters.update(ec())
-            except Exception:   # noqa: BLE001
-                pass
+        eng = self.engine
+        try:
+            counters["entries"] = len(eng)
+            st = eng.stats
+            counters.update(conns=st.conns, inpkts=st.inpkts, outpkts=st.outpkts)
+        except (AttributeError, TypeError):
+            pass
         extra = " ".join(f"{k}={v}" for k, v in counters.items())
+        drops = getattr(eng, "drops", None)
+        replies = getattr(eng, "replies", None)
+        if drops:
+            extra += "\nengine drops: " + " ".join(f"{k}={v}" for k, v in sorted(drops.items()))
+        if replies:
+            extra += "\nengine replies: " + " ".join(f"{k}={v}" for k, v in sorted(replies.items()))
         return text + f"driver: {extra}\n"
 
     def dump_stats(self):

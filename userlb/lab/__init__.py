@@ -207,6 +207,8 @@ class Lab:
                        "addr add 10.20.0.1/24 dev br0", "addr add fd00:20::1/64 dev br0 nodad",
                        "link set br0 up"])
         self.sysctl(d, "net.ipv6.conf.br0.accept_dad", 0)
+        self.sysctl(d, "net.ipv4.ip_forward", 1)
+        self.sysctl(d, "net.ipv6.conf.all.forwarding", 1)
         for i, (ns, a4, a6) in enumerate(self.servers, 1):
             sh(["ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer",
                 "name", f"s{i}", "netns", d])
