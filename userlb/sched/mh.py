@@ -169,7 +169,11 @@ class MHScheduler(Scheduler):
     def schedule(self, caddr, cport, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
         table, m = self._state
         flags = self.svc.flags
-        v = caddr if type(caddr) is int else _fold6(caddr)
+        if type(caddr) is int:
+            v = caddr
+        else:                             # IPv6: XOR of the four words
+            v = int.from_bytes(caddr, "big")
+            v = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) & _m32
         if flags & 0x10:                  # SVC_F_SCHED2: mh-port
             v = (v + cport) & _m32
         ihash = (_sip(_pack(v), key=_k).intdigest() & _m32) % m

@@ -59,7 +59,9 @@ class RRScheduler(Scheduler):
             self._resync()            # list changed without notification
             cur, pos = self._cur, self._pos
         i = pos
-        for _ in range(n):
+        left = n
+        while left:
+            left -= 1
             i += 1
             if i == n:
                 i = 0

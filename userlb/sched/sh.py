@@ -64,11 +64,6 @@ def validate_options(options):
     hash_variant(options)
 
 
-def _fold6(addr):
-    a = int.from_bytes(addr, "big")
-    return (a ^ (a >> 32) ^ (a >> 64) ^ (a >> 96)) & M32
-
-
 def fill(dests, size):
     """Bucket table for `dests` in list order: max(weight, 1) consecutive
     buckets each, wrapping around the list until all buckets are filled."""
@@ -126,7 +121,11 @@ class SHScheduler(Scheduler):
     def schedule(self, caddr, cport):
         table, bits, mult, mask = self._state
         flags = self.svc.flags
-        x = caddr if type(caddr) is int else _fold6(caddr)
+        if type(caddr) is int:
+            x = caddr
+        else:                             # IPv6: XOR of the four words
+            x = int.from_bytes(caddr, "big")
+            x = (x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) & 0xFFFFFFFF
         if flags & 0x10:                  # SVC_F_SCHED2: sh-port
             x = (x + cport) & 0xFFFFFFFF
         if mult:
