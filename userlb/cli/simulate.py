@@ -32,7 +32,8 @@
                and gained, and (with --flows) how many of the given flows it had
                before / after and how many moved away from it; then the total
                of slots and flows that moved.  Backends are compared by
-               address:port.  Example:
+               address:port.  Flows are read only with --flows (`--flows -`
+               for stdin); without it only the tables are compared.  Example:
 
                    service tcp 10.0.0.100:80: mh -> mh
                      slots: 4093, moved 1364 (33.33%)
@@ -292,12 +293,16 @@ def format_compare(res, with_flows):
         if with_flows:
             lines.append(f"  flows: {s['flows']}, moved {s['flows_moved']} "
                          f"({_pct(s['flows_moved'], s['flows'])})")
-        lines.append(f"  {'backend':<24} {'slots_before':>12} {'slots_after':>11} {'lost':>5} "
-                     f"{'gained':>6} {'flows_before':>12} {'flows_after':>11} {'moved_away':>10}")
+        head = f"  {'backend':<24} {'slots_before':>12} {'slots_after':>11} {'lost':>5} {'gained':>6}"
+        if with_flows:
+            head += f" {'flows_before':>12} {'flows_after':>11} {'moved_away':>10}"
+        lines.append(head)
         for b in s["backends"]:
-            lines.append(f"  {b['backend']:<24} {b['slots_before']:>12} {b['slots_after']:>11} "
-                         f"{b['lost']:>5} {b['gained']:>6} {b['flows_before']:>12} "
-                         f"{b['flows_after']:>11} {b['moved_away']:>10}")
+            row = (f"  {b['backend']:<24} {b['slots_before']:>12} {b['slots_after']:>11} "
+                   f"{b['lost']:>5} {b['gained']:>6}")
+            if with_flows:
+                row += f" {b['flows_before']:>12} {b['flows_after']:>11} {b['moved_away']:>10}"
+            lines.append(row)
     if with_flows:
         lines.append(f"flows (all services): {res['flows']}, moved {res['flows_moved']} "
                      f"({_pct(res['flows_moved'], res['flows'])})")

@@ -1,0 +1,341 @@
+"""`userlb simulate` end to end: in-process through main(argv) and as a
+subprocess through the installed `userlb` script; the kernel vectors'
+`reproduce_with` replayed for every lookup under every flag combination."""
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from userlb.cli import simulate
+from userlb.cli.main import main as userlb_main
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
+USERLB = ROOT / ".venv" / "bin" / "userlb"
+
+MH = json.loads((VECTORS / "mh_vectors.json").read_text())["scenarios"]
+SH = json.loads((VECTORS / "sh_vectors.json").read_text())["scenarios"]
+FLAG_SETS = {"mh": ["none", "mh-port", "mh-fallback", "mh-fallback,mh-port"],
+             "sh": ["none", "sh-port", "sh-fallback", "sh-fallback,sh-port"]}
+
+
+def run(argv, stdin=""):
+    out, err = io.StringIO(), io.StringIO()
+    rc = simulate.main(argv, stdin=io.StringIO(stdin), stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def run_sub(argv, stdin=""):
+    p = subprocess.run([str(USERLB), "simulate"] + argv, input=stdin, capture_output=True,
+                       text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def ep(addr, port):
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def rules_with_flags(scenario, flags):
+    """The scenario's commands with the -A line's -b replaced by `flags`."""
+    out = []
+    for line in scenario["reproduce_with"]:
+        if re.match(r"^(ipvsadm )?-A ", line):
+            line = re.sub(r" -b \S+", "", line)
+            if flags != "none":
+                line += f" -b {flags}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def flows_of(scenario):
+    vip = scenario["service"]
+    proto = scenario["protocol"]
+    return "".join(f"{proto} {ep(x['client'], x['cport'])} {vip}\n" for x in scenario["lookups"])
+
+
+def expected(scenario, flags):
+    dests = scenario["dests"]
+    vip = scenario["service"]
+    out = []
+    for x in scenario["lookups"]:
+        i = x[flags]
+        dest = "-" if i is None else ep(dests[i]["addr"], dests[i]["port"])
+        out.append(f"{scenario['protocol']} {ep(x['client'], x['cport'])} {vip} -> {dest}")
+    return out
+
+
+@pytest.fixture
+def files(tmp_path):
+    def write(name, text):
+        p = tmp_path / name
+        p.write_text(text)
+        return str(p)
+    return write
+
+
+BASIC = """\
+# three real servers behind one VIP
+ipvsadm -A -t 10.0.0.100:80 -s mh -b mh-port
+ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.1:80 -m -w 1
+ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 1
+ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.3:80 -m -w 1
+"""
+
+
+# ------------------------------------------------------------- the vectors
+
+@pytest.mark.parametrize("sched,scenario", [("mh", s) for s in MH] + [("sh", s) for s in SH],
+                         ids=lambda x: x if isinstance(x, str) else x["name"])
+def test_vectors_every_lookup_every_flag_set(sched, scenario, files):
+    assert scenario["scheduler"] == sched
+    flows = files("flows", flows_of(scenario))
+    for flags in FLAG_SETS[sched]:
+        rules = files(f"rules-{flags}", rules_with_flags(scenario, flags))
+        rc, out, err = run(["--rules", rules, "--flows", flows])
+        assert (rc, err) == (0, "")
+        assert out.splitlines() == expected(scenario, flags), flags
+
+
+@pytest.mark.parametrize("sched,scenario", [("mh", s) for s in MH] + [("sh", s) for s in SH],
+                         ids=lambda x: x if isinstance(x, str) else x["name"])
+def test_vectors_table(sched, scenario, files):
+    rules = files("rules", rules_with_flags(scenario, "none"))
+    proto, vip = scenario["protocol"], scenario["service"]
+    rc, out, err = run(["--rules", rules, "--table", vip, "--proto", proto])
+    assert (rc, err) == (0, "")
+    dests = scenario["dests"]
+    want = [f"{i} {'-' if t < 0 else ep(dests[t]['addr'], dests[t]['port'])}"
+            for i, t in enumerate(scenario["table"])]
+    assert out.splitlines() == want
+
+
+@pytest.mark.parametrize("scenario", [MH[1], MH[4], MH[5], SH[1]], ids=lambda s: s["name"])
+def test_vectors_through_the_installed_script(scenario, files):
+    sched = scenario["scheduler"]
+    flags = FLAG_SETS[sched][3]
+    rules = files("rules", rules_with_flags(scenario, flags))
+    rc, out, err = run_sub(["--rules", rules, "--flows", "-"], stdin=flows_of(scenario))
+    assert (rc, err) == (0, "")
+    assert out.splitlines() == expected(scenario, flags)
+
+
+# ------------------------------------------------------------------- flows
+
+def test_flows_text_and_json(files):
+    rules = files("rules", BASIC)
+    flows = ("tcp 192.168.1.100:12345 10.0.0.100:80\n"
+             "# comment line\n\n"
+             "TCP 192.168.1.100:12345 10.0.0.100:80   # trailing comment\n"
+             "udp 192.168.1.100:12345 10.0.0.100:80\n"
+             "tcp 192.168.1.100:12345 10.0.0.100:81\n"
+             "tcp [2001:db8::9]:4000 [2001:db8::100]:80\n")
+    rc, out, err = run(["--rules", rules], stdin=flows)          # stdin by default
+    assert (rc, err) == (0, "")
+    lines = out.splitlines()
+    # IPVS.md §1.8 worked example: 192.168.1.100:12345 with mh-port -> slot 3989
+    assert lines[0].startswith("tcp 192.168.1.100:12345 10.0.0.100:80 -> 10.0.0.")
+    assert lines[1] == lines[0]
+    assert lines[2:] == ["udp 192.168.1.100:12345 10.0.0.100:80 -> -",
+                         "tcp 192.168.1.100:12345 10.0.0.100:81 -> -",
+                         "tcp [2001:db8::9]:4000 [2001:db8::100]:80 -> -"]
+    rc, out, err = run(["--rules", rules, "--flows", "-", "--json"], stdin=flows)
+    data = json.loads(out)
+    assert [d["dest"] for d in data[2:]] == [None, None, None]
+    assert data[0] == {"proto": "tcp", "client": "192.168.1.100:12345",
+                       "vip": "10.0.0.100:80", "dest": lines[0].split(" -> ")[1]}
+
+
+def test_vector_worked_example_slot(files):
+    # v4_three_equal, client 192.168.1.100:12345: the vector says which dest
+    sc = MH[1]
+    rules = files("rules", rules_with_flags(sc, "mh-port"))
+    look = [x for x in sc["lookups"] if x["client"] == "192.168.1.100" and x["cport"] == 12345]
+    rc, out, _ = run(["--rules", rules], stdin="tcp 192.168.1.100:12345 10.0.0.100:80\n")
+    assert len(look) == 1 and look[0]["bucket_port"] == 3989
+    d = sc["dests"][look[0]["mh-port"]]
+    assert out.strip().endswith(f"-> {d['addr']}:{d['port']}")
+    # the documented slot (IPVS.md §1.8) through --table
+    rc, table, _ = run(["--rules", rules, "--table", "10.0.0.100:80"])
+    slot = table.splitlines()[3989].split()[1]
+    assert out.strip().endswith("-> " + slot)
+
+
+def test_kernel_add_order_matters_and_save_order_differs(files):
+    fwd = files("fwd", BASIC)
+    rev = files("rev", "\n".join([BASIC.splitlines()[1]] + BASIC.splitlines()[2:][::-1]) + "\n")
+    _, t1, _ = run(["--rules", fwd, "--table", "10.0.0.100:80"])
+    _, t2, _ = run(["--rules", rev, "--table", "10.0.0.100:80"])
+    diff = sum(1 for a, b in zip(t1.splitlines(), t2.splitlines()) if a != b)
+    assert diff == 5          # IPVS.md §1.6: 5 of 4093 slots differ
+
+
+def test_bad_rules_line_reports_line_and_prints_no_flows(files):
+    rules = files("rules", BASIC + "ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.3:80 -m -w 1\n")
+    rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
+    assert rc == 1 and out == ""
+    assert err == f"userlb simulate: {rules}:6: Destination already exists\n"
+    rules = files("rules2", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -w 99999 -m\n")
+    rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
+    assert rc == 1 and out == "" and f"{rules}:2: illegal weight" in err
+    rules = files("rules3", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -g\n")
+    rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
+    assert rc == 1 and out == "" and ":2: userlb only forwards with masquerading (-m)" in err
+
+
+def test_bad_rules_through_the_script(files):
+    rules = files("rules", "-A -t 10.0.0.100:80 -s lblc\n")
+    rc, out, err = run_sub(["--rules", rules, "--flows", "-"], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
+    assert rc == 1 and out == ""
+    assert f"{rules}:1: scheduler 'lblc' is not supported by userlb" in err
+
+
+@pytest.mark.parametrize("flow,msg", [
+    ("tcp 1.2.3.4:5", "expected `PROTO"),
+    ("icmp 1.2.3.4:5 10.0.0.100:80", "unknown protocol"),
+    ("tcp 1.2.3.4 10.0.0.100:80", "missing port"),
+    ("tcp 1.2.3.400:5 10.0.0.100:80", "bad client"),
+    ("tcp 2001:db8::1 10.0.0.100:80", "bad client"),
+    ("tcp [2001:db8::1]:5 10.0.0.100:80", "different families"),
+    ("tcp 1.2.3.4:5 10.0.0.100:99999", "invalid port"),
+])
+def test_bad_flow_line(files, flow, msg):
+    rules = files("rules", BASIC)
+    rc, out, err = run(["--rules", rules, "--flows", "-"],
+                       stdin="tcp 1.2.3.4:5 10.0.0.100:80\n\n" + flow + "\n")
+    assert rc == 1 and out == ""
+    assert err.startswith("userlb simulate: -:3: ") and msg in err
+
+
+def test_missing_files_and_usage(files, tmp_path):
+    rc, out, err = run(["--rules", str(tmp_path / "nope")])
+    assert rc == 1 and "No such file" in err
+    rc, out, err = run([])
+    assert rc == 2
+    rules = files("rules", BASIC)
+    rc, out, err = run(["--rules", rules, "--table", "10.0.0.100:80", "--against", rules])
+    assert rc == 2
+
+
+def test_dispatch_from_userlb_main(files, capsys, monkeypatch):
+    rules = files("rules", BASIC)
+    flows = files("flows", "tcp 10.9.9.9:1000 10.0.0.100:80\n")
+    assert userlb_main(["simulate", "--rules", rules, "--flows", flows]) == 0
+    assert capsys.readouterr().out.startswith("tcp 10.9.9.9:1000 10.0.0.100:80 -> 10.0.0.")
+
+
+# ------------------------------------------------------------------ --table
+
+def test_table_errors(files):
+    rules = files("rules", BASIC + "-A -u 10.0.0.100:53 -s rr\n")
+    rc, out, err = run(["--rules", rules, "--table", "10.0.0.100:53", "--proto", "udp"])
+    assert rc == 1 and "scheduler 'rr' has no lookup table" in err and out == ""
+    rc, out, err = run(["--rules", rules, "--table", "10.0.0.100:53"])     # tcp by default
+    assert rc == 1 and "no service tcp 10.0.0.100:53" in err
+    rc, out, err = run(["--rules", rules, "--table", "nonsense"])
+    assert rc == 1 and "bad --table" in err
+
+
+def test_table_sizes_and_json(files):
+    rules = files("rules", "-A -t 10.0.0.100:80 -s mh --mh-table-size 251\n"
+                           "-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+                           "-A -t 10.0.0.100:81 -s sh --sh-tab-bits 4\n"
+                           "-A -t 10.0.0.100:82 -s mh-backport --mh-table-size 509\n"
+                           "-a -t 10.0.0.100:82 -r 10.0.0.1:80 -m -w 0\n")
+    _, out, _ = run(["--rules", rules, "--table", "10.0.0.100:80"])
+    assert out.splitlines() == [f"{i} 10.0.0.1:80" for i in range(251)]
+    _, out, _ = run(["--rules", rules, "--table", "10.0.0.100:81"])
+    assert out.splitlines() == [f"{i} -" for i in range(16)]
+    _, out, _ = run(["--rules", rules, "--table", "10.0.0.100:82", "--json"])
+    data = json.loads(out)
+    assert data["scheduler"] == "mh-backport" and data["size"] == 509
+    assert data["table"] == [None] * 509         # weight 0 is left out by mh-backport
+
+
+def test_mhs_table_equals_mh_in_canonical_order(files):
+    # mhs walks backends in canonical (ascending) order; mh walks newest first,
+    # so mh with the backends added in descending order builds the same table
+    mhs = files("mhs", "-A -t 10.0.0.100:80 -s mhs -b mh-port\n"
+                       "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n"
+                       "-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+                       "-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m\n")
+    mh = files("mh", "-A -t 10.0.0.100:80 -s mh -b mh-port\n"
+                     "-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m\n"
+                     "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n"
+                     "-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n")
+    _, t_mhs, e1 = run(["--rules", mhs, "--table", "10.0.0.100:80"])
+    _, t_mh, e2 = run(["--rules", mh, "--table", "10.0.0.100:80"])
+    assert e1 == e2 == ""
+    assert t_mhs == t_mh and len(t_mhs.splitlines()) == 4093
+    # and the flows agree
+    flows = "".join(f"tcp 172.16.{i // 250}.{i % 250}:{1024 + i} 10.0.0.100:80\n" for i in range(500))
+    assert run(["--rules", mhs], stdin=flows)[1] == run(["--rules", mh], stdin=flows)[1]
+
+
+# ---------------------------------------------------------------- --against
+
+def test_against_counts_match_two_separate_runs(files):
+    before = files("before", BASIC)
+    after = files("after", BASIC.replace("ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 1\n", ""))
+    flows = "".join(f"tcp 192.168.{i // 200}.{i % 200}:{2000 + i} 10.0.0.100:80\n" for i in range(1000))
+    flows += "udp 1.1.1.1:1 10.0.0.100:80\n"
+    _, out_a, _ = run(["--rules", before], stdin=flows)
+    _, out_b, _ = run(["--rules", after], stdin=flows)
+    pairs = [(a.split(" -> ")[1], b.split(" -> ")[1])
+             for a, b in zip(out_a.splitlines(), out_b.splitlines())]
+    moved = sum(1 for a, b in pairs if a != b)
+    _, ta, _ = run(["--rules", before, "--table", "10.0.0.100:80"])
+    _, tb, _ = run(["--rules", after, "--table", "10.0.0.100:80"])
+    slots_moved = sum(1 for a, b in zip(ta.splitlines(), tb.splitlines()) if a != b)
+
+    rc, out, err = run(["--rules", before, "--against", after, "--json", "--flows", "-"],
+                       stdin=flows)
+    assert (rc, err) == (0, "")
+    res = json.loads(out)
+    assert res["flows"] == 1001 and res["flows_moved"] == moved
+    assert len(res["moved"]) == moved
+    svc = res["services"][0]
+    assert svc["service"] == "tcp 10.0.0.100:80" and svc["slots"] == 4093
+    assert svc["slots_moved"] == slots_moved
+    rows = {b["backend"]: b for b in svc["backends"]}
+    gone = rows["10.0.0.2:80"]
+    assert gone["slots_after"] == 0 and gone["lost"] == gone["slots_before"]
+    assert gone["moved_away"] == gone["flows_before"] == sum(1 for a, _ in pairs if a == "10.0.0.2:80")
+    assert sum(b["lost"] for b in rows.values()) == slots_moved == sum(b["gained"] for b in rows.values())
+    assert sum(b["slots_before"] for b in rows.values()) == 4093
+    assert sum(b["slots_after"] for b in rows.values()) == 4093
+    for name, b in rows.items():
+        assert b["flows_after"] == sum(1 for _, x in pairs if x == name)
+        assert b["slots_before"] == sum(1 for line in ta.splitlines() if line.endswith(" " + name))
+
+    # the text report carries the same numbers
+    rc, text, err = run(["--rules", before, "--against", after, "--flows", "-"], stdin=flows)
+    assert rc == 0
+    assert f"  slots: 4093, moved {slots_moved} " in text
+    assert f"flows (all services): 1001, moved {moved} " in text
+    row = [x for x in text.splitlines() if x.strip().startswith("10.0.0.2:80")][0].split()
+    assert row == ["10.0.0.2:80", str(gone["slots_before"]), "0", str(gone["lost"]), "0",
+                   str(gone["flows_before"]), "0", str(gone["moved_away"])]
+
+
+def test_against_without_flows_and_with_removed_service(files):
+    before = files("before", BASIC + "-A -u 10.0.0.100:53 -s sh\n-a -u 10.0.0.100:53 -r 10.0.0.1:53 -m\n")
+    after = files("after", BASIC)
+    rc, out, err = run(["--rules", before, "--against", after])
+    assert (rc, err) == (0, "")
+    assert "service tcp 10.0.0.100:80: mh -> mh\n  slots: 4093, moved 0 (0.00%)" in out
+    assert "service udp 10.0.0.100:53: sh -> (none)\n  slots: 256, moved 256 (100.00%)" in out
+    assert "flows" not in out
+    assert out.splitlines()[2].split() == ["backend", "slots_before", "slots_after", "lost", "gained"]
+
+
+def test_module_runs_as_script_entry(files):
+    rules = files("rules", BASIC)
+    p = subprocess.run([sys.executable, "-m", "userlb.cli.main", "simulate", "--rules", rules,
+                        "--table", "10.0.0.100:80"], capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 4093
