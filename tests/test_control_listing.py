@@ -340,3 +340,15 @@ def test_largenum():
     assert L.largenum(123456789, exact=True) == " 123456789"
     for n in (0, 1, 10 ** 8, 10 ** 9, 10 ** 11, 10 ** 14, 2 ** 64 - 1):
         assert len(L.largenum(n)) == 9
+
+
+def test_connections_from_engine_tuples_with_absolute_expiry():
+    # Engine.entries() gives plain tuples with the absolute expiry time
+    raw = [(IPPROTO_TCP, ip("192.168.1.100"), 12345, ip("10.0.0.100"), 80,
+            ip("10.0.0.1"), 80, "FIN_WAIT", 1119.6)]
+    assert lines(L.list_connections(raw, now=1000.0))[2] == \
+        "TCP 01:59  FIN_WAIT    192.168.1.100:12345 10.0.0.100:80      10.0.0.1:80"
+    assert lines(L.list_connections(raw, now=2000.0))[2].startswith("TCP 00:00  FIN_WAIT")
+    cfg = Config(clock=ManualClock(0))
+    assert L.render(cfg, parse_argv(["-L", "-c", "-n"]), conn_entries=raw, now=1000.0) == \
+        L.list_connections(raw, now=1000.0)

@@ -378,6 +378,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         loc = f"{where}:{e.line}: " if e.line is not None else f"{where}: "
         err.write(f"userlb simulate: {loc}{e.message}\n")
         return 1
+    except BrokenPipeError:
+        return 0
     except OSError as e:
         err.write(f"userlb simulate: {e}\n")
         return 1

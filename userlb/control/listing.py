@@ -298,8 +298,11 @@ def list_timeout(config):
     return f"Timeout (tcp tcpfin udp): {t.tcp} {t.tcpfin} {t.udp}\n"
 
 
-def list_connections(entries, persistent_conn=False):
-    """`ipvsadm -L -c -n` from ConnEntry tuples (in the given order)."""
+def list_connections(entries, persistent_conn=False, now=None):
+    """`ipvsadm -L -c -n` from ConnEntry tuples (in the given order).
+    `expires` is the remaining time in seconds, or -- when `now` is given --
+    the absolute expiry time (Engine.entries() gives that), shown as
+    expires - now."""
     if persistent_conn:
         lines = ["IPVS connection entries",
                  f"pro expire {'state':<11} {'source':<18} {'virtual':<18} "
@@ -308,7 +311,9 @@ def list_connections(entries, persistent_conn=False):
         lines = ["IPVS connection entries",
                  f"pro expire {'state':<11} {'source':<18} {'virtual':<18} destination"]
     for e in entries:
-        exp = max(0, int(e.expires))
+        e = ConnEntry(*e)
+        exp = e.expires if now is None else e.expires - now
+        exp = max(0, int(exp))
         expire = f"{exp // 60:02d}:{exp % 60:02d}"
         lines.append(f"{PROTO_TITLE.get(e.protocol, '?'):<3} {expire:<6} {e.state:<11} "
                      f"{_endpoint(e.caddr, e.cport):<18} {_endpoint(e.vaddr, e.vport):<18} "
@@ -318,12 +323,14 @@ def list_connections(entries, persistent_conn=False):
 
 def render(config, cmd, **data):
     """Render a parsed `-L` or `-S` ipvsadm.Command.  `data` may carry
-    stats_of, rates_of, mhs_entries, size and conn_entries (for -c)."""
+    stats_of, rates_of, mhs_entries, size, and for -c: conn_entries (ConnEntry
+    tuples or plain 9-tuples in the same order) and now."""
     from . import ipvsadm as ia
     if cmd.cmd == ia.SAVE:
         return _text(save_lines(config))
     if cmd.connections:
-        return list_connections(data.get("conn_entries", ()), cmd.persistent_conn)
+        return list_connections(data.get("conn_entries", ()), cmd.persistent_conn,
+                                data.get("now"))
     if cmd.timeouts_list:
         return list_timeout(config)
     kw = dict(stats=cmd.stats, rate=cmd.rate, thresholds=cmd.thresholds,
@@ -373,7 +380,9 @@ def save_lines(config, with_timeouts=True):
     these lines rebuilds the same configuration.  Differences from ipvsadm,
     all valid -R input: a `--set tcp tcpfin udp` first line when the timeouts
     are not the defaults (with_timeouts), -x/-y when set, flag-3 kept for
-    sh/mh, the userlb extensions."""
+    sh/mh, the userlb extensions.  As ipvsadm, -M is only saved with -p (a
+    netmask without persistence has no effect), and last_weight is not saved
+    (restore sets last_weight = weight; IPVS.md §1.6 on save/restore and mh)."""
     lines = []
     t = config.timeouts
     if with_timeouts and (t.tcp, t.tcpfin, t.udp) != (900, 120, 300):
