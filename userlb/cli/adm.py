@@ -1,0 +1,142 @@
+"""`userlb adm`: ipvsadm for a running userlb director.
+
+    userlb adm [--control PATH] IPVSADM-ARGS...
+    userlb adm [--control PATH] --sloppy-tcp on|off
+    userlb adm [--control PATH] --show-settings
+
+IPVSADM-ARGS are ipvsadm's (1.31): -A -E -D -C -a -e -d -R -S -Z --set
+-L/-l, with -t/-u SERVICE (IPv6 in brackets: -t [2001:db8::1]:80), -s, -b,
+-p [timeout], -M netmask, -r, -m, -w, -x, -y, -o and the listing options -n
+--stats --rate --timeout -c --exact --nosort --thresholds --persistent-conn.
+-R reads the rules from standard input and adds them to the running
+configuration all or nothing (ipvsadm-restore is `-C` then `-R`; here:
+`(echo -C; cat rules) | userlb adm -R`).  Addresses and ports are numeric:
+-n is implied.
+
+The director is reached over its control socket, by default
+/run/userlb/control.sock (`userlb run --control PATH` serves another one;
+give the same PATH here, or set USERLB_CONTROL).  Only the user running the
+director may use it.
+
+userlb extensions:
+  --sloppy-tcp on|off   switch IPVS sloppy TCP at run time (any TCP packet
+                        but RST may create a connection); prints the settings
+  --show-settings       print the run-time settings (sloppy_tcp = 0|1, ...)
+
+Exit status, as ipvsadm: 0 success; 2 a syntax error, no director
+listening, or access refused; 255 a command the director refused (the
+message, e.g. "Service already exists", goes to standard error; for -R the
+offending line is named and nothing was changed).
+"""
+import os
+import sys
+
+from ..control import protocol as P
+
+ENV_PATH = "USERLB_CONTROL"
+
+
+def _usage():
+    return __doc__
+
+
+def split_args(argv):
+    """-> (control path or None, extension request or None, ipvsadm words).
+    Raises ValueError for a malformed userlb option."""
+    path = None
+    ext = None
+    words = []
+    i = 0
+    while i < len(argv):
+        w = argv[i]
+        if w == "--control" or w.startswith("--control="):
+            if "=" in w:
+                path = w.split("=", 1)[1]
+            else:
+                if i + 1 >= len(argv):
+                    raise ValueError("--control: missing PATH")
+                path = argv[i + 1]
+                i += 1
+        elif w == "--sloppy-tcp" or w.startswith("--sloppy-tcp="):
+            if "=" in w:
+                v = w.split("=", 1)[1]
+            else:
+                if i + 1 >= len(argv):
+                    raise ValueError("--sloppy-tcp: missing on|off")
+                v = argv[i + 1]
+                i += 1
+            vals = {"on": True, "1": True, "yes": True, "off": False, "0": False, "no": False}
+            if v not in vals:
+                raise ValueError(f"--sloppy-tcp: expected on or off, not {v!r}")
+            ext = {"settings": {"sloppy_tcp": vals[v]}}
+        elif w == "--show-settings":
+            ext = {"settings": {}}
+        else:
+            words.append(w)
+        i += 1
+    if ext is not None and words:
+        raise ValueError(f"--sloppy-tcp / --show-settings cannot be combined with ipvsadm "
+                         f"arguments ({' '.join(words)})")
+    return path, ext, words
+
+
+def main(argv, stdin=None, stdout=None, stderr=None):
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        path, ext, words = split_args(list(argv))
+    except ValueError as e:
+        print(f"userlb adm: {e}", file=stderr)
+        return P.STATUS_SYNTAX
+    path = path or os.environ.get(ENV_PATH) or P.DEFAULT_PATH
+
+    if ext is not None:
+        req = ext
+    else:
+        # syntax first, locally: no director is needed to learn of a typo
+        from ..control import ipvsadm as ia
+        from ..errors import ConfigError
+        try:
+            cmd = ia.parse_argv(words)
+        except ConfigError as e:
+            print(e.message, file=stderr)
+            return P.STATUS_SYNTAX
+        if cmd.cmd == ia.HELP:
+            stdout.write(_usage())
+            return 0
+        if cmd.cmd == ia.VERSION:
+            from ..control.server import version_text
+            stdout.write(version_text())
+            return 0
+        req = {"argv": words}
+        if cmd.cmd == ia.RESTORE:
+            req["stdin"] = stdin.read()
+
+    try:
+        resp = P.request(path, req)
+    except P.NoDirector:
+        print(f"no userlb director is listening on {path} (is `userlb run` running?)",
+              file=stderr)
+        return P.STATUS_SYNTAX
+    except PermissionError:
+        print(f"permission denied: {path} belongs to the director's user "
+              f"(only that user may use it)", file=stderr)
+        return P.STATUS_SYNTAX
+    except (P.ProtocolError, OSError) as e:
+        print(f"userlb adm: {path}: {e}", file=stderr)
+        return P.STATUS_SYNTAX
+    out = resp.get("output") or ""
+    if out:
+        stdout.write(out)
+        stdout.flush()
+    if not resp.get("ok"):
+        err = resp.get("error") or "failed"
+        print(err, file=stderr)
+        status = resp.get("status")
+        return status if isinstance(status, int) and status else P.STATUS_REFUSED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

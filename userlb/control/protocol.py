@@ -1,0 +1,140 @@
+"""The control socket's wire format: JSON lines, one request, one response.
+
+The director (`userlb run`) serves a unix stream socket (default
+DEFAULT_PATH = /run/userlb/control.sock; `userlb run --control PATH` and
+`userlb adm --control PATH` pick another one).  A client writes one request
+per line and reads one response line per request; several requests may share
+one connection, in order.  Every line is a UTF-8 JSON object followed by
+"\\n" (JSON never contains a raw newline, so framing is trivial).
+
+Requests (exactly one of argv / rules / settings):
+
+    {"argv": ["-A", "-t", "10.0.0.1:80", "-s", "mh"]}
+        one ipvsadm command (the words after `ipvsadm`);
+    {"argv": ["-R"], "stdin": "-A -t ...\\n-a -t ...\\n"}
+        ipvsadm -R: the rules come in "stdin"; all or nothing;
+    {"rules": "-A -t ...\\n"}
+        shorthand for the previous one;
+    {"settings": {"sloppy_tcp": true}}
+        userlb run-time settings (extension): set the given ones;
+    {"settings": {}}
+        show them (nothing set).
+
+An optional "id" (any JSON value) is echoed back unchanged.
+
+Response:
+
+    {"ok": true,  "output": "<text for stdout>", "error": "",        "status": 0}
+    {"ok": false, "output": "",                 "error": "<message>", "status": 255}
+
+`status` is the exit code `userlb adm` ends with, as ipvsadm's: 0 success,
+2 a syntax error (ipvsadm's fail(2, ...)) or a refused peer, 255 a command
+the director refused (ipvsadm returns -1 for a kernel error: "Service
+already exists", "No such destination", ...).
+
+Access: only the user that owns the socket (the one running the director) may
+use it at all -- not even listings for others, and root is not an exception
+unless it is that user.  The socket file is mode 0600 and the server also
+checks the peer's uid (SO_PEERCRED) on every connection.
+"""
+import json
+import socket
+import struct
+
+DEFAULT_PATH = "/run/userlb/control.sock"
+
+#: longest request line the server accepts (a big -R file fits)
+MAX_LINE = 64 * 1024 * 1024
+
+STATUS_OK = 0
+STATUS_SYNTAX = 2
+STATUS_REFUSED = 255
+
+_UCRED = struct.Struct("3i")     # pid, uid, gid
+
+
+class ProtocolError(Exception):
+    """A request line that is not a valid request."""
+
+
+def encode(obj):
+    """One JSON line (bytes, newline-terminated)."""
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line):
+    """bytes/str line -> dict; ProtocolError when it is not a JSON object."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not a JSON line: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("a request must be a JSON object")
+    return obj
+
+
+def response(ok, output="", error="", status=None, req_id=None):
+    if status is None:
+        status = STATUS_OK if ok else STATUS_REFUSED
+    r = {"ok": bool(ok), "output": output, "error": error, "status": status}
+    if req_id is not None:
+        r["id"] = req_id
+    return r
+
+
+def check_request(req):
+    """Validate the shape of a decoded request; return its kind:
+    'argv' | 'rules' | 'settings'.  Raises ProtocolError."""
+    kinds = [k for k in ("argv", "rules", "settings") if k in req]
+    if len(kinds) != 1:
+        raise ProtocolError("a request needs exactly one of 'argv', 'rules', 'settings'")
+    kind = kinds[0]
+    if kind == "argv":
+        argv = req["argv"]
+        if not isinstance(argv, list) or not all(isinstance(w, str) for w in argv):
+            raise ProtocolError("'argv' must be a list of strings")
+        if "stdin" in req and not isinstance(req["stdin"], str):
+            raise ProtocolError("'stdin' must be a string")
+    elif kind == "rules":
+        if not isinstance(req["rules"], str):
+            raise ProtocolError("'rules' must be a string")
+    else:
+        if not isinstance(req["settings"], dict):
+            raise ProtocolError("'settings' must be an object")
+    return kind
+
+
+def peer_uid(sock):
+    """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    return _UCRED.unpack(raw)[1]
+
+
+class NoDirector(Exception):
+    """Nobody listens on the control socket."""
+
+
+def request(path, req, timeout=30.0):
+    """Blocking client: send one request to the socket at `path`, return the
+    decoded response.  Raises NoDirector when nothing listens there,
+    PermissionError when the socket is not ours, ProtocolError on a bad
+    answer."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as e:
+            raise NoDirector(path) from e
+        s.sendall(encode(req))
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        if not buf:
+            raise ProtocolError("the director closed the connection without an answer")
+        return decode(bytes(buf))
+    finally:
+        s.close()
