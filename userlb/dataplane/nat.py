@@ -81,15 +81,18 @@ ICMP_QUOTE_MAX6 = 1280    # RFC 4443: an ICMPv6 error must not exceed the IPv6 m
 DEFAULT_TTL = 64
 
 # plan layout (opaque to callers; documented for tests)
-_PL_AF = 0
+_PL_V4 = 0         # True for IPv4
 _PL_AOFF = 1       # address offset relative to the IP header
-_PL_POFF = 2       # port offset relative to the L4 header
-_PL_ADDR = 3       # new address, packed bytes (4 or 16)
-_PL_ALEN = 4
-_PL_PORT = 5       # new port
-_PL_L4D = 6        # TCP/UDP checksum delta
-_PL_IPD = 7        # IPv4 header checksum delta (incl. TTL), 0 for IPv6
-_PL_DEC = 8        # 1 if TTL / hop limit is decremented
+_PL_POFF = 2       # port offset relative to the L4 header (0 source, 2 destination)
+_PL_ADDR = 3       # new address: int (IPv4) or 16 bytes (IPv6)
+_PL_PORT = 4       # new port
+_PL_L4D = 5        # TCP/UDP checksum delta (pseudo-header address + port)
+_PL_IPD = 6        # IPv4 header checksum delta (address + TTL), 0 for IPv6
+_PL_DEC = 7        # 1 if TTL / hop limit is decremented, else 0
+
+_IPTAIL = Struct("!BBHII")       # IPv4 ttl, proto, checksum, saddr, daddr (at l3 + 8)
+_A16 = Struct("16s")
+_UDPH = Struct("!HHHH")          # sport, dport, length, checksum
 
 
 def pack_addr(addr):
@@ -103,13 +106,16 @@ def _plan(v4_off, v6_off, poff, old_addr, old_port, new_addr, new_port, dec_ttl)
     v4 = type(new_addr) is int
     if v4 != (type(old_addr) is int):
         raise ValueError("masquerading between address families is not supported")
-    if not v4 and len(new_addr) != 16:
-        raise ValueError("IPv6 address must be 16 bytes")
-    naddr = pack_addr(new_addr)
+    if not v4:
+        if len(new_addr) != 16 or len(old_addr) != 16:
+            raise ValueError("IPv6 address must be 16 bytes")
+        new_addr = bytes(new_addr)
+    if not (0 <= new_port <= 0xFFFF and 0 <= old_port <= 0xFFFF):
+        raise ValueError("port out of range")
     l4d = delta_addr_port(old_addr, old_port, new_addr, new_port)
     ipd = delta_ipv4_header(old_addr, new_addr, dec_ttl) if v4 else 0
-    return (4 if v4 else 6, v4_off if v4 else v6_off, poff, naddr, len(naddr),
-            new_port, l4d, ipd, 1 if dec_ttl else 0)
+    return (v4, v4_off if v4 else v6_off, poff, new_addr, new_port, l4d, ipd,
+            1 if dec_ttl else 0)
 
 
 def plan_in(vaddr, vport, daddr, dport, dec_ttl=True):
@@ -129,33 +135,43 @@ def ttl_expired(buf, r):
     return buf[r[P_TTLOFF]] <= 1
 
 
-def rewrite(buf, r, plan):
+def rewrite(buf, r, plan, _tail=_IPTAIL, _a16=_A16, _h=_H, _udp=_UDPH):
     """Apply ``plan`` to the TCP/UDP packet ``buf`` parsed as ``r``, in place
     (preconditions in the module docstring).  Returns None."""
-    af, aoff, poff, naddr, alen, nport, l4d, ipd, dec = plan
+    v4, aoff, poff, naddr, nport, l4d, ipd, dec = plan
     l3 = r[7]
-    a = l3 + aoff
-    buf[a:a + alen] = naddr
-    p = r[8] + poff
-    buf[p] = nport >> 8
-    buf[p + 1] = nport & 0xFF
-    c = r[11]
-    hc = buf[c] << 8 | buf[c + 1]
-    if hc or r[1] == 6:
-        x = (hc ^ 0xFFFF) + l4d
+    if v4:
+        # TTL, protocol, header checksum and both addresses in one unpack/pack
+        t = l3 + 8
+        ttl, proto, hc, sa, da = _tail.unpack_from(buf, t)
+        x = (hc ^ 0xFFFF) + ipd
         x = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
-        if not x and r[1] == 17:
-            x = 0xFFFF
-        buf[c] = x >> 8
-        buf[c + 1] = x & 0xFF
-    if dec:
-        buf[r[10]] -= 1
-    if af == 4:
-        c = l3 + 10
-        x = ((buf[c] << 8 | buf[c + 1]) ^ 0xFFFF) + ipd
-        x = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
-        buf[c] = x >> 8
-        buf[c + 1] = x & 0xFF
+        if aoff == 16:
+            _tail.pack_into(buf, t, (ttl - dec) & 0xFF, proto, x, sa, naddr)
+        else:
+            _tail.pack_into(buf, t, (ttl - dec) & 0xFF, proto, x, naddr, da)
+    else:
+        _a16.pack_into(buf, l3 + aoff, naddr)
+        if dec:
+            t = l3 + 7
+            buf[t] = (buf[t] - 1) & 0xFF
+    l4 = r[8]
+    if r[1] == 6:
+        _h.pack_into(buf, l4 + poff, nport)
+        c = l4 + 16
+        x = (_h.unpack_from(buf, c)[0] ^ 0xFFFF) + l4d
+        _h.pack_into(buf, c, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF)
+    else:
+        sp, dp, ln, hc = _udp.unpack_from(buf, l4)
+        if hc:
+            x = (hc ^ 0xFFFF) + l4d
+            hc = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
+            if not hc:
+                hc = 0xFFFF
+        if poff:
+            _udp.pack_into(buf, l4, sp, nport, ln, hc)
+        else:
+            _udp.pack_into(buf, l4, nport, dp, ln, hc)
 
 
 def masq_in(buf, r, daddr, dport, dec_ttl=True):

@@ -1,0 +1,333 @@
+"""Masquerade rewrite: property tests against scapy's checksum computations.
+
+For random IPv4/IPv6 TCP/UDP packets (IPv4 options, IPv6 extension headers,
+random payloads, optional virtio-style prefix and trailing padding) the
+rewrite in both directions must: set exactly the rewritten fields, decrement
+the TTL / hop limit, leave every other byte untouched, and leave every
+checksum equal to a full recomputation (done by scapy).  The same for ICMP /
+ICMPv6 errors in both directions, including truncated quotes.
+"""
+import os
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from scapy.layers.inet import IP, in4_chksum
+from scapy.layers.inet6 import IPv6, in6_chksum
+from scapy.utils import checksum as scapy_checksum
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_packet_gen import a4, a6, addr4, addr6, framed, icmp_error, ip_packet, port  # noqa: E402
+
+from userlb.dataplane import nat  # noqa: E402
+from userlb.dataplane import packet as P  # noqa: E402
+
+N = int(os.environ.get('USERLB_NAT_EXAMPLES', 2000))
+
+
+# ---------------------------------------------------------------- scapy-based checks
+
+def _u(af, src, dst):
+    return IP(src=a4(src), dst=a4(dst)) if af == 4 else IPv6(src=a6(src), dst=a6(dst))
+
+
+def scapy_l4_checksum(af, proto, src, dst, l4bytes, csum_rel):
+    """Full recomputation (scapy) of a TCP/UDP/ICMPv6 checksum over l4bytes
+    with the checksum field zeroed, pseudo-header from src/dst."""
+    z = bytearray(l4bytes)
+    z[csum_rel:csum_rel + 2] = b"\0\0"
+    if af == 4:
+        return in4_chksum(proto, _u(af, src, dst), bytes(z))
+    return in6_chksum(proto, _u(af, src, dst), bytes(z))
+
+
+def scapy_ip4_header_checksum(hdr):
+    z = bytearray(hdr)
+    z[10:12] = b"\0\0"
+    return scapy_checksum(bytes(z))
+
+
+def get16(b, o):
+    return b[o] << 8 | b[o + 1]
+
+
+def ip_src_dst(af, pkt_bytes):
+    """Addresses as seen by scapy's dissector (ints for IPv4, bytes for IPv6)."""
+    if af == 4:
+        ip = IP(pkt_bytes[:20])
+        return int.from_bytes(pkt_bytes[12:16], "big"), int.from_bytes(pkt_bytes[16:20], "big"), ip
+    ip = IPv6(pkt_bytes[:40])
+    return pkt_bytes[8:24], pkt_bytes[24:40], ip
+
+
+def check_l4_packet_checksums(buf, r):
+    """Every checksum of a TCP/UDP packet equals scapy's full recomputation."""
+    af, proto = r[P.P_AF], r[P.P_PROTO]
+    l3, l4, end = r[P.P_L3OFF], r[P.P_L4OFF], r[P.P_L3OFF] + r[P.P_LEN]
+    pkt = bytes(buf[l3:end])
+    if af == 4:
+        ip = IP(pkt)
+        assert ip.src == a4(r[P.P_SADDR]) and ip.dst == a4(r[P.P_DADDR])
+        hl = (pkt[0] & 15) * 4
+        assert get16(pkt, 10) == scapy_ip4_header_checksum(pkt[:hl])
+    else:
+        ip = IPv6(pkt)
+        assert ip.src == a6(r[P.P_SADDR]) and ip.dst == a6(r[P.P_DADDR])
+    rel = r[P.P_CSUMOFF] - l4
+    stored = get16(buf, r[P.P_CSUMOFF])
+    if proto == 17 and stored == 0:
+        assert af == 4      # "no checksum" is only generated for IPv4
+        return
+    want = scapy_l4_checksum(af, proto, r[P.P_SADDR], r[P.P_DADDR], buf[l4:end], rel)
+    if proto == 17 and want == 0:
+        want = 0xFFFF
+    assert stored == want
+
+
+def field_ranges(r, which):
+    """Byte positions of the address and port of one endpoint."""
+    l3, l4 = r[P.P_L3OFF], r[P.P_L4OFF]
+    if r[P.P_AF] == 4:
+        a = l3 + (12 if which == "src" else 16)
+        alen = 4
+    else:
+        a = l3 + (8 if which == "src" else 24)
+        alen = 16
+    p = l4 + (0 if which == "src" else 2)
+    return set(range(a, a + alen)), set(range(p, p + 2))
+
+
+# ---------------------------------------------------------------- TCP/UDP rewrite
+
+def _new_endpoint(af):
+    return st.tuples(addr4 if af == 4 else addr6, port)
+
+
+def _rewrite_case(af):
+    return st.tuples(ip_packet(af).flatmap(lambda pk: framed(pk[1])), _new_endpoint(af),
+                     st.booleans())
+
+
+def do_rewrite_check(af, direction, case):
+    (buf, off, end), (naddr, nport), use_plan = case
+    r = P.parse(buf, off, end)
+    assert type(r) is tuple, r
+    orig = bytes(buf)
+    old_ttl = buf[r[P.P_TTLOFF]]
+    old_l4c = get16(buf, r[P.P_CSUMOFF])
+    if direction == "in":
+        if use_plan:
+            nat.rewrite(buf, r, nat.plan_in(r[P.P_DADDR], r[P.P_DPORT], naddr, nport))
+        else:
+            nat.masq_in(buf, r, naddr, nport)
+        which = "dst"
+    else:
+        if use_plan:
+            nat.rewrite(buf, r, nat.plan_out(r[P.P_SADDR], r[P.P_SPORT], naddr, nport))
+        else:
+            nat.masq_out(buf, r, naddr, nport)
+        which = "src"
+    r2 = P.parse(buf, off, end)
+    assert type(r2) is tuple, r2
+    # the rewritten fields and nothing else in the parse result
+    expect = list(r)
+    if which == "dst":
+        expect[P.P_DADDR], expect[P.P_DPORT] = naddr, nport
+    else:
+        expect[P.P_SADDR], expect[P.P_SPORT] = naddr, nport
+    assert list(r2) == expect
+    assert buf[r[P.P_TTLOFF]] == old_ttl - 1
+    # every other byte untouched
+    arange, prange = field_ranges(r, which)
+    c = r[P.P_CSUMOFF]
+    allowed = arange | prange | {c, c + 1, r[P.P_TTLOFF]}
+    if af == 4:
+        allowed |= {r[P.P_L3OFF] + 10, r[P.P_L3OFF] + 11}
+    changed = {i for i in range(len(buf)) if buf[i] != orig[i]}
+    assert changed <= allowed
+    # checksums equal a full recomputation
+    if r[P.P_PROTO] == 17 and old_l4c == 0:
+        assert get16(buf, c) == 0          # IPv4 UDP without checksum stays without
+    check_l4_packet_checksums(buf, r2)
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+@settings(max_examples=N, deadline=None)
+@given(case=_rewrite_case(4))
+def test_rewrite_ipv4(direction, case):
+    do_rewrite_check(4, direction, case)
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+@settings(max_examples=N, deadline=None)
+@given(case=_rewrite_case(6))
+def test_rewrite_ipv6(direction, case):
+    do_rewrite_check(6, direction, case)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pk=st.sampled_from([4, 6]).flatmap(lambda af: ip_packet(af)), data=st.data())
+def test_rewrite_round_trip(pk, data):
+    """in then out (with the reverse plan, no TTL change) restores the packet."""
+    buf = bytearray(pk[1])
+    r = P.parse(buf)
+    af = r[P.P_AF]
+    naddr, nport = data.draw(_new_endpoint(af))
+    orig = bytes(buf)
+    nat.rewrite(buf, r, nat.plan_in(r[P.P_DADDR], r[P.P_DPORT], naddr, nport, dec_ttl=False))
+    r2 = P.parse(buf)
+    # pretend the packet is a reply: undo with the outbound plan on the dst side
+    back = nat._plan(16, 24, 2, naddr, nport, r[P.P_DADDR], r[P.P_DPORT], False)
+    nat.rewrite(buf, r2, back)
+    assert bytes(buf) == orig or (
+        # a UDP checksum that was 0xFFFF-for-0 may legitimately come back as 0xFFFF
+        r[P.P_PROTO] == 17 and get16(orig, r[P.P_CSUMOFF]) in (0, 0xFFFF))
+
+
+def test_udp_zero_checksum_stays_zero():
+    from scapy.layers.inet import UDP
+    buf = bytearray(bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5, dport=53, chksum=0)
+                          / b"abc"))
+    r = P.parse(buf)
+    nat.masq_in(buf, r, 0x0A000009, 5353)
+    assert get16(buf, r[P.P_CSUMOFF]) == 0
+    assert P.parse(buf)[P.P_DPORT] == 5353
+
+
+def test_udp_computed_zero_becomes_ffff():
+    """Find a rewrite whose result checksum is 0 and check it is sent as 0xFFFF."""
+    from scapy.layers.inet import UDP
+    base = bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=5, dport=53) / b"abcd")
+    found = 0
+    for nport in range(65536):
+        buf = bytearray(base)
+        r = P.parse(buf)
+        nat.masq_in(buf, r, 0x0A000003, nport)
+        if get16(buf, r[P.P_CSUMOFF]) == 0xFFFF:
+            check_l4_packet_checksums(buf, P.parse(buf))
+            found += 1
+        assert get16(buf, r[P.P_CSUMOFF]) != 0
+    assert found >= 1
+
+
+@pytest.mark.parametrize("af", [4, 6])
+def test_ttl_expired(af):
+    from scapy.layers.inet import TCP
+    if af == 4:
+        mk = lambda ttl: IP(src="1.1.1.1", dst="2.2.2.2", ttl=ttl) / TCP()  # noqa: E731
+    else:
+        mk = lambda ttl: IPv6(src="::1", dst="::2", hlim=ttl) / TCP()  # noqa: E731
+    for ttl, exp in [(0, True), (1, True), (2, False), (255, False)]:
+        buf = bytearray(bytes(mk(ttl)))
+        assert nat.ttl_expired(buf, P.parse(buf)) is exp
+
+
+def test_plan_rejects_mixed_families():
+    with pytest.raises(ValueError):
+        nat.plan_in(0x0A000001, 80, b"\x20" + bytes(15), 80)
+
+
+# ---------------------------------------------------------------- ICMP errors
+
+def _icmp_case(af):
+    return st.tuples(icmp_error(af), _new_endpoint(af), st.sampled_from([0, 10]))
+
+
+def expected_inner_l4_checksum(af, inner_raw, which, naddr, nport):
+    """Full recomputation (scapy) of the quoted packet's L4 checksum after
+    the rewrite, over the *complete* original inner packet."""
+    r = P.parse(bytearray(inner_raw))
+    assert type(r) is tuple
+    buf = bytearray(inner_raw)
+    src, dst = r[P.P_SADDR], r[P.P_DADDR]
+    if which == "src":
+        src = naddr
+        buf[r[P.P_L4OFF]:r[P.P_L4OFF] + 2] = nport.to_bytes(2, "big")
+    else:
+        dst = naddr
+        buf[r[P.P_L4OFF] + 2:r[P.P_L4OFF] + 4] = nport.to_bytes(2, "big")
+    old = get16(inner_raw, r[P.P_CSUMOFF])
+    if r[P.P_PROTO] == 17 and old == 0:
+        return r, 0
+    want = scapy_l4_checksum(af, r[P.P_PROTO], src, dst, buf[r[P.P_L4OFF]:],
+                             r[P.P_CSUMOFF] - r[P.P_L4OFF])
+    if r[P.P_PROTO] == 17 and want == 0:
+        want = 0xFFFF
+    return r, want
+
+
+def do_icmp_check(af, direction, case):
+    (outer_raw, inner_raw, quote), (naddr, nport), off = case
+    buf = bytearray(b"\x5a" * off + outer_raw)
+    r = P.parse(buf, off)
+    assert type(r) is tuple, r
+    inner = r[P.P_INNER]
+    assert inner is not None
+    orig = bytes(buf)
+    l3, l4 = r[P.P_L3OFF], r[P.P_L4OFF]
+    end = l3 + r[P.P_LEN]
+    il3, il4 = inner[P.P_L3OFF], inner[P.P_L4OFF]
+    if direction == "in":
+        nat.icmp_in(buf, r, naddr, nport)
+        outer_which, inner_which = "dst", "src"
+    else:
+        nat.icmp_out(buf, r, naddr, nport)
+        outer_which, inner_which = "src", "dst"
+    r2 = P.parse(buf, off)
+    assert type(r2) is tuple, r2
+    inner2 = r2[P.P_INNER]
+    # parsed fields changed as intended, nothing else
+    exp = list(r)
+    exp[P.P_DADDR if outer_which == "dst" else P.P_SADDR] = naddr
+    exp_in = list(inner)
+    if inner_which == "src":
+        exp_in[P.P_SADDR], exp_in[P.P_SPORT] = naddr, nport
+    else:
+        exp_in[P.P_DADDR], exp_in[P.P_DPORT] = naddr, nport
+    exp[P.P_INNER] = tuple(exp_in)
+    assert r2 == tuple(exp)
+    assert buf[r[P.P_TTLOFF]] == orig[r[P.P_TTLOFF]] - 1
+    # untouched bytes
+    oa = field_ranges(r, outer_which)[0]
+    ia, ip = field_ranges(inner, inner_which)
+    allowed = oa | ia | ip | {r[P.P_TTLOFF], l4 + 2, l4 + 3}
+    ic = inner[P.P_CSUMOFF]
+    allowed |= {ic, ic + 1}
+    if af == 4:
+        allowed |= {l3 + 10, l3 + 11, il3 + 10, il3 + 11}
+    changed = {i for i in range(len(buf)) if buf[i] != orig[i]}
+    assert changed <= allowed
+    # outer IPv4 header checksum
+    if af == 4:
+        hl = (buf[l3] & 15) * 4
+        assert get16(buf, l3 + 10) == scapy_ip4_header_checksum(buf[l3:l3 + hl])
+        ihl = (buf[il3] & 15) * 4
+        assert get16(buf, il3 + 10) == scapy_ip4_header_checksum(buf[il3:il3 + ihl])
+        assert get16(buf, l4 + 2) == scapy_checksum(
+            bytes(buf[l4:l4 + 2]) + b"\0\0" + bytes(buf[l4 + 4:end]))
+    else:
+        assert get16(buf, l4 + 2) == scapy_l4_checksum(6, 58, r2[P.P_SADDR], r2[P.P_DADDR],
+                                                       buf[l4:end], 2)
+    # quoted L4 checksum (where present) equals the full recomputation of the
+    # whole original quoted packet with the new endpoint
+    _, want = expected_inner_l4_checksum(af, inner_raw, inner_which, naddr, nport)
+    if ic - il3 + 2 <= quote:
+        assert get16(buf, ic) == want
+    else:
+        assert buf[ic:ic + 2] == orig[ic:ic + 2] if ic < len(buf) else True
+    # sanity: the quote really was truncated where the generator said
+    assert end - il3 == quote
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+@settings(max_examples=N, deadline=None)
+@given(case=_icmp_case(4))
+def test_icmp_error_ipv4(direction, case):
+    do_icmp_check(4, direction, case)
+
+
+@pytest.mark.parametrize("direction", ["in", "out"])
+@settings(max_examples=N, deadline=None)
+@given(case=_icmp_case(6))
+def test_icmp_error_ipv6(direction, case):
+    do_icmp_check(6, direction, case)
