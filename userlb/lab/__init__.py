@@ -78,9 +78,9 @@ def rules_text(servers, weights=None, far=None, extra=""):
     lines = []
     for vip in (VIP4, f"[{VIP6}]"):
         v6 = vip.startswith("[")
-        for proto, port, sched in (("-t", HTTP, "-s mh -b mh-port"),
-                                   ("-t", ECHO, "-s mh -b mh-port"),
-                                   ("-u", UDP_ECHO, "-s sh -b sh-port")):
+        for proto, port, sched in (("-t", HTTP, "-s mh -b mh-fallback,mh-port"),
+                                   ("-t", ECHO, "-s mh -b mh-fallback,mh-port"),
+                                   ("-u", UDP_ECHO, "-s sh -b sh-fallback,sh-port")):
             lines.append(f"-A {proto} {vip}:{port} {sched}")
             for (name, a4, a6), w in zip(servers, weights):
                 rip = f"[{a6}]" if v6 else a4
@@ -400,6 +400,11 @@ class Lab:
                       timeout=timeout)
         return json.loads(p.stdout)
 
+    def session(self, **kw):
+        """Long-lived flows with steady traffic in the client namespace
+        (userlb.lab.client.session); see ClientSession."""
+        return ClientSession(self, kw)
+
     # ------------------------------------------------------------- down
     def down(self):
         """Kill the lab's processes and delete its namespaces (idempotent)."""
@@ -435,3 +440,54 @@ class Lab:
 
     def __exit__(self, *exc):
         self.down()
+
+
+class ClientSession:
+    """Drives `userlb.lab.client session` over its stdin/stdout."""
+
+    def __init__(self, lab, kw):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[2]) + \
+            (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.p = subprocess.Popen(["ip", "netns", "exec", lab.client, sys.executable, "-m",
+                                   "userlb.lab.client", "session", json.dumps(kw)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env)
+        self.flows = self._read()["flows"]
+
+    def _read(self):
+        line = self.p.stdout.readline()
+        if not line:
+            err = self.p.stderr.read() if self.p.poll() is not None else ""
+            raise LabError(f"client session ended: {err.strip()}")
+        return json.loads(line)
+
+    def _cmd(self, word):
+        self.p.stdin.write(word + "\n")
+        self.p.stdin.flush()
+        return self._read()
+
+    def report(self):
+        return self._cmd("report")
+
+    def pause(self):
+        return self._cmd("pause")
+
+    def resume(self):
+        return self._cmd("resume")
+
+    def close(self):
+        if self.p.poll() is None:
+            try:
+                self.p.stdin.write("quit\n")
+                self.p.stdin.close()
+                self.p.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.p.kill()
+                self.p.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

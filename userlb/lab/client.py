@@ -12,7 +12,7 @@ FUNC:
             compared with ours
   session   long-lived TCP echo connections and UDP echo flows with steady
             traffic in a thread; commands on stdin: `report` (one JSON line),
-            `quit`
+            `pause` / `resume` (each answers one JSON line), `quit`
 
 A flow record: {"proto", "client", "cport", "vip", "vport", "server",
 "seen_client", "seen_port"} -- `server` is who answered, `seen_*` what that
@@ -73,7 +73,8 @@ def http(vip, port=80, count=10, sources=(), timeout=5.0):
     return out
 
 
-def udp(vip, port=7, count=10, sources=(), timeout=2.0, payload="ping", tries=3):
+def udp(vip, port=7, count=10, sources=(), timeout=2.0, payload="ping", tries=3, size=0):
+    """size > 0: random payloads of that many bytes instead of `payload`."""
     out = []
     for i in range(count):
         src = sources[i % len(sources)]
@@ -81,7 +82,7 @@ def udp(vip, port=7, count=10, sources=(), timeout=2.0, payload="ping", tries=3)
         s.settimeout(timeout)
         s.bind((src, 0))
         rec = {"proto": "udp", "client": src, "cport": s.getsockname()[1], "vip": vip, "vport": port}
-        data = payload.encode() + b" %d" % i
+        data = os.urandom(size) if size else payload.encode() + b" %d" % i
         for _ in range(tries):
             try:
                 s.sendto(data, (vip, port))
@@ -216,27 +217,40 @@ def session(vip_ports=(), sources=(), per_source=2, interval=0.01, timeout=3.0):
             for _ in range(per_source):
                 flows.append(_Flow(proto, src, vip, port, timeout))
     stop = threading.Event()
+    go = threading.Event()
+    go.set()
 
-    def pump():
+    def pump(f):
         i = 0
-        while not stop.is_set():
-            for f in flows:
-                if not f.errors:
-                    f.round(i)
+        while not stop.is_set() and not f.errors:
+            go.wait()
+            if stop.is_set():
+                break
+            f.round(i)
             i += 1
             time.sleep(interval)
 
-    t = threading.Thread(target=pump, daemon=True)
-    t.start()
+    threads = [threading.Thread(target=pump, args=(f,), daemon=True) for f in flows]
+    for t in threads:
+        t.start()
     print(json.dumps({"flows": [f.rec for f in flows]}), flush=True)
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "report":
             print(json.dumps([{"ok": f.ok, "errors": f.errors[:3], **f.rec} for f in flows]), flush=True)
+        elif cmd == "pause":
+            go.clear()
+            time.sleep(interval + 0.3)     # let rounds in flight finish (and delayed ACKs leave)
+            print(json.dumps("paused"), flush=True)
+        elif cmd == "resume":
+            go.set()
+            print(json.dumps("resumed"), flush=True)
         elif cmd == "quit":
             break
     stop.set()
-    t.join(timeout=5)
+    go.set()
+    for t in threads:
+        t.join(timeout=5)
     return None
 
 

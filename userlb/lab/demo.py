@@ -50,11 +50,12 @@ def dest_name(names, dest):
     return names.get(str(ipaddress.ip_address(host)), host)
 
 
-def check_flows(lab, flows):
-    """Annotate flows with 'predicted' (server name); return the mismatches."""
+def check_flows(lab, flows, rules_path=None):
+    """Annotate flows with 'predicted' (server name); return the mismatches.
+    rules_path: the rules to predict with (default: the lab's rules file)."""
     names = server_names(lab)
     ok_flows = [f for f in flows if "error" not in f]
-    for f, d in zip(ok_flows, predict(lab.rules_path, ok_flows)):
+    for f, d in zip(ok_flows, predict(rules_path or lab.rules_path, ok_flows)):
         f["predicted"] = dest_name(names, d)
     bad = []
     for f in flows:
