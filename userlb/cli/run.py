@@ -20,8 +20,9 @@ Signals:
   SIGUSR1           write the listing (`-L -n --stats`) and the driver's
                     counters to --stats-file (default: stderr).
 
---control PATH is accepted for the coming `userlb adm` socket; nothing is
-served on it yet.
+--control PATH: the control socket `userlb adm` talks to (default
+/run/userlb/control.sock, mode 0600, only this user may use it; see
+userlb/control/server.py).
 """
 import argparse
 import asyncio
@@ -53,7 +54,7 @@ def build_parser():
     p.add_argument("--batch", type=int, default=256, help="packets read per wake-up (default 256)")
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
-                   help="control socket for `userlb adm` (not yet: accepted, nothing served)")
+                   help="control socket for `userlb adm` (default /run/userlb/control.sock)")
     return p
 
 
@@ -237,11 +238,17 @@ class Director:
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
         self.driver.attach(self.loop)
+        # -- control socket for `userlb adm` (issue 7; userlb/control/server.py) --
+        from ..control.server import start_for_director
+        self.control = await start_for_director(self)
+        # -- end control socket --
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
         log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), {ndest} real server(s)"
             + ("" if self.routes else ", no routes") + (", sloppy TCP" if self.args.sloppy_tcp else ""))
         await self.stop_event.wait()
+        if self.control is not None:   # control socket (issue 7)
+            self.control.close()
         self.driver.detach()
 
     def close(self):
@@ -301,8 +308,6 @@ def main(argv):
         except ValueError:
             log(f"--reply-from: not a prefix: {p!r}")
             return 2
-    if args.control:
-        log(f"--control {args.control}: the control socket is not implemented yet; nothing served")
 
     from ..dataplane.tun import TunError
     try:

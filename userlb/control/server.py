@@ -180,6 +180,8 @@ class ControlServer:
         self._ino = None
         self._timer = None
         self._loop = None
+        #: called (no arguments) after a request that changed the configuration
+        self.after_change = None
         self.requests = 0
         self.refused_peers = 0
 
@@ -298,7 +300,13 @@ class ControlServer:
             self.log(f"control: internal error on {req!r}: {e!r}")
             return P.response(False, error=f"internal error: {e!r}", status=1, req_id=req_id)
         finally:
+            changed = self.sync.dirty
             self.sync.end()
+            if changed and self.after_change is not None:
+                try:
+                    self.after_change()
+                except Exception as e:   # noqa: BLE001 - reported, keep serving
+                    self.log(f"control: after change: {e}")
 
     def _argv(self, argv, stdin):
         try:
@@ -466,6 +474,35 @@ def _bind(path):
 async def serve_control(path, config, engine, **kw):
     """Start a ControlServer on the running loop; returns it (call close())."""
     return await ControlServer(path, config, engine, **kw).start()
+
+
+async def start_for_director(director):
+    """The hook `userlb run` calls on its loop (userlb/cli/run.py, Director.serve):
+    serve director.args.control (default DEFAULT_PATH) for director.cfg /
+    director.engine; after every change the director's routes are brought up
+    to date (director.update_routes, if it has one).
+
+    Returns the ControlServer, or None when the *default* path cannot be
+    served (e.g. another director already serves it: logged, the director
+    runs on without a control socket).  An explicit --control PATH that cannot
+    be served stops the director (SystemExit 1)."""
+    args = director.args
+    explicit = getattr(args, "control", None)
+    path = explicit or DEFAULT_PATH
+    srv = ControlServer(path, director.cfg, director.engine)
+    upd = getattr(director, "update_routes", None)
+    if upd is not None:
+        srv.after_change = upd
+    try:
+        await srv.start()
+    except ControlError as e:
+        _log(f"control socket: {e}")
+        if explicit:
+            raise SystemExit(1) from None
+        _log("running without a control socket (`userlb adm` cannot reach this director)")
+        return None
+    _log(f"control socket: {path} (userlb adm --control {path})")
+    return srv
 
 
 def _log(msg):
