@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 from test_sched_mhs_helpers import (
-    ACK, FIN, RST, SYN, A, B, C, D, Director, ToyDirector, canonical, ep,
+    ACK, FIN, RST, SYN, A, B, C, D, Director, ToyDirector, canonical, ep, eps,
     expected_table, ip, key_where, slot_of)
 from userlb.errors import ConfigError
 from userlb.model import (IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT, SVC_F_SCHED1,
@@ -58,7 +58,7 @@ def test_persistence_rejected():
 def test_table_size_option(m):
     d = Director([A, B, C], options={"mh_table_size": m})
     assert d.m == m
-    assert [ep(x) for x in d.sched.table_dests()] == expected_table({A: 1, B: 1, C: 1}, m)
+    assert eps(d.sched.table_endpoints()) == expected_table({A: 1, B: 1, C: 1}, m)
     for a in range(ip("192.168.1.1"), ip("192.168.1.1") + 200):
         assert ep(d.sched.schedule(a, 0)) == expected_table({A: 1, B: 1, C: 1}, m)[slot_of(a, 0, m)]
 
@@ -80,8 +80,8 @@ def test_default_size_and_T():
 def test_table_is_mh_build_in_canonical_order_any_add_order():
     for order in ([A, B, C], [C, B, A], [B, C, A]):
         d = Director(order)
-        assert d.sched.table_endpoints() == ABC
-        assert d.sched.old_endpoints() == ABC
+        assert eps(d.sched.table_endpoints()) == ABC
+        assert eps(d.sched.old_endpoints()) == ABC
 
 
 def test_canonical_order_v4_before_v6_then_port():
@@ -97,7 +97,7 @@ def test_canonical_order_v4_before_v6_then_port():
 
 def test_current_weight_used():
     d = Director([(A[0], A[1], 3), B, (C[0], C[1], 2)])
-    assert d.sched.table_endpoints() == expected_table({A: 3, B: 1, C: 2})
+    assert eps(d.sched.table_endpoints()) == expected_table({A: 3, B: 1, C: 2})
 
 
 def _vectors():
@@ -124,15 +124,15 @@ def test_kernel_vectors_table_when_kernel_order_is_canonical():
     for sc in _vectors():
         dests = sc["dests"]
         order = [dests[i] for i in sc["kernel_list_order"] if dests[i]["last_weight"] > 0]
-        eps = [(ip(x["addr"]), x["port"]) for x in order]
-        if (eps != canonical(eps) or any(x["weight"] != x["last_weight"] or x["overloaded"]
+        walk = [(ip(x["addr"]), x["port"]) for x in order]
+        if (walk != canonical(walk) or any(x["weight"] != x["last_weight"] or x["overloaded"]
                                          for x in dests)):
             continue
         d = Director([(ip(x["addr"]), x["port"], x["weight"]) for x in dests],
                      options={"mh_table_size": int(sc["table_size"])})
         kernel = [(ip(dests[j]["addr"]), dests[j]["port"]) if j >= 0 else None
                   for j in sc["table"]]
-        assert d.sched.table_endpoints() == kernel
+        assert eps(d.sched.table_endpoints()) == kernel
         for lk in sc["lookups"]:
             for flags, col in ((0, "none"), (SVC_F_SCHED2, "mh-port")):
                 d.svc.flags = flags
@@ -169,7 +169,7 @@ def test_ipv6_service():
     v6 = [(ip("2001:db8::1"), 80), (ip("2001:db8::2"), 80), (ip("2001:db8::3"), 443)]
     d = Director(v6[::-1], vip=ip("2001:db8::100"))
     exp = expected_table({e: 1 for e in v6})
-    assert d.sched.table_endpoints() == exp
+    assert eps(d.sched.table_endpoints()) == exp
     c = ip("2001:db8:1::42")
     assert ep(d.sched.schedule(c, 0)) == exp[slot_of(c, 0)]
 
@@ -183,8 +183,8 @@ def test_changes_before_forwarding_apply_to_both_tables():
     d.at(300).edit(A, 0)
     assert d.sched.unstable_slots() == 0
     exp = expected_table({C: 1, D: 1})
-    assert d.sched.table_endpoints() == exp
-    assert d.sched.old_endpoints() == exp
+    assert eps(d.sched.table_endpoints()) == exp
+    assert eps(d.sched.old_endpoints()) == exp
 
 
 def test_no_destination_does_not_count_as_forwarded():
@@ -265,7 +265,7 @@ def test_S3_flap_returns_all_stable():
     assert d.packet(k2, 2222, SYN, now=1002) == (C, True)
     d.at(1010).add(B)
     assert d.sched.unstable_slots(1010) == 0
-    assert d.sched.table_endpoints() == ABC and d.sched.old_endpoints() == ABC
+    assert eps(d.sched.table_endpoints()) == ABC and eps(d.sched.old_endpoints()) == ABC
     kB, _ = key_where(lambda s: ABC[s] == B, start=ip("192.168.100.1"))
     assert d.packet(kB, 7, SYN, now=1011) == (B, False)
     assert d.packet(kB, 8, ACK, now=1011) == (B, False)
@@ -333,7 +333,7 @@ def test_S6_all_weight_zero():
     AB = expected_table({A: 1, B: 1})
     d.at(1000).edit(A, 0)
     d.at(1000).edit(B, 0)
-    assert d.sched.table_endpoints() == [None] * d.m
+    assert eps(d.sched.table_endpoints()) == [None] * d.m
     assert d.sched.unstable_slots(1000) == d.m
     k, _ = key_where(lambda s: AB[s] == A)
     assert d.packet(k, 1, SYN, now=1001) == (None, False)
@@ -350,7 +350,7 @@ def test_all_removed_then_added_o_empty_c_set():
     d.at(1000).remove(A)
     d.at(1000).remove(B)
     assert d.sched.sweep(1900) == d.m
-    assert d.sched.old_endpoints(1900) == [None] * d.m
+    assert eps(d.sched.old_endpoints(1900)) == [None] * d.m
     d.at(2000).add(C)
     assert d.sched.unstable_slots(2000) == d.m
     k = ip("192.168.3.3")
@@ -375,8 +375,8 @@ def test_S7_weight_zero_equals_removal():
     dr = forwarding()
     d0.at(1000).edit(B, 0)
     dr.at(1000).remove(B)
-    assert d0.sched.table_endpoints() == AC == dr.sched.table_endpoints()
-    assert d0.sched.old_endpoints(1000) == ABC == dr.sched.old_endpoints(1000)
+    assert eps(d0.sched.table_endpoints()) == AC == eps(dr.sched.table_endpoints())
+    assert eps(d0.sched.old_endpoints(1000)) == ABC == eps(dr.sched.old_endpoints(1000))
     assert d0.sched.unstable_slots(1000) == dr.sched.unstable_slots(1000)
     for a in range(ip("192.168.5.1"), ip("192.168.5.1") + 300):
         for tcp, syn in ((True, True), (True, False), (False, False)):
@@ -392,7 +392,7 @@ def test_weight_change_only_moves_needed_slots():
     d = forwarding()
     d.at(1000).edit(C, 2)
     exp = expected_table({A: 1, B: 1, C: 2})
-    assert d.sched.table_endpoints() == exp
+    assert eps(d.sched.table_endpoints()) == exp
     assert d.sched.unstable_slots(1000) == sum(1 for i in range(d.m) if exp[i] != ABC[i])
 
 
@@ -414,7 +414,7 @@ def test_S8_three_directors_agree():
     assert d3.sched.unstable_slots(250) == 0
     exp = expected_table({A: 1, B: 1, C: 1, D: 1})
     for d in (d1, d2, d3):
-        assert d.sched.table_endpoints() == exp
+        assert eps(d.sched.table_endpoints()) == exp
     base_addr = ip("198.18.0.1")
     for n in range(10000):
         caddr, cport = base_addr + n * 7919, 1024 + (n * 31) % 64000
@@ -459,7 +459,7 @@ def test_sweep_merges_like_lookup():
     assert d1.sched.sweep(1899) == 0
     assert d1.sched.sweep(1900) == sum(1 for i in range(d1.m) if ABC[i] != AC[i])
     assert d1.sched.unstable_slots(1900) == 0
-    assert d1.sched.old_endpoints(1900) == AC == d2.sched.old_endpoints(1900)
+    assert eps(d1.sched.old_endpoints(1900)) == AC == eps(d2.sched.old_endpoints(1900))
     for a in range(ip("192.168.9.1"), ip("192.168.9.1") + 300):
         r1 = d1.sched.schedule_sl(a, 1, True, False, 1950)
         r2 = d2.sched.schedule_sl(a, 1, True, False, 1950)
@@ -489,3 +489,15 @@ def test_removed_backend_forgotten_after_merge():
     d.sched.sweep(1900)
     d.at(1901).edit(A, 1)                # any change
     assert B not in d.sched._ids
+
+
+def test_tools_api_like_mh():
+    d = Director([A, B, C], flags=SVC_F_SCHED2, options={"mh_table_size": 509})
+    assert d.sched.table_size == 509
+    c = ip("192.168.44.1")
+    assert d.sched.slot_of(c, 999) == slot_of(c, 999, 509)
+    assert d.sched.slot_of(c, 999, port=False) == slot_of(c, 0, 509)
+    d.svc.flags = 0
+    assert d.sched.slot_of(c, 999, port=True) == slot_of(c, 999, 509)
+    tab = d.sched.table_endpoints()
+    assert all(x is d.svc.find_dest(x.addr, x.port) for x in tab)

@@ -126,6 +126,11 @@ def ep(dest):
     return None if dest is None else (dest.addr, dest.port)
 
 
+def eps(dests):
+    """[Dest or None] -> [(addr, port) or None]"""
+    return [ep(x) for x in dests]
+
+
 # ---------------------------------------------------------------- TEST-ONLY entry model
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10

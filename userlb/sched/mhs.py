@@ -334,20 +334,30 @@ class MHSScheduler(Scheduler):
                             dests[c] if c >= 0 else None, s, s + T))
         return out
 
-    def table_dests(self):
+    @property
+    def table_size(self):
+        return self.m
+
+    def slot_of(self, caddr, cport=0, port=None):
+        """The lookup slot of a key; `port` True/False overrides the
+        service's port flag (same signature as mh's)."""
+        if port is None:
+            return self.slot(caddr, cport)
+        v = caddr if type(caddr) is int else fold(caddr)
+        if port:
+            v += cport
+        return (siphash13(_U32LE(v & M32), key=MH_KEY1).intdigest() & M32) % self.m
+
+    def table_endpoints(self):
         """Per slot, the Dest (or None) that decides a SYN right now: the
-        candidate table (merges never change it)."""
+        candidate table (merges never change it).  For `userlb simulate
+        --table`; same shape as mh's table_endpoints()."""
         dests = self._dests
         return [dests[c] if c >= 0 else None for c in self._st[1]]
 
-    def table_endpoints(self):
-        """Per slot, (addr, port) or None: the table that decides a SYN right
-        now (the candidate table), for `userlb simulate --table`."""
-        return [(d.addr, d.port) if d is not None else None for d in self.table_dests()]
-
     def old_endpoints(self, now=None):
-        """Per slot, (addr, port) or None of the old table as it would be
-        after merging every slot expired at `now` (default: the clock's now)."""
+        """Per slot, the Dest (or None) of the old table as it is after
+        merging every slot expired at `now` (default: the clock's now)."""
         if now is None:
             now = self.clock.now()
         old, cand, since, dests, T = self._st
@@ -355,5 +365,5 @@ class MHSScheduler(Scheduler):
         for i in range(self.m):
             s = since[i]
             x = cand[i] if (s != INF and now >= s + T) else old[i]
-            out.append((dests[x].addr, dests[x].port) if x >= 0 else None)
+            out.append(dests[x] if x >= 0 else None)
         return out
