@@ -145,7 +145,10 @@ class ConnTable:
 
     def schedule(self, e):
         """(Re)place `e` in the bucket of its current expiry."""
-        b = int(e.last + e.timeout) + 1
+        x = e.last + e.timeout
+        b = int(x)
+        if b < x:
+            b += 1                # ceil: swept at the first second >= expiry
         lst = self._wheel.get(b)
         if lst is None:
             lst = self._wheel[b] = []

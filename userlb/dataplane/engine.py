@@ -115,6 +115,7 @@ class Engine:
         self.sloppy_tcp = sloppy_tcp
         self.rst_on_no_entry = rst_on_no_entry
         self.dec_ttl = dec_ttl
+        self._fast = not dec_ttl          # the IPv4 fast paths never touch the TTL
         self.ct = ConnTable(max_entries)
         self._conns = self.ct.map
         self.frags = Reassembler(frag_high_thresh, frag_timeout)
@@ -225,7 +226,7 @@ class Engine:
 
     def process(self, buf, n, now):
         # ---- fast path: IPv4 without options, unfragmented TCP/UDP, live entry
-        if n >= 28 and buf[0] == 0x45:
+        if n >= 28 and buf[0] == 0x45 and self._fast:
             tlen, frag, proto, ipc, sd = _IP4F.unpack_from(buf, 0)
             if proto == 6:
                 if not frag & 0x3FFF and 40 <= tlen <= n:
@@ -287,13 +288,25 @@ class Engine:
                                         e.last = now
                                     self.out_len = tlen
                                     return 1
+                        elif flags & 6 == 2:
+                            svc = self._svc_tab.get((6, sd & 0xFFFFFFFF, pp & 0xFFFF))
+                            if svc is not None:
+                                if e is not None:
+                                    self.ct.unlink(e)          # expired
+                                return self._new4(buf, n, svc, key, sd, pp, flags, ipc, l4c,
+                                                  36, tlen, now)
             elif proto == 17:
                 if not frag & 0x3FFF and tlen <= n:
                     pp, ulen, l4c = _UDPF.unpack_from(buf, 20)
                     if 8 <= ulen <= tlen - 20 and l4c:
                         key = sd << 32 | pp | _K_UDP
                         e = self._conns.get(key)
-                        if e is not None and now < e.last + e.timeout:
+                        if e is None:
+                            svc = self._svc_tab.get((17, sd & 0xFFFFFFFF, pp & 0xFFFF))
+                            if svc is not None:
+                                return self._new4(buf, n, svc, key, sd, pp, 0, ipc, l4c,
+                                                  26, tlen, now)
+                        elif now < e.last + e.timeout:
                             xl = e.xl
                             if xl.dest.available or xl.stateless:
                                 if key == e.ikey:
@@ -367,6 +380,68 @@ class Engine:
         e.last = now
         if now + e.timeout < old_exp:
             self.ct.schedule(e)
+
+    def _new4(self, buf, n, svc, key, sd, pp, flags, ipc, l4c, coff, tlen, now):
+        """A new flow on the IPv4 fast path (no options, not fragmented):
+        TCP SYN without RST, or a UDP datagram with a checksum, to a service."""
+        sched = svc.sched
+        if sched is None:
+            return self._drop(R_NO_SCHEDULER)
+        ct = self.ct
+        if sched.stateless:
+            dest, need = sched.schedule_sl(sd >> 32, pp >> 16, coff == 36, flags & _TH_SYN, now)
+            if dest is None:
+                return self._no_dest(buf, parse(buf, 0, n))
+            if need and ct.count >= ct.max_entries:
+                return self._drop(R_CONN_LIMIT)
+        else:
+            if ct.count >= ct.max_entries:
+                return self._drop(R_CONN_LIMIT)
+            dest = sched.schedule(sd >> 32, pp >> 16)
+            if dest is None:
+                return self._no_dest(buf, parse(buf, 0, n))
+            need = True
+        xl = self._xl_cache.get((svc, dest))
+        if xl is None:
+            xl = self._xlate(svc, dest)
+        x = (ipc ^ 0xFFFF) + xl.ipd_in
+        _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + xl.sd_in)
+        x = (l4c ^ 0xFFFF) + xl.l4d_in
+        x = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
+        _pack_I(buf, 20, pp + xl.pp_in)
+        _pack_H(buf, coff, x or 0xFFFF if coff == 26 else x)
+        svc.forwarded = True
+        if need:
+            # the reply key: proto, daddr, caddr, dport, cport
+            okey = xl.daddr << 64 | (sd >> 32) << 32 | xl.dport << 16 | pp >> 16
+            if coff == 36:
+                st = _NEXT_IN[flags << 4]          # first transition, from NONE
+                okey |= _K_TCP
+            else:
+                st = UDP
+                okey |= _K_UDP
+            e = Entry(key, okey, xl, st, now, self._tmo[st])
+            if IS_ACTIVE[st]:
+                dest.activeconns += 1
+            else:
+                dest.inactconns += 1
+            if dest.u_threshold:
+                dest.conn_bound()
+            ct.add(e)
+            xl.dstats.conns += 1
+            xl.sstats.conns += 1
+            self.stats.conns += 1
+        s = xl.dstats
+        s.inpkts += 1
+        s.inbytes += tlen
+        s = xl.sstats
+        s.inpkts += 1
+        s.inbytes += tlen
+        s = self.stats
+        s.inpkts += 1
+        s.inbytes += tlen
+        self.out_len = tlen
+        return V_FORWARD
 
     def _verdict_forward(self, buf, r, reasm):
         if reasm:

@@ -1,0 +1,153 @@
+"""Engine benchmarks (in memory, no syscalls): JSON lines via bench.common.emit.
+
+* engine.established.pps  established TCP packets through Engine.process(),
+                          both directions alternating (target >= 400,000/s)
+* engine.new_conn.per_s   new TCP connections: a SYN from a new client port
+                          scheduled, entry created, forwarded (target >= 100,000/s)
+* engine.entry_bytes      memory per connection entry incl. its dict slots
+                          (tracemalloc over 100k entries; target <= 300)
+
+Medians of 5 runs.  Run: .venv/bin/python bench/bench_engine.py
+"""
+import ipaddress
+import os
+import statistics
+import struct
+import sys
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from bench.common import emit  # noqa: E402
+from userlb.clock import ManualClock  # noqa: E402
+from userlb.dataplane.csum import checksum, pseudo_sum4  # noqa: E402
+from userlb.dataplane.engine import Engine  # noqa: E402
+from userlb.model import Dest, Service  # noqa: E402
+from userlb.sched import base  # noqa: E402
+
+def _clock():
+    """CPU time of this process: the machine is shared and noisy (see
+    MEASURING.md); wall-clock figures are emitted alongside."""
+    return time.process_time()
+
+
+VIP = int(ipaddress.IPv4Address("10.0.0.100"))
+CIP = int(ipaddress.IPv4Address("192.0.2.10"))
+RIPS = [int(ipaddress.IPv4Address(f"10.1.0.{i}")) for i in range(1, 9)]
+
+
+def tcp_packet(saddr, sport, daddr, dport, flags, payload=b"x" * 32):
+    tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, flags, 65535, 0, 0))
+    tcp += payload
+    struct.pack_into("!H", tcp, 16, checksum(tcp, initial=pseudo_sum4(saddr, daddr, 6, len(tcp))))
+    ip = bytearray(struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
+                               saddr, daddr))
+    struct.pack_into("!H", ip, 10, checksum(ip))
+    return ip + tcp
+
+
+def make_engine(sched="wlc", max_entries=2_000_000):
+    svc = Service(6, VIP, 80, sched_name=sched)
+    svc.sched = base.create(sched, svc, ManualClock(0))
+    for r in RIPS:
+        d = Dest(r, 8080, 1)
+        d.svc = svc
+        svc.dests = [d] + svc.dests
+        svc.sched.add_dest(d)
+    eng = Engine(max_entries=max_entries)
+    eng.set_services([svc])
+    return eng, svc
+
+
+def bench_established(n=200_000):
+    eng, svc = make_engine()
+    syn = tcp_packet(CIP, 40000, VIP, 80, 0x02, b"")
+    buf = bytearray(syn) + bytearray(2048)
+    assert eng.process(buf, len(syn), 0.0) == 1
+    e = eng.entry_objects()[0]
+    rip = e.xl.daddr
+    pin = tcp_packet(CIP, 40000, VIP, 80, 0x10)
+    pout = tcp_packet(rip, 8080, CIP, 40000, 0x10)
+    bin_ = bytearray(2048)
+    bout = bytearray(2048)
+    lin, lout = len(pin), len(pout)
+    process = eng.process
+    results = []
+    for _ in range(5):
+        t0 = _clock()
+        now = 1.0
+        for _ in range(n // 2):
+            bin_[:lin] = pin          # fresh packet each time (restores the header)
+            process(bin_, lin, now)
+            bout[:lout] = pout
+            process(bout, lout, now)
+        dt = _clock() - t0
+        results.append(dt)
+    # subtract the cost of the buffer refills
+    refill = []
+    for _ in range(5):
+        t0 = _clock()
+        for _ in range(n // 2):
+            bin_[:lin] = pin
+            bout[:lout] = pout
+        refill.append(_clock() - t0)
+    assert svc.stats.inpkts >= 5 * n // 2
+    dt = statistics.median(results) - statistics.median(refill)
+    return n / dt, n / statistics.median(results)
+
+
+def bench_new_conn(n=100_000):
+    rates = []
+    for _ in range(5):
+        eng, svc = make_engine()
+        pkts = [tcp_packet(CIP + (i >> 15), 1024 + (i & 0x7FFF), VIP, 80, 0x02, b"")
+                for i in range(n)]
+        buf = bytearray(2048)
+        process = eng.process
+        t0 = _clock()
+        for p in pkts:
+            ln = len(p)
+            buf[:ln] = p
+            process(buf, ln, 1.0)
+        dt = _clock() - t0
+        assert len(eng) == n, (len(eng), eng.drops)
+        rates.append(n / dt)
+    return statistics.median(rates)
+
+
+def bench_entry_bytes(n=100_000):
+    vals = []
+    for _ in range(5):
+        eng, svc = make_engine()
+        pkts = [tcp_packet(CIP + (i >> 15), 1024 + (i & 0x7FFF), VIP, 80, 0x02, b"")
+                for i in range(n)]
+        buf = bytearray(2048)
+        process = eng.process
+        # warm the cached objects (Xlate per destination) before measuring
+        for p in pkts[:64]:
+            buf[:len(p)] = p
+            process(buf, len(p), 1.0)
+        tracemalloc.start()
+        base0 = tracemalloc.get_traced_memory()[0]
+        for p in pkts[64:]:
+            ln = len(p)
+            buf[:ln] = p
+            process(buf, ln, 1.0)
+        used = tracemalloc.get_traced_memory()[0] - base0
+        tracemalloc.stop()
+        assert len(eng) == n
+        vals.append(used / (n - 64))
+    return statistics.median(vals)
+
+
+def main():
+    pps, pps_raw = bench_established()
+    emit("engine.established.pps", round(pps), "packets/s", raw_incl_buffer_refill=round(pps_raw),
+         target=400_000)
+    emit("engine.new_conn.per_s", round(bench_new_conn()), "conns/s", target=100_000)
+    emit("engine.entry_bytes", round(bench_entry_bytes(), 1), "bytes", target=300)
+
+
+if __name__ == "__main__":
+    main()
