@@ -339,3 +339,155 @@ def test_module_runs_as_script_entry(files):
                         "--table", "10.0.0.100:80"], capture_output=True, text=True,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 4093
+
+
+# ------------------------------------------------------- timed input (mhs)
+
+MHS3 = """\
+-A -t 10.0.0.100:80 -s mhs
+-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m
+-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m
+-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m
+-A -u 10.0.0.100:80 -s mhs
+-a -u 10.0.0.100:80 -r 10.0.0.1:80 -m
+-a -u 10.0.0.100:80 -r 10.0.0.2:80 -m
+-a -u 10.0.0.100:80 -r 10.0.0.3:80 -m
+"""
+A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
+
+
+def classify(files, before, after, n=250):
+    """client -> (backend before, backend after) from two untimed runs."""
+    keys = "".join(f"tcp 172.16.0.{i}:1000 10.0.0.100:80\n" for i in range(n))
+    _, a, _ = run(["--rules", files("cls-a", before)], stdin=keys)
+    _, b, _ = run(["--rules", files("cls-b", after)], stdin=keys)
+    out = {}
+    for x, y in zip(a.splitlines(), b.splitlines()):
+        out[x.split()[1].split(":")[0]] = (x.split(" -> ")[1], y.split(" -> ")[1])
+    return out
+
+
+def keys_moving(cls, frm, to):
+    return [k for k, v in cls.items() if v == (frm, to)]
+
+
+def timed(files, rules, text):
+    rc, out, err = run(["--rules", files("timed-rules", rules)], stdin=text)
+    assert (rc, err) == (0, "")
+    return [(x.split(" -> ")[0], x.split(" -> ")[1]) for x in out.splitlines()]
+
+
+def test_timed_s1_steady_no_state(files):
+    cls = classify(files, MHS3, MHS3)
+    k = keys_moving(cls, B, B)[0]
+    res = timed(files, MHS3, "".join(f"@{i} tcp {k}:1000 10.0.0.100:80 {fl}\n"
+                                     for i, fl in enumerate(["SYN", "ACK", "FIN", "RST"]))
+                + f"@9 udp {k}:1000 10.0.0.100:80\n")
+    assert [r[1] for r in res] == [f"{B} noentry"] * 5
+    assert res[0][0] == f"@0 tcp {k}:1000 10.0.0.100:80 SYN"
+    assert res[4][0] == f"@9 udp {k}:1000 10.0.0.100:80"
+
+
+def test_timed_s2_s3_remove_then_readd(files):
+    after = MHS3.replace("-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n", "").replace(
+        "-a -u 10.0.0.100:80 -r 10.0.0.2:80 -m\n", "")
+    cls = classify(files, MHS3, after)
+    k1, k2, k3, k4, k5 = keys_moving(cls, B, C)[:5]
+    ka = keys_moving(cls, A, A)[0]
+    text = (f"@0 tcp {ka}:1 10.0.0.100:80 SYN\n"          # both services forward first
+            f"@0 udp {ka}:1 10.0.0.100:80\n"
+            "@1000 -d -t 10.0.0.100:80 -r 10.0.0.2:80\n"
+            "@1000 -d -u 10.0.0.100:80 -r 10.0.0.2:80\n"
+            f"@1001 tcp {k1}:1000 10.0.0.100:80 ACK\n"
+            f"@1002 tcp {k2}:1000 10.0.0.100:80 SYN\n"
+            f"@1003 udp {k3}:1000 10.0.0.100:80\n"
+            f"@1004 tcp {ka}:1000 10.0.0.100:80 SYN\n"
+            f"@1901 tcp {k4}:1000 10.0.0.100:80 SYN\n")
+    res = timed(files, MHS3, text)
+    assert [r[1] for r in res] == [
+        f"{A} noentry", f"{A} noentry",
+        f"{B} entry", f"{C} entry", f"{C} noentry", f"{A} noentry", f"{C} noentry"]
+    # S3: re-adding B at 1010 makes every slot stable at once; entries stay
+    text = text.replace(f"@1901 tcp {k4}:1000 10.0.0.100:80 SYN\n", "") + (
+        "@1010 -a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n"
+        f"@1011 tcp {k5}:1000 10.0.0.100:80 SYN\n"
+        f"@1012 tcp {k1}:1000 10.0.0.100:80 DATA\n"
+        f"@1013 tcp {k2}:1000 10.0.0.100:80 ACK\n")
+    res = timed(files, MHS3, text)
+    assert [r[1] for r in res[-3:]] == [f"{B} noentry", f"{B} entry", f"{C} entry"]
+    assert res[-2][0] == f"@1012 tcp {k1}:1000 10.0.0.100:80 PSH,ACK"
+
+
+def test_timed_s6_all_weights_zero(files):
+    rules = ("-A -t 10.0.0.100:80 -s mhs\n-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+             "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n")
+    cls = classify(files, rules, rules)
+    k = keys_moving(cls, A, A)[0]
+    res = timed(files, rules, f"@0 tcp {k}:5 10.0.0.100:80\n"
+                              "@1000 -e -t 10.0.0.100:80 -r 10.0.0.1:80 -m -w 0\n"
+                              "@1000 -e -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 0\n"
+                              f"@1001 tcp {k}:1000 10.0.0.100:80 SYN\n"
+                              f"@1001 tcp {k}:1000 10.0.0.100:80 ACK\n")
+    assert [r[1] for r in res] == [f"{A} noentry", "- noentry", f"{A} entry"]
+    assert res[0][0].endswith(" SYN")                 # a TCP line without flags is a SYN
+
+
+def test_timed_order_rules_before_flows_and_output_in_line_order(files):
+    rules = "-A -t 10.0.0.100:80 -s rr\n"
+    text = ("@5 tcp 1.1.1.1:1 10.0.0.100:80 SYN\n"
+            "@5 -a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"    # same time: applies first
+            "@1 tcp 1.1.1.2:1 10.0.0.100:80 SYN\n"          # earlier: no backend yet
+            "tcp 1.1.1.3:1 10.0.0.100:80 SYN\n")            # inherits @1
+    res = timed(files, rules, text)
+    assert res == [("@5 tcp 1.1.1.1:1 10.0.0.100:80 SYN", "10.0.0.1:80 entry"),
+                   ("@1 tcp 1.1.1.2:1 10.0.0.100:80 SYN", "- noentry"),
+                   ("@1 tcp 1.1.1.3:1 10.0.0.100:80 SYN", "- noentry")]
+
+
+def test_timed_classic_scheduler_entries_and_json(files):
+    rules = "-A -t [2001:db8::100]:80 -s rr\n-a -t [2001:db8::100]:80 -r [2001:db8::1]:8080 -m\n"
+    text = ("@0.5 tcp [2001:db8::9]:4000 [2001:db8::100]:80 SYN\n"
+            "@1 tcp [2001:db8::9]:4000 [2001:db8::100]:80 ACK\n"
+            "@2 tcp [2001:db8::9]:4001 [2001:db8::100]:80 ACK\n")   # no entry: RST
+    res = timed(files, rules, text)
+    assert res == [("@0.5 tcp [2001:db8::9]:4000 [2001:db8::100]:80 SYN", "[2001:db8::1]:8080 entry"),
+                   ("@1 tcp [2001:db8::9]:4000 [2001:db8::100]:80 ACK", "[2001:db8::1]:8080 entry"),
+                   ("@2 tcp [2001:db8::9]:4001 [2001:db8::100]:80 ACK", "- noentry")]
+    rc, out, err = run(["--rules", files("r", rules), "--json"], stdin=text)
+    data = json.loads(out)
+    assert data[0] == {"time": 0.5, "proto": "tcp", "client": "[2001:db8::9]:4000",
+                       "vip": "[2001:db8::100]:80", "flags": "SYN",
+                       "dest": "[2001:db8::1]:8080", "entry": True}
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("@x tcp 1.1.1.1:1 10.0.0.100:80\n", "bad time"),
+    ("@-1 tcp 1.1.1.1:1 10.0.0.100:80\n", "bad time"),
+    ("@5\n", "a time without"),
+    ("tcp 1.1.1.1:1 10.0.0.100:80 SYN,BOGUS\n", "unknown TCP flag 'BOGUS'"),
+    ("udp 1.1.1.1:1 10.0.0.100:80 SYN\n", "only for tcp"),
+    ("@1 -a -t 10.0.0.100:80 -r 10.0.0.1 -m -w 70000\n", "illegal weight"),
+    ("@1 -a -t 10.0.0.100:81 -r 10.0.0.1 -m\n", "Service not defined"),
+])
+def test_timed_errors(files, text, msg):
+    rules = files("rules", "-A -t 10.0.0.100:80 -s mhs\n")
+    rc, out, err = run(["--rules", rules], stdin="@0 tcp 2.2.2.2:2 10.0.0.100:80\n" + text)
+    assert rc == 1 and out == ""
+    assert err.startswith("userlb simulate: -:2: ") and msg in err
+
+
+def test_build_packet_is_valid():
+    from userlb.dataplane.csum import ones_sum, pseudo_sum
+    from userlb.dataplane.packet import parse
+    for line in ("tcp 1.2.3.4:5 10.0.0.100:80 SYN,ACK", "udp 1.2.3.4:5 10.0.0.100:53",
+                 "tcp [2001:db8::9]:4000 [2001:db8::100]:80 DATA", "udp [::1]:1 [::2]:2"):
+        f = simulate.parse_flow_line(line)
+        raw = simulate.build_packet(f)
+        r = parse(bytearray(raw), 0, len(raw))
+        assert isinstance(r, tuple), (line, r)
+        af = 4 if raw[0] >> 4 == 4 else 6
+        off = 20 if af == 4 else 40
+        if af == 4:
+            assert ones_sum(raw, 0, 20) == 0xFFFF
+        l4 = raw[off:]
+        assert ones_sum(l4, initial=pseudo_sum(af, f.caddr, f.vaddr, f.proto, len(l4))) == 0xFFFF

@@ -43,29 +43,72 @@
                      10.0.0.2:80                  1364           0  1364      0          339           0        339
                    flows (all services): 1000, moved 339 (33.90%)
 
-Input structure: the flow reader turns each line into an event (today only
-("flow", Flow)); timed input for mhs (`@SECONDS` lines, TCP flag words,
-entry/noentry) will add event kinds to `read_flows` without changing callers.
+Timed input (packets, entries; provisional syntax, for mhs and MHS.md)
+----------------------------------------------------------------------
+When a flow line carries TCP flag words, or any line starts with `@SECONDS`,
+the input is *timed* and every flow line is a packet sent through the real
+data plane (userlb.dataplane.engine, connection entries included) at its time:
+
+    @0     tcp 192.168.1.1:1000 10.0.0.100:80 SYN
+    @1000  -d -t 10.0.0.100:80 -r 10.0.0.2:80        # an ipvsadm command at t=1000
+    @1001  tcp 192.168.1.7:2000 10.0.0.100:80 ACK
+    @1003  udp 192.168.1.8:53 10.0.0.100:80
+
+* `@SECONDS` (a number >= 0) sets the time of the line; a line without it
+  has the time of the previous line (0 at the start).  Lines are processed in
+  time order; at equal times rule lines apply before flow lines (MHS.md
+  conventions); output lines follow the order of the flow lines.
+* A rule line is an ipvsadm command (`-a ...`, `ipvsadm -d ...`), applied with
+  the same semantics as --rules at its time.  An error stops everything
+  (line number on stderr, exit code 1, nothing printed).
+* TCP flag words: SYN ACK FIN RST PSH URG (several words, or joined with `,`
+  or `+`: `SYN,ACK`), DATA (= PSH,ACK with one byte of payload).  A TCP line
+  without flags is a SYN.  UDP lines take no flags.
+* Output: `@T PROTO CLIENT VIP [FLAGS] -> RIP:RPORT|- entry|noentry`, where
+  entry/noentry says whether a live connection entry exists for the flow
+  after that packet (created now or earlier).  --json adds "time", "flags"
+  and "entry" to each object.
+* Flows without flags and without `@` keep the untimed behaviour above (the
+  scheduler asked directly, no entries).
 """
 import argparse
+import io
 import json
+import struct
 import sys
 
 from ..clock import ManualClock
+from ..control import ipvsadm as ia
 from ..control.config import Config
 from ..errors import ConfigError
 from ..model import (PROTO_BY_NAME, PROTO_NAMES, addr_af, format_endpoint,
                      parse_endpoint)
 
 
-class Flow:
-    __slots__ = ("line", "proto", "caddr", "cport", "vaddr", "vport")
+TCP_FLAG_BITS = {"FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10,
+                 "URG": 0x20, "DATA": 0x18}
+_FLAG_ORDER = ("SYN", "FIN", "RST", "PSH", "ACK", "URG")
 
-    def __init__(self, line, proto, caddr, cport, vaddr, vport):
+
+def flags_text(bits):
+    return ",".join(n for n in _FLAG_ORDER if bits & TCP_FLAG_BITS[n])
+
+
+class Flow:
+    """One flow line.  `time` is None for untimed input; `flags` (TCP flag
+    bits) None when the line has no flag words; `data` True with DATA."""
+    __slots__ = ("line", "proto", "caddr", "cport", "vaddr", "vport", "time",
+                 "flags", "data")
+
+    def __init__(self, line, proto, caddr, cport, vaddr, vport, time=None,
+                 flags=None, data=False):
         self.line = line
         self.proto = proto
         self.caddr, self.cport = caddr, cport
         self.vaddr, self.vport = vaddr, vport
+        self.time = time
+        self.flags = flags
+        self.data = data
 
     @property
     def service_key(self):
@@ -88,13 +131,34 @@ def _endpoint(text, what, line):
     return addr, port
 
 
-def parse_flow_line(text, line=None):
-    """`PROTO CLIENT:PORT VIP:VPORT` -> Flow, None for blank/comment lines."""
+def _parse_flags(words, proto, line):
+    if not words:
+        return None, False
+    if proto != 6:
+        raise ConfigError(f"flag words are only for tcp flows: {' '.join(words)!r}", line=line)
+    bits = 0
+    data = False
+    for w in words:
+        for name in w.replace("+", ",").split(","):
+            if not name:
+                continue
+            b = TCP_FLAG_BITS.get(name.upper())
+            if b is None:
+                raise ConfigError(f"unknown TCP flag {name!r} (SYN ACK FIN RST PSH URG DATA)",
+                                  line=line)
+            bits |= b
+            data = data or name.upper() == "DATA"
+    return bits, data
+
+
+def parse_flow_line(text, line=None, time=None):
+    """`PROTO CLIENT:PORT VIP:VPORT [FLAGS...]` -> Flow, None for blank or
+    comment lines."""
     body = text.split("#", 1)[0].strip()
     if not body:
         return None
     words = body.split()
-    if len(words) != 3:
+    if len(words) < 3:
         raise ConfigError(f"expected `PROTO CLIENT:PORT VIP:VPORT`, got {body!r}", line=line)
     proto = PROTO_BY_NAME.get(words[0].lower())
     if proto is None:
@@ -103,18 +167,47 @@ def parse_flow_line(text, line=None):
     vaddr, vport = _endpoint(words[2], "virtual address", line)
     if addr_af(caddr) != addr_af(vaddr):
         raise ConfigError("client and virtual address are of different families", line=line)
-    return Flow(line, proto, caddr, cport, vaddr, vport)
+    flags, data = _parse_flags(words[3:], proto, line)
+    return Flow(line, proto, caddr, cport, vaddr, vport, time, flags, data)
 
 
 def read_flows(text):
-    """Parse flow input -> list of events [("flow", Flow)].  Raises
-    ConfigError naming the bad line."""
+    """Parse flow input -> list of events in input order: ("flow", Flow) or
+    ("rule", (time, ipvsadm.Command)); time None when no `@` was seen yet.
+    Raises ConfigError naming the bad line."""
     events = []
+    now = None
     for n, raw in enumerate(text.splitlines(), 1):
-        f = parse_flow_line(raw, n)
+        body = raw.split("#", 1)[0].strip()
+        if not body:
+            continue
+        t = now
+        if body.startswith("@"):
+            head, _, rest = body.partition(" ")
+            try:
+                t = float(head[1:])
+            except ValueError:
+                raise ConfigError(f"bad time {head!r} (expected @SECONDS)", line=n) from None
+            if not t >= 0 or t == float("inf"):
+                raise ConfigError(f"bad time {head!r} (expected @SECONDS >= 0)", line=n)
+            body = rest.strip()
+            now = t
+            if not body:
+                raise ConfigError("a time without a flow or rule", line=n)
+        first = body.split()[0]
+        if first == "ipvsadm" or first.startswith("-"):
+            cmd = ia.parse_line(body, line=n)
+            if cmd is not None:
+                events.append(("rule", (t, cmd)))
+            continue
+        f = parse_flow_line(body, n, t)
         if f is not None:
             events.append(("flow", f))
     return events
+
+
+def is_timed(events):
+    return any(k == "rule" or f.time is not None or f.flags is not None for k, f in events)
 
 
 def load_config(path, clock=None):
@@ -178,6 +271,124 @@ def run_flows(cfg, events, as_json, out):
     else:
         for f, d in results:
             out.write(f"{f.text()} -> {_dest_text(d)}\n")
+
+
+# --------------------------------------------------------------- timed mode
+
+def _fmt_time(t):
+    return str(int(t)) if t == int(t) else repr(t)
+
+
+def build_packet(f):
+    """A client -> VIP packet for flow `f` (IPv4 or IPv6, TCP or UDP, valid
+    checksums)."""
+    from ..dataplane.csum import checksum, pseudo_sum
+    payload = b"x" if (f.data or f.proto == 17) else b""
+    if f.proto == 6:
+        flags = f.flags if f.flags is not None else TCP_FLAG_BITS["SYN"]
+        ack = 1 if flags & TCP_FLAG_BITS["ACK"] else 0
+        l4 = bytearray(struct.pack("!HHIIBBHHH", f.cport, f.vport, 1000, ack, 5 << 4,
+                                   flags, 65535, 0, 0) + payload)
+        coff = 16
+    else:
+        l4 = bytearray(struct.pack("!HHHH", f.cport, f.vport, 8 + len(payload), 0) + payload)
+        coff = 6
+    af = addr_af(f.caddr)
+    c = checksum(l4, initial=pseudo_sum(af, f.caddr, f.vaddr, f.proto, len(l4)))
+    if f.proto == 17 and c == 0:
+        c = 0xFFFF
+    struct.pack_into("!H", l4, coff, c)
+    if af == 4:
+        ip = bytearray(struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(l4), 1, 0, 64, f.proto, 0,
+                                   f.caddr, f.vaddr))
+        struct.pack_into("!H", ip, 10, checksum(ip))
+    else:
+        ip = bytearray(struct.pack("!IHBB", 6 << 28, len(l4), f.proto, 64)
+                       + bytes(f.caddr) + bytes(f.vaddr))
+    return bytes(ip + l4)
+
+
+def _forwarded_dest(buf):
+    """(daddr, dport) of a rewritten packet."""
+    if buf[0] >> 4 == 4:
+        ihl = (buf[0] & 0x0F) * 4
+        return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[ihl + 2:ihl + 4], "big")
+    return bytes(buf[24:40]), int.from_bytes(buf[42:44], "big")
+
+
+class TimedRun:
+    """Rules and packets in time order through the real engine."""
+
+    def __init__(self, cfg, clock):
+        from ..dataplane.engine import Engine
+        self.cfg = cfg
+        self.clock = clock
+        self.engine = Engine()
+        self.engine.set_timeouts(*cfg.timeouts.as_tuple())
+        self.engine.set_services(cfg.services.values())
+        cfg.subscribe(self._on_change)
+
+    def _on_change(self, event, svc, dest):
+        if event == "timeouts":
+            self.engine.set_timeouts(*self.cfg.timeouts.as_tuple())
+        else:
+            self.engine.set_services(self.cfg.services.values())
+
+    def has_entry(self, f, now):
+        for e in self.engine.entries(now):
+            if e[:5] == (f.proto, f.caddr, f.cport, f.vaddr, f.vport):
+                return True
+        return False
+
+    def packet(self, f, now):
+        from ..dataplane.engine import V_FORWARD
+        raw = build_packet(f)
+        buf = bytearray(raw) + bytearray(64)
+        v = self.engine.process(buf, len(raw), now)
+        dest = _forwarded_dest(buf[:self.engine.out_len]) if v == V_FORWARD else None
+        return dest, self.has_entry(f, now)
+
+    def run(self, events):
+        """-> list of (Flow, (addr, port) | None, entry?) in flow-line order."""
+        order = []
+        t = 0.0
+        for i, (kind, x) in enumerate(events):
+            if kind == "rule":
+                t = x[0] if x[0] is not None else t
+            else:
+                t = x.time if x.time is not None else t
+            order.append((t, 0 if kind == "rule" else 1, i))
+        order.sort()
+        results = {}
+        for t, _, i in order:
+            kind, x = events[i]
+            self.clock.set(t)
+            if kind == "rule":
+                self.cfg.apply(x[1])
+            else:
+                x.time = t
+                results[i] = (x,) + self.packet(x, t)
+        return [results[i] for i in sorted(results)]
+
+
+def run_timed(cfg, clock, events, as_json, out):
+    results = TimedRun(cfg, clock).run(events)
+    if as_json:
+        json.dump([{"time": f.time, "proto": PROTO_NAMES[f.proto],
+                    "client": format_endpoint(f.caddr, f.cport),
+                    "vip": format_endpoint(f.vaddr, f.vport),
+                    "flags": None if f.proto != 6 else flags_text(
+                        f.flags if f.flags is not None else TCP_FLAG_BITS["SYN"]),
+                    "dest": None if d is None else format_endpoint(*d),
+                    "entry": e} for f, d, e in results], out, indent=1)
+        out.write("\n")
+        return
+    for f, d, e in results:
+        fl = ""
+        if f.proto == 6:
+            fl = " " + flags_text(f.flags if f.flags is not None else TCP_FLAG_BITS["SYN"])
+        out.write(f"@{_fmt_time(f.time)} {f.text()}{fl} -> "
+                  f"{'-' if d is None else format_endpoint(*d)} {'entry' if e else 'noentry'}\n")
 
 
 def run_table(cfg, key, as_json, out):
@@ -348,8 +559,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         err.write("userlb simulate: --table and --against cannot be combined\n")
         return 2
     where = args.rules
+    clock = ManualClock(0.0)
     try:
-        cfg = load_config(args.rules)
+        cfg = load_config(args.rules, clock)
         if args.table:
             where = "--table"
             try:
@@ -363,6 +575,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
             cfg_b = load_config(args.against)
             where = args.flows or "-"
             events = read_flows(_read(args.flows, stdin)) if args.flows else []
+            if any(k == "rule" for k, _ in events):
+                raise ConfigError("--against takes flow lines only (no rules, no times)")
             res = compare(cfg, cfg_b, [f for k, f in events if k == "flow"])
             if args.json:
                 json.dump(res, out, indent=1)
@@ -372,7 +586,12 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
             return 0
         where = args.flows or "-"
         events = read_flows(_read(args.flows, stdin))
-        run_flows(cfg, events, args.json, out)
+        buf = io.StringIO()
+        if is_timed(events):
+            run_timed(cfg, clock, events, args.json, buf)
+        else:
+            run_flows(cfg, events, args.json, buf)
+        out.write(buf.getvalue())
         return 0
     except ConfigError as e:
         loc = f"{where}:{e.line}: " if e.line is not None else f"{where}: "
