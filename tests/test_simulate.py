@@ -491,3 +491,62 @@ def test_build_packet_is_valid():
             assert ones_sum(raw, 0, 20) == 0xFFFF
         l4 = raw[off:]
         assert ones_sum(l4, initial=pseudo_sum(af, f.caddr, f.vaddr, f.proto, len(l4))) == 0xFFFF
+
+
+def _classify3(files, r1, r2, r3, n=250):
+    keys = "".join(f"tcp 172.16.0.{i}:1000 10.0.0.100:80\n" for i in range(n))
+    outs = []
+    for i, r in enumerate((r1, r2, r3)):
+        _, o, _ = run(["--rules", files(f"c3-{i}", r)], stdin=keys)
+        outs.append([x.split(" -> ")[1] for x in o.splitlines()])
+    return {f"172.16.0.{i}": (outs[0][i], outs[1][i], outs[2][i]) for i in range(n)}
+
+
+MHS_ABC = ("-A -t 10.0.0.100:80 -s mhs\n-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+           "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m\n")
+MHS_AC = MHS_ABC.replace("-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n", "")
+MHS_ACD = MHS_AC + "-a -t 10.0.0.100:80 -r 10.0.0.4:80 -m\n"
+D = "10.0.0.4:80"
+
+
+def test_timed_s4_no_timer_reset(files):
+    cls = _classify3(files, MHS_ABC, MHS_AC, MHS_ACD)
+    ks = [k for k, v in cls.items() if v == (B, C, D)]
+    ka = [k for k, v in cls.items() if v == (A, A, A)][0]
+    assert len(ks) >= 3
+    res = timed(files, MHS_ABC, f"@0 tcp {ka}:1 10.0.0.100:80\n"
+                                "@1000 -d -t 10.0.0.100:80 -r 10.0.0.2:80\n"
+                                "@1500 -a -t 10.0.0.100:80 -r 10.0.0.4:80 -m\n"
+                                f"@1899 tcp {ks[0]}:1000 10.0.0.100:80 SYN\n"
+                                f"@1899 tcp {ks[1]}:1000 10.0.0.100:80 ACK\n"
+                                f"@1900 tcp {ks[2]}:1000 10.0.0.100:80 SYN\n")
+    assert [r[1] for r in res[1:]] == [f"{D} entry", f"{B} entry", f"{D} noentry"]
+
+
+def test_timed_s5_merge_at_change_new_grace_period(files):
+    cls = _classify3(files, MHS_ABC, MHS_AC, MHS_ACD)
+    ks = [k for k, v in cls.items() if v == (B, C, D)]
+    ka = [k for k, v in cls.items() if v == (A, A, A)][0]
+    res = timed(files, MHS_ABC, f"@0 tcp {ka}:1 10.0.0.100:80\n"
+                                "@1000 -d -t 10.0.0.100:80 -r 10.0.0.2:80\n"
+                                "@2000 -a -t 10.0.0.100:80 -r 10.0.0.4:80 -m\n"
+                                f"@2000.5 tcp {ks[0]}:1000 10.0.0.100:80 SYN\n"
+                                f"@2000.5 tcp {ks[1]}:1000 10.0.0.100:80 ACK\n")
+    assert [r[1] for r in res[1:]] == [f"{D} entry", f"{C} entry"]
+    assert res[1][0].startswith("@2000.5 tcp ")
+
+
+def test_s8_add_order_and_flap_do_not_matter_for_mhs(files):
+    lines = MHS_ACD.splitlines()
+    orders = [
+        "\n".join(lines) + "\n",
+        "\n".join([lines[0]] + lines[1:][::-1]) + "\n",
+        "\n".join([lines[0], lines[2], lines[3], lines[1],
+                   "-d -t 10.0.0.100:80 -r 10.0.0.3:80",
+                   "-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m"]) + "\n",
+    ]
+    keys = "".join(f"tcp 10.{i // 250}.{i % 250}.7:{1024 + i} 10.0.0.100:80\n" for i in range(10000))
+    outs = [run(["--rules", files(f"o{i}", r)], stdin=keys)[1] for i, r in enumerate(orders)]
+    assert outs[0] == outs[1] == outs[2]
+    assert len(outs[0].splitlines()) == 10000
+    assert {x.split(" -> ")[1] for x in outs[0].splitlines()} == {A, C, "10.0.0.4:80"}
