@@ -280,3 +280,28 @@ def test_ovf_overflows_by_active_conns():
 def test_ovf_tie_first():
     svc, ds = make("ovf", [4, 4])
     assert svc.sched.schedule(0, 0) is ds[0]
+
+
+# ------------------------------------------------------------------ hot path hygiene
+
+@pytest.mark.parametrize("name", ["rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf",
+                                  "sh", "mh", "mh-backport"])
+def test_schedule_retains_nothing(name):
+    """schedule() keeps no per-call state: after a warm-up, many calls with
+    fresh clients leave the number of live allocated blocks unchanged (no
+    cache, no growing structure)."""
+    import gc
+    import sys
+    svc, ds = make(name, [1, 2, 3, 0, 5])
+    ds[1].overloaded = True
+    svc.flags = 0x18                      # *-fallback, *-port where meaningful
+    sched = svc.sched.schedule
+    clients = [(0x0B000000 + i * 7919, (i * 31) & 0xFFFF) for i in range(3000)]
+    for a, p in clients[:100]:
+        sched(a, p)
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for a, p in clients:
+        sched(a, p)
+    gc.collect()
+    assert sys.getallocatedblocks() - before < 50
