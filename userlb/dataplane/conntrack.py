@@ -31,13 +31,18 @@ one-second buckets (`sweep`) plus the lazy test on lookup.  An entry is
 scheduled in one bucket (`Entry.bucket` is that bucket's list); a refreshed
 entry found in its bucket is moved to the bucket of its current expiry; a
 state change that shortens the expiry re-schedules it at once (stale copies
-in older buckets are skipped because `bucket` no longer names them).
+in older buckets are skipped because `bucket` no longer names them); no
+entry waits more than MAX_HOP seconds for its next visit.
 """
 from .csum import delta_addr, delta_addr_port
 from .nat import plan_in, plan_out
 from .tcpstate import IS_ACTIVE
 
 DEAD = -1   # Entry.state of an unlinked entry
+#: an entry is revisited by the sweep at least every MAX_HOP seconds, so that
+#: a timeout shortened by `ipvsadm --set` (applied at the entry's next packet
+#: without re-scheduling it) is swept at most MAX_HOP seconds late
+MAX_HOP = 64
 
 
 def key4(proto, saddr, sport, daddr, dport):
@@ -149,6 +154,9 @@ class ConnTable:
         b = int(x)
         if b < x:
             b += 1                # ceil: swept at the first second >= expiry
+        h = int(e.last) + MAX_HOP
+        if b > h:
+            b = h                 # revisit long-lived entries now and then
         lst = self._wheel.get(b)
         if lst is None:
             lst = self._wheel[b] = []
