@@ -27,14 +27,30 @@ Representation
 * `since[i]` is the time slot i became unstable, `INF` when stable (rather
   than the spec's 0, so that a change at time 0 is not mistaken for
   "stable").  A slot is merged when `now >= since[i] + T`; for a stable slot
-  that is never true, so the lookup needs a single comparison.
+  that is never true.
 * A change builds new lists aside and publishes them with one assignment of
   `self._st`; lookups only ever write single slots of `old`/`since` (merges).
+
+Interface
+---------
+* `MHSScheduler(svc, clock, timeouts=None)`: `timeouts` is a callable
+  returning the `ipvsadm --set` triple (tcp, tcpfin, udp); T = max(tcp,
+  tcpfin) is read at construction and re-read at every change (default
+  (900, 120, 300) -> T = 900).  `clock.now()` timestamps the changes.
+  Raises ConfigError for persistence (-p) or a bad `mh_table_size`.
+* `add_dest / del_dest / upd_dest(dest)`: after svc.dests changed.
+* `schedule_sl(caddr, cport, is_tcp, syn, now) -> (dest | None, need_state)`:
+  the engine's call for a TCP/UDP packet without a live entry.
+* `sweep(now)`: the engine's periodic sweep (cheap when nothing is due).
+* Tools: `schedule(caddr, cport)` (what a SYN gets), `slot_of()`,
+  `table_size`, `table_endpoints()` (candidate table), `old_endpoints(now)`,
+  `unstable_slots(now)`, `unstable(now)`.
 
 The engine's side (not done here): live connection entries are matched
 before the scheduler is asked (rule 8), entries follow the TCP state machine
 (rule 11), and `svc.forwarded` is set when the service forwards its first
-packet (rule 5).
+packet (rule 5).  A removed backend's Dest (`available` False) may be
+returned while `old` refers to it: it is a valid target (rule 12).
 """
 import struct
 
