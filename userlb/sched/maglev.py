@@ -55,6 +55,25 @@ def populate(offsets, skips, nturns, m):
         return table
     perm = list(offsets)
     filled = 0
+    if all(nturns[i] == 1 for i in active):
+        # common case (equal weights): one claim per destination per round
+        while True:
+            for i in active:
+                c = perm[i]
+                if table[c] >= 0:
+                    skip = skips[i]
+                    c += skip
+                    if c >= m:
+                        c -= m
+                    while table[c] >= 0:
+                        c += skip
+                        if c >= m:
+                            c -= m
+                    perm[i] = c
+                table[c] = i
+                filled += 1
+                if filled == m:
+                    return table
     while True:
         for i in active:
             skip = skips[i]
