@@ -51,6 +51,8 @@ def test_leading_ipvsadm_word_and_bare_invocation():
     assert p("ipvsadm -C").cmd == ia.FLUSH
     assert parse_argv([]).cmd == ia.LIST
     assert parse_argv(["ipvsadm"]).cmd == ia.LIST
+    assert parse_argv(["/sbin/ipvsadm", "-C"]).cmd == ia.FLUSH
+    assert parse_line("/usr/sbin/ipvsadm -C").cmd == ia.FLUSH
 
 
 def test_command_errors():

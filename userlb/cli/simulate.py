@@ -195,7 +195,7 @@ def read_flows(text):
             if not body:
                 raise ConfigError("a time without a flow or rule", line=n)
         first = body.split()[0]
-        if first == "ipvsadm" or first.startswith("-"):
+        if ia.is_program_name(first) or first.startswith("-"):
             cmd = ia.parse_line(body, line=n)
             if cmd is not None:
                 events.append(("rule", (t, cmd)))

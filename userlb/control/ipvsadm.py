@@ -495,7 +495,7 @@ def parse_argv(words):
     """Parse one ipvsadm argv (without the program name; a leading 'ipvsadm'
     is dropped) into a Command.  Raises ConfigError."""
     words = list(words)
-    if words and words[0] in ("ipvsadm", "userlb-adm"):
+    if words and is_program_name(words[0]):
         words = words[1:]
     if not words:
         # bare `ipvsadm` lists the table
@@ -698,6 +698,11 @@ def _check_legal(cmd, raw):
             exclusive = key
 
 
+def is_program_name(word):
+    """`ipvsadm`, `/sbin/ipvsadm` (a leading program name is ignored)."""
+    return word == "ipvsadm" or word.endswith("/ipvsadm")
+
+
 def split_line(text):
     """Words of one -R line (shell-like quoting; '#' starts a comment)."""
     try:
@@ -710,7 +715,7 @@ def parse_line(text, line=None):
     """One line of -R input -> Command, or None for a blank/comment line."""
     try:
         words = split_line(text)
-        if words and words[0] == "ipvsadm":
+        if words and is_program_name(words[0]):
             words = words[1:]
         if not words:
             return None
