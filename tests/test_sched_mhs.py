@@ -501,3 +501,17 @@ def test_tools_api_like_mh():
     assert d.sched.slot_of(c, 999, port=True) == slot_of(c, 999, 509)
     tab = d.sched.table_endpoints()
     assert all(x is d.svc.find_dest(x.addr, x.port) for x in tab)
+
+
+def test_entry_expiry_falls_back_to_tables():
+    """Conventions: an entry is gone at now == expires; the flow is then
+    scheduled again (rule 9), here as a non-SYN on an unstable slot."""
+    d = s2()
+    (k,) = keys_BC(1)
+    assert d.packet(k, 1, SYN, now=1002) == (C, True)        # SYN_RECV, 60 s
+    assert d.packet(k, 2, SYN, now=1010) == (C, True)        # another flow, SYN_RECV
+    assert d.packet(k, 1, ACK, now=1061.9) == (C, True)      # -> ESTABLISHED, 900 s
+    assert d.live_entry((IPPROTO_TCP, k, 2), 1070) is None   # expired at 1070
+    assert d.packet(k, 2, ACK, now=1070) == (B, True)        # rescheduled: old owner
+    assert d.packet(k, 1, ACK, now=1961) == (C, True)        # kept by its entry after the merge
+    assert d.packet(k, 3, ACK, now=1961) == (C, False)
