@@ -21,7 +21,7 @@ from userlb.sched import base, maglev
 from userlb.sched.mhs import MHSScheduler, canonical_order
 
 UDP = IPPROTO_UDP
-T = 900
+T = 900          # MHS.md scenarios: default timeouts
 
 ABC = expected_table({A: 1, B: 1, C: 1})
 AC = expected_table({A: 1, C: 1})
@@ -72,7 +72,7 @@ def test_table_size_invalid(bad):
 def test_default_size_and_T():
     d = Director([A])
     assert d.m == 4093
-    assert d.sched.T == 900
+    assert d.sched.T == T
 
 
 # ---------------------------------------------------------------- rule 3: table
