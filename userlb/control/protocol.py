@@ -126,7 +126,10 @@ def request(path, req, timeout=30.0):
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as e:
             raise NoDirector(path) from e
-        s.sendall(encode(req))
+        try:
+            s.sendall(encode(req))
+        except (BrokenPipeError, ConnectionResetError):
+            pass          # the server hung up early (a refusal): read its answer
         buf = bytearray()
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)

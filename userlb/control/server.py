@@ -58,6 +58,7 @@ from .protocol import DEFAULT_PATH
 __all__ = ["ControlServer", "EngineSync", "serve_control", "DEFAULT_PATH", "ControlError"]
 
 EST_TICK = 1.0
+REFUSE_READ_TIMEOUT = 5.0
 
 
 class ControlError(Exception):
@@ -240,6 +241,12 @@ class ControlServer:
                 uid = None
             if uid != self.owner_uid:
                 self.refused_peers += 1
+                # read (and ignore) the first request, so that the peer gets
+                # its answer instead of a broken pipe; then hang up
+                try:
+                    await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
+                except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError):
+                    pass
                 writer.write(P.encode(P.response(
                     False, error=f"permission denied: only the director's user (uid "
                                  f"{self.owner_uid}) may use {self.path}",
@@ -490,9 +497,8 @@ async def start_for_director(director):
     explicit = getattr(args, "control", None)
     path = explicit or DEFAULT_PATH
     srv = ControlServer(path, director.cfg, director.engine)
-    upd = getattr(director, "update_routes", None)
-    if upd is not None:
-        srv.after_change = upd
+    if getattr(director, "update_routes", None) is not None:
+        srv.after_change = lambda: _update_routes(director)
     try:
         await srv.start()
     except ControlError as e:
@@ -503,6 +509,28 @@ async def start_for_director(director):
         return None
     _log(f"control socket: {path} (userlb adm --control {path})")
     return srv
+
+
+def _update_routes(director):
+    """director.update_routes() only when the *set* of VIPs / real-server
+    sources changed (it compares ordered lists and re-installs everything,
+    which opens a short window without routes; an -a that only reorders
+    the list must not do that)."""
+    routes = getattr(director, "routes", None)
+    if routes is None:
+        return
+    try:
+        from ..cli.run import rule_sources
+        from ..dataplane.tun import TunRoutes
+        cfg = director.cfg
+        new = TunRoutes(routes.ifname, routes.ifindex,
+                        vips=[s.addr for s in cfg.services.values()],
+                        sources=rule_sources(cfg, director.args.reply_from))
+        if set(new.vips) == set(routes.vips) and set(new.sources) == set(routes.sources):
+            return
+    except Exception:   # noqa: BLE001 - fall back to the director's own logic
+        pass
+    director.update_routes()
 
 
 def _log(msg):
