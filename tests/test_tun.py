@@ -208,10 +208,14 @@ r = TunRoutes(d.name, d.index, vips=[parse_addr("10.99.0.1")[1], parse_addr("fd0
               table=4242, priority=9000)
 r.install()
 during = snap()
+changed = r.update(vips=[parse_addr("10.99.0.2")[1]], sources=[parse_addr("10.20.0.12")[1]])
+updated = snap()
+same = r.update(vips=[parse_addr("10.99.0.2")[1]], sources=[parse_addr("10.20.0.12")[1]])
 r.remove()
 after = snap()
 d.close()
-print(json.dumps({"before": before, "during": during, "after": after}))
+print(json.dumps({"before": before, "during": during, "after": after, "updated": updated,
+                  "changed": changed, "same": same}))
 """
 
 
@@ -230,3 +234,10 @@ def test_tun_routes_install_and_remove_exactly(netns):
     assert "9001:\tfrom fd00:20::b lookup 4242" in d["rule-6"]
     assert d["fwd"] == ["1", "1"]
     assert a == b                   # rules, routes and sysctls exactly as before
+    u = res["updated"]
+    assert res["changed"] is True and res["same"] is False
+    assert "10.99.0.2 dev ulbt1" in u["route-4"] and "10.99.0.1 dev" not in u["route-4"]
+    assert "fd00:99::1" not in u["route-6"] and "table 4242" not in u["route-6"]
+    assert "9001:\tfrom 10.20.0.12 lookup 4242" in u["rule-4"]
+    assert "10.20.0.11" not in u["rule-4"] and "10.30.0.0/16" not in u["rule-4"]
+    assert "lookup 4242" not in u["rule-6"] and "ulbt1" not in u["rule-6"]

@@ -160,19 +160,12 @@ class Director:
         self.routes.install()
 
     def update_routes(self):
-        """After a reload: re-install for the new VIP / real-server set."""
+        """After a change: add routes/rules for new VIPs / real servers first,
+        then remove those no longer needed (no window without routes)."""
         if self.routes is None:
             return
-        from ..dataplane.tun import TunRoutes
         vips = [s.addr for s in self.cfg.services.values()]
-        new = TunRoutes(self.dev.name, self.dev.index, vips=vips,
-                        sources=rule_sources(self.cfg, self.args.reply_from),
-                        table=self.args.table)
-        if (new.vips, new.sources) == (self.routes.vips, self.routes.sources):
-            return
-        self.routes.remove()
-        self.routes = new
-        new.install()
+        self.routes.update(vips=vips, sources=rule_sources(self.cfg, self.args.reply_from))
 
     # ------------------------------------------------------------- signals
     def reload(self):

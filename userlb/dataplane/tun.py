@@ -229,40 +229,72 @@ class TunRoutes:
         if item not in lst:
             lst.append(item)
 
+    def _desired(self):
+        """What should be installed for the current vips/sources, in order."""
+        out = []
+        for fam, addr, plen in self.vips:
+            out.append(("route", dict(family=fam, dst=addr, dst_len=plen, oif=self.ifindex)))
+        for fam in sorted({fam for fam, _a, _p in self.sources}):
+            dflt = "0.0.0.0" if fam == socket.AF_INET else "::"
+            out.append(("route", dict(family=fam, dst=dflt, dst_len=0, oif=self.ifindex,
+                                      table=self.table)))
+            # guards: what the engine writes back, and what this host sends
+            # itself, use the main table
+            for iif in (self.ifname, "lo"):
+                out.append(("rule", dict(family=fam, iifname=iif, table=254,
+                                         priority=self.priority)))
+        for fam, addr, plen in self.sources:
+            out.append(("rule", dict(family=fam, src=addr, src_len=plen, table=self.table,
+                                     priority=self.priority + 1)))
+        return out
+
     def install(self):
         from pyroute2 import IPRoute
         try:
             self._set_sysctls()
             with IPRoute() as ipr:
-                for fam, addr, plen in self.vips:
-                    self._do(ipr, "route", family=fam, dst=addr, dst_len=plen,
-                             oif=self.ifindex)
-                if self.sources:
-                    fams = sorted({fam for fam, _a, _p in self.sources})
-                    for fam in fams:
-                        dflt = "0.0.0.0" if fam == socket.AF_INET else "::"
-                        self._do(ipr, "route", family=fam, dst=dflt, dst_len=0,
-                                 oif=self.ifindex, table=self.table)
-                        # guards: what the engine writes back, and what this
-                        # host sends itself, use the main table
-                        for iif in (self.ifname, "lo"):
-                            self._do(ipr, "rule", family=fam, iifname=iif,
-                                     table=254, priority=self.priority)
-                    for fam, addr, plen in self.sources:
-                        self._do(ipr, "rule", family=fam, src=addr, src_len=plen,
-                                 table=self.table, priority=self.priority + 1)
+                for kind, kw in self._desired():
+                    self._do(ipr, kind, **kw)
         except Exception:
             self.remove()
             raise
 
+    def update(self, vips=(), sources=()):
+        """Change the VIP / source sets in place: what is new is added first,
+        then what is gone is removed -- no moment without the routes that stay."""
+        new_vips, new_sources = [], []
+        for v in vips:
+            self._add_unique(new_vips, _prefix(v))
+        for x in sources:
+            self._add_unique(new_sources, _prefix(x))
+        if (new_vips, new_sources) == (self.vips, self.sources):
+            return False
+        self.vips, self.sources = new_vips, new_sources
+        want = self._desired()
+        from pyroute2 import IPRoute
+        with IPRoute() as ipr:
+            for kind, kw in want:
+                if (kind, kw) not in self._done:
+                    self._do(ipr, kind, **kw)
+            keep = []
+            for kind, kw in self._done:
+                if (kind, kw) in want:
+                    keep.append((kind, kw))
+                    continue
+                try:
+                    getattr(ipr, kind)("del", **kw)
+                except Exception as e:   # noqa: BLE001 - already gone
+                    if getattr(e, "code", None) not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
+                        raise TunError(f"cannot remove {kind} {kw}: {e}") from None
+            self._done = keep
+        return True
+
     def _do(self, ipr, kind, **kw):
-        fn = getattr(ipr, kind)
         try:
-            fn("add", **kw)
+            getattr(ipr, kind)("add", **kw)
         except Exception as e:
-            code = getattr(e, "code", None)
-            if code == errno.EEXIST:
-                # present already (not ours): leave it alone, do not remove it later
+            if getattr(e, "code", None) == errno.EEXIST:
+                # present already (not ours): leave it alone, never remove it
                 return
             raise TunError(f"cannot add {kind} {kw}: {e}") from None
         self._done.append((kind, kw))

@@ -119,6 +119,7 @@ class Lab:
         self.rules_path = str(self.dir / "rules.conf")
         self.stats_path = str(self.dir / "stats.txt")
         self.director_log = str(self.dir / "director.log")
+        self.control_path = str(self.dir / "control.sock")
 
     # ------------------------------------------------------------ state
     def state(self):
@@ -129,7 +130,8 @@ class Lab:
                 "clients4": self.clients4, "clients6": self.clients6,
                 "pids": self.pids, "namespaces": self.namespaces,
                 "rules": self.rules_path, "stats": self.stats_path,
-                "director_log": self.director_log, "config_servers": self.config_servers,
+                "director_log": self.director_log, "control": self.control_path,
+                "config_servers": self.config_servers,
                 "vip4": VIP4, "vip6": VIP6}
 
     def save(self):
@@ -284,7 +286,7 @@ class Lab:
     def director_argv(self, sloppy=None, extra=()):
         sloppy = self.sloppy if sloppy is None else sloppy
         argv = [sys.executable, "-m", "userlb.cli.main", "run", "--config", self.rules_path,
-                "--tun", TUN, "--stats-file", self.stats_path]
+                "--tun", TUN, "--stats-file", self.stats_path, "--control", self.control_path]
         for p in REPLY_FROM:
             argv += ["--reply-from", p]
         if sloppy:
@@ -352,6 +354,11 @@ class Lab:
                 pass
             time.sleep(0.02)
         raise LabError("the director did not write its stats")
+
+    def adm(self, *args, input=None):
+        """`userlb adm --control <this lab's socket> ARGS` (CompletedProcess)."""
+        return sh([sys.executable, "-m", "userlb.cli.main", "adm", "--control", self.control_path]
+                  + list(args), input=input, check=False)
 
     def _ours(self, pid):
         try:

@@ -105,9 +105,17 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
         p(f"  MISMATCH {f['proto']} {_ep(f['client'], f.get('cport', 0))} -> "
           f"{_ep(f['vip'], f['vport'])}: {why}")
     p("")
+    adm = lab.adm("-L", "-n", "--stats")
     try:
-        p("director stats (ipvsadm -L -n --stats, then driver counters):")
-        p(lab.stats().rstrip())
+        raw = lab.stats().rstrip()
     except Exception as e:   # noqa: BLE001
-        p(f"(stats not available: {e})")
+        raw = f"(stats not available: {e})"
+    if adm.returncode == 0:
+        p(f"director stats (userlb adm --control {lab.control_path} -L -n --stats):")
+        p(adm.stdout.rstrip())
+        p("\n".join(line for line in raw.splitlines()
+                    if line.startswith(("driver:", "engine "))))
+    else:
+        p("director stats (SIGUSR1 listing, then driver and engine counters):")
+        p(raw)
     return {"ok": not bad, "flows": len(flows), "mismatches": len(bad)}
