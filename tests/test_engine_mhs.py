@@ -15,9 +15,9 @@ VIPT = "10.0.0.100"
 
 
 class Lab:
-    def __init__(self, backends=(A, B, C), proto=IPPROTO_TCP):
+    def __init__(self, backends=(A, B, C), proto=IPPROTO_TCP, vip=VIPT):
         self.clock = ManualClock(0.0)
-        self.svc = Service(proto, ip(VIPT), 80, sched_name="mhs")
+        self.svc = Service(proto, ip(vip), 80, sched_name="mhs")
         self.svc.sched = base.create("mhs", self.svc, self.clock)
         for b in backends:
             self.add(b)
