@@ -80,7 +80,7 @@ def test_pseudo_sum6_matches_scapy(s, d, l4, nh):
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.binary(min_size=2, max_size=80).filter(lambda b: len(b) % 2 == 0), st.data())
+@given(st.binary(min_size=2, max_size=80).map(lambda b: b[:len(b) // 2 * 2]), st.data())
 def test_incremental_equals_full(data, d):
     """Change random 16-bit words; RFC 1624 update == full recomputation."""
     hc = csum.checksum(data)
@@ -88,18 +88,19 @@ def test_incremental_equals_full(data, d):
     n = len(data) // 2
     idx = d.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=4, unique=True))
     total = 0
+    step = hc
     for i in idx:
-        old = data[2 * i] << 8 | data[2 * i + 1]
+        old = new[2 * i] << 8 | new[2 * i + 1]
         nv = d.draw(st.integers(0, 0xFFFF))
         new[2 * i:2 * i + 2] = nv.to_bytes(2, "big")
         total += csum.delta16(old, nv)
-        hc1 = csum.update16(csum.checksum(bytes(new[:2 * i]) + old.to_bytes(2, "big")
-                                          + bytes(new[2 * i + 2:])), old, nv)
-        assume(any(new))
-        assert hc1 == csum.checksum(new)
+        step = csum.update16(step, old, nv)
+    # one's complement has two zeros: the identity holds whenever the data
+    # is not all zero (always true for real headers: protocol / version bytes)
     assume(any(data) and any(new))
+    assert step == csum.checksum(new)
     assert csum.apply(hc, csum.fold(total)) == csum.checksum(new)
-    assert csum.apply(hc, csum.add_deltas(*[0, csum.fold(total)])) == csum.checksum(new)
+    assert csum.apply(hc, csum.add_deltas(0, csum.fold(total))) == csum.checksum(new)
 
 
 @settings(max_examples=500, deadline=None)

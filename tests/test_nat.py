@@ -51,15 +51,6 @@ def get16(b, o):
     return b[o] << 8 | b[o + 1]
 
 
-def ip_src_dst(af, pkt_bytes):
-    """Addresses as seen by scapy's dissector (ints for IPv4, bytes for IPv6)."""
-    if af == 4:
-        ip = IP(pkt_bytes[:20])
-        return int.from_bytes(pkt_bytes[12:16], "big"), int.from_bytes(pkt_bytes[16:20], "big"), ip
-    ip = IPv6(pkt_bytes[:40])
-    return pkt_bytes[8:24], pkt_bytes[24:40], ip
-
-
 def check_l4_packet_checksums(buf, r):
     """Every checksum of a TCP/UDP packet equals scapy's full recomputation."""
     af, proto = r[P.P_AF], r[P.P_PROTO]
@@ -151,18 +142,23 @@ def do_rewrite_check(af, direction, case):
     check_l4_packet_checksums(buf, r2)
 
 
-@pytest.mark.parametrize("direction", ["in", "out"])
+def _both_directions(check, af, case):
+    """One generated packet, rewritten in each direction (on copies)."""
+    (buf, off, end), ep, flag = case
+    check(af, "in", ((bytearray(buf), off, end), ep, flag))
+    check(af, "out", ((buf, off, end), ep, flag))
+
+
 @settings(max_examples=N, deadline=None)
 @given(case=_rewrite_case(4))
-def test_rewrite_ipv4(direction, case):
-    do_rewrite_check(4, direction, case)
+def test_rewrite_ipv4_both_directions(case):
+    _both_directions(do_rewrite_check, 4, case)
 
 
-@pytest.mark.parametrize("direction", ["in", "out"])
 @settings(max_examples=N, deadline=None)
 @given(case=_rewrite_case(6))
-def test_rewrite_ipv6(direction, case):
-    do_rewrite_check(6, direction, case)
+def test_rewrite_ipv6_both_directions(case):
+    _both_directions(do_rewrite_check, 6, case)
 
 
 @settings(max_examples=200, deadline=None)
@@ -319,15 +315,158 @@ def do_icmp_check(af, direction, case):
     assert end - il3 == quote
 
 
-@pytest.mark.parametrize("direction", ["in", "out"])
+def _icmp_both(af, case):
+    do_icmp_check(af, "in", case)
+    do_icmp_check(af, "out", case)
+
+
 @settings(max_examples=N, deadline=None)
 @given(case=_icmp_case(4))
-def test_icmp_error_ipv4(direction, case):
-    do_icmp_check(4, direction, case)
+def test_icmp_error_ipv4_both_directions(case):
+    _icmp_both(4, case)
 
 
-@pytest.mark.parametrize("direction", ["in", "out"])
 @settings(max_examples=N, deadline=None)
 @given(case=_icmp_case(6))
-def test_icmp_error_ipv6(direction, case):
-    do_icmp_check(6, direction, case)
+def test_icmp_error_ipv6_both_directions(case):
+    _icmp_both(6, case)
+
+
+# ---------------------------------------------------------------- reply builders
+
+def check_full_checksums(pkt):
+    """All checksums of a built reply packet, recomputed by scapy."""
+    buf = bytearray(pkt)
+    r = P.parse(buf)
+    assert type(r) is tuple, r
+    af, proto, l4 = r[P.P_AF], r[P.P_PROTO], r[P.P_L4OFF]
+    end = r[P.P_LEN]
+    assert end == len(buf)
+    if af == 4:
+        assert get16(buf, 10) == scapy_ip4_header_checksum(buf[:l4])
+    if proto == 1:
+        assert get16(buf, l4 + 2) == scapy_checksum(bytes(buf[l4:l4 + 2]) + b"\0\0"
+                                                    + bytes(buf[l4 + 4:end]))
+    else:
+        assert get16(buf, r[P.P_CSUMOFF]) == scapy_l4_checksum(
+            af, proto, r[P.P_SADDR], r[P.P_DADDR], buf[l4:end], r[P.P_CSUMOFF] - l4)
+    return r
+
+
+def _tcp(af, flags, seq=1000, ack=5000, pl=b""):
+    from scapy.layers.inet import TCP
+    ip = (IP(src="198.51.100.7", dst="10.0.0.100", ttl=9) if af == 4 else
+          IPv6(src="2001:db8::7", dst="2001:db8::100", hlim=9))
+    return bytearray(bytes(ip / TCP(sport=40000, dport=80, flags=flags, seq=seq, ack=ack) / pl))
+
+
+@pytest.mark.parametrize("af", [4, 6])
+@pytest.mark.parametrize("flags,pl,exp_seq,exp_ack,exp_flags", [
+    ("S", b"", 0, 1001, "RA"),            # SYN: ack = seq + 1
+    ("SF", b"abc", 0, 1005, "RA"),        # SYN + FIN + 3 bytes
+    ("", b"abcd", 0, 1004, "RA"),         # no flags: ack = seq + len
+    ("A", b"", 5000, 0, "R"),             # ACK: seq = SEG.ACK, no ACK flag
+    ("PA", b"data", 5000, 0, "R"),
+    ("FA", b"", 5000, 0, "R"),
+])
+def test_build_tcp_rst(af, flags, pl, exp_seq, exp_ack, exp_flags):
+    from scapy.layers.inet import TCP
+    buf = _tcp(af, flags, pl=pl)
+    r = P.parse(buf)
+    rst = nat.build_tcp_rst(buf, r)
+    rr = check_full_checksums(rst)
+    assert rr[P.FLOW] == (6, r[P.P_DADDR], 80, r[P.P_SADDR], 40000)
+    p = (IP if af == 4 else IPv6)(bytes(rst))
+    t = p[TCP]
+    assert (t.seq, t.ack, str(t.flags)) == (exp_seq, exp_ack, exp_flags)
+    assert t.window == 0 and len(t.payload) == 0
+    assert rst[rr[P.P_TTLOFF]] == 64
+
+
+@pytest.mark.parametrize("af", [4, 6])
+def test_no_rst_for_rst(af):
+    for flags in ("R", "RA"):
+        buf = _tcp(af, flags)
+        assert nat.build_tcp_rst(buf, P.parse(buf)) is None
+    from scapy.layers.inet import UDP
+    u = bytearray(bytes(IP(src="1.1.1.1", dst="2.2.2.2") / UDP()))
+    assert nat.build_tcp_rst(u, P.parse(u)) is None
+
+
+def test_rst_sequence_wraps():
+    buf = _tcp(4, "S", seq=0xFFFFFFFF)
+    from scapy.layers.inet import TCP
+    assert IP(bytes(nat.build_tcp_rst(buf, P.parse(buf))))[TCP].ack == 0
+
+
+@pytest.mark.parametrize("af", [4, 6])
+@pytest.mark.parametrize("size", [0, 100, 600, 1400])
+def test_build_port_unreachable(af, size):
+    from scapy.layers.inet import UDP
+    if af == 4:
+        orig = bytearray(bytes(IP(src="198.51.100.7", dst="10.0.0.100", ttl=3)
+                               / UDP(sport=5353, dport=53) / (b"q" * size)))
+    else:
+        orig = bytearray(bytes(IPv6(src="2001:db8::7", dst="2001:db8::100", hlim=3)
+                               / UDP(sport=5353, dport=53) / (b"q" * size)))
+    r = P.parse(orig)
+    reply = nat.build_port_unreachable(orig, r)
+    rr = check_full_checksums(reply)
+    assert rr[P.P_SADDR] == r[P.P_DADDR] and rr[P.P_DADDR] == r[P.P_SADDR]
+    limit = 576 if af == 4 else 1280
+    hdr = 28 if af == 4 else 48
+    assert len(reply) == min(limit, hdr + len(orig))
+    assert bytes(reply[hdr:]) == bytes(orig[:len(reply) - hdr])
+    assert (rr[P.P_ICMP_TYPE], rr[P.P_ICMP_CODE]) == ((3, 3) if af == 4 else (1, 4))
+    assert rr[P.P_INNER][P.FLOW] == r[P.FLOW]
+    # time exceeded from the director's own address
+    me = 0x0A0000FE if af == 4 else bytes.fromhex("20010db80000000000000000000000fe")
+    te = nat.build_time_exceeded(orig, r, me)
+    rt = check_full_checksums(te)
+    assert rt[P.P_SADDR] == me
+    assert (rt[P.P_ICMP_TYPE], rt[P.P_ICMP_CODE]) == ((11, 0) if af == 4 else (3, 0))
+
+
+def test_no_icmp_error_about_errors_multicast_or_fragments():
+    from scapy.layers.inet import ICMP, UDP
+    from scapy.layers.inet6 import ICMPv6DestUnreach
+    cases = [
+        IP(src="1.1.1.1", dst="2.2.2.2") / ICMP(type=3, code=3) / bytes(IP() / UDP()),
+        IP(src="1.1.1.1", dst="2.2.2.2") / ICMP(type=5) / bytes(IP() / UDP()),
+        IP(src="1.1.1.1", dst="224.0.0.5") / UDP(),
+        IP(src="1.1.1.1", dst="255.255.255.255") / UDP(),
+        IP(src="0.0.0.0", dst="2.2.2.2") / UDP(),
+        IP(src="1.1.1.1", dst="2.2.2.2", frag=5, proto=17) / bytes(8),
+        IPv6(src="2001:db8::1", dst="ff02::1") / UDP(),
+        IPv6(src="::", dst="2001:db8::1") / UDP(),
+        IPv6(src="2001:db8::1", dst="2001:db8::2") / ICMPv6DestUnreach()
+        / bytes(IPv6() / UDP()),
+    ]
+    for c in cases:
+        buf = bytearray(bytes(c))
+        r = P.parse(buf)
+        assert type(r) is tuple, (c, r)
+        assert nat.build_port_unreachable(buf, r) is None, c.summary()
+    # but an echo request may be answered with an error
+    buf = bytearray(bytes(IP(src="1.1.1.1", dst="2.2.2.2") / ICMP(type=8)))
+    assert nat.build_port_unreachable(buf, P.parse(buf)) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(pk=st.sampled_from([4, 6]).flatmap(lambda af: ip_packet(af)), off=st.sampled_from([0, 10]))
+def test_builders_on_random_packets(pk, off):
+    meta, rawb = pk
+    buf = bytearray(b"\x77" * off + rawb)
+    r = P.parse(buf, off)
+    reply = nat.build_port_unreachable(buf, r)
+    if meta["af"] == 4 and meta["src"] >> 24 == 127:
+        assert reply is None            # never answer a (martian) loopback source
+    else:
+        rr = check_full_checksums(reply)
+        assert rr[P.P_INNER][P.FLOW] == r[P.FLOW]
+    rst = nat.build_tcp_rst(buf, r)
+    if meta["proto"] == 6 and not meta["flags"] & 0x04:
+        rr = check_full_checksums(rst)
+        assert rr[P.FLOW] == P.reverse_flow(r)
+    else:
+        assert rst is None

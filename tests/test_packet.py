@@ -82,38 +82,24 @@ FLOW_SLICE = P.FLOW
 
 # ---------------------------------------------------------------- valid packets vs scapy
 
-def expected_fields(pkt, rawb, off):
-    ipl = pkt[IP] if IP in pkt else pkt[IPv6]
-    l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
-    l4off = off + len(rawb) - len(bytes(l4))
-    if IP in pkt:
-        af, s, d, ttl = 4, A4(ipl.src), A4(ipl.dst), ipl.ttl
-    else:
-        af, s, d, ttl = 6, A6(ipl.src), A6(ipl.dst), ipl.hlim
-    proto = 6 if TCP in pkt else 17
-    return af, proto, s, d, ttl, l4, l4off
-
-
 @settings(max_examples=1000, deadline=None)
 @given(pk=st.sampled_from([4, 6]).flatmap(lambda af: ip_packet(af)), data=st.data())
 def test_parse_valid_tcp_udp(pk, data):
-    pkt, rawb = pk
+    meta, rawb = pk
     buf, off, end = data.draw(framed(rawb))
     r = P.parse(buf, off, end)
     assert type(r) is tuple, r
     check_result(buf, off, end, r)
-    af, proto, s, d, ttl, l4, l4off = expected_fields(pkt, rawb, off)
-    assert r[P.P_AF] == af and r[P.P_PROTO] == proto
-    assert r[P.FLOW] == (proto, s, l4.sport, d, l4.dport)
+    proto = meta["proto"]
+    assert r[P.P_AF] == meta["af"] and r[P.P_PROTO] == proto
+    assert r[P.FLOW] == (proto, meta["src"], meta["sport"], meta["dst"], meta["dport"])
     assert r[P.P_L3OFF] == off
-    assert r[P.P_L4OFF] == l4off
+    assert r[P.P_L4OFF] == off + meta["l4off"]
     assert r[P.P_LEN] == len(rawb)
-    assert buf[r[P.P_TTLOFF]] == ttl
-    assert r[P.P_CSUMOFF] == l4off + (16 if proto == 6 else 6)
-    dis = (IP if af == 4 else IPv6)(rawb)
-    dl4 = dis[TCP] if proto == 6 else dis[UDP]
-    assert struct.unpack_from("!H", buf, r[P.P_CSUMOFF])[0] == dl4.chksum
-    assert r[P.P_TCPFLAGS] == (int(dl4.flags) if proto == 6 else 0)
+    assert buf[r[P.P_TTLOFF]] == meta["ttl"]
+    assert r[P.P_CSUMOFF] == off + meta["l4off"] + (16 if proto == 6 else 6)
+    assert struct.unpack_from("!H", buf, r[P.P_CSUMOFF])[0] == meta["csum"]
+    assert r[P.P_TCPFLAGS] == meta["flags"]
     assert r[P.P_FRAG] == 0 and r[P.P_FRAG_OFF] == 0 and r[P.P_FRAG_MF] == 0
     assert r[P.P_INNER] is None
     # parse of an immutable bytes object and of a memoryview give the same
