@@ -148,13 +148,14 @@ class ConnTable:
     def full(self):
         return self.count >= self.max_entries
 
-    def schedule(self, e):
-        """(Re)place `e` in the bucket of its current expiry."""
+    def schedule(self, e, now=None):
+        """(Re)place `e` in the bucket of its current expiry, or MAX_HOP
+        seconds after `now` (default: its last packet) if that is sooner."""
         x = e.last + e.timeout
         b = int(x)
         if b < x:
             b += 1                # ceil: swept at the first second >= expiry
-        h = int(e.last) + MAX_HOP
+        h = int(e.last if now is None else now) + MAX_HOP
         if b > h:
             b = h                 # revisit long-lived entries now and then
         lst = self._wheel.get(b)
@@ -219,7 +220,7 @@ class ConnTable:
                     self.unlink(e)
                     n += 1
                 else:
-                    self.schedule(e)
+                    self.schedule(e, s)
         if self._swept is None or upto > self._swept:
             self._swept = upto
         return n
