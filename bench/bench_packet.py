@@ -9,7 +9,10 @@ RIP:rport and back (both are destination rewrites with a TTL decrement, i.e.
 the inbound cost); a pool of buffers keeps the TTL from running out.  At the
 end every checksum is verified by full recomputation.
 
-Figures (ns per packet, median of 5 runs):
+Figures (ns per packet, median of 5 runs).  The value is measured in
+process CPU time (``time.process_time_ns``), which is what a packet costs
+this process and is far less disturbed by other processes sharing the
+machine than wall time; the wall-clock median is given as ``wall_ns``.
   packet.parse.{ipv4,ipv6}_{tcp,udp}
   packet.parse_rewrite.{ipv4,ipv6}_{tcp,udp}
   packet.parse.ipv4_icmp_error
@@ -78,26 +81,33 @@ def run_parse_rewrite(template, af):
     back = nat.plan_in(rip, RPORT, vip, VPORT)      # destination back to the VIP
     bufs = [bytearray(template) for _ in range(POOL)]
     parse, rewrite = P.parse, nat.rewrite
-    t0 = time.perf_counter_ns()
+    c0, t0 = time.process_time_ns(), time.perf_counter_ns()
     for _ in range(ROUNDS):
         for b in bufs:
             rewrite(b, parse(b), there)
         for b in bufs:
             rewrite(b, parse(b), back)
-    dt = time.perf_counter_ns() - t0
-    return dt / (2 * ROUNDS * POOL), bufs
+    c1, t1 = time.process_time_ns(), time.perf_counter_ns()
+    n = 2 * ROUNDS * POOL
+    return (c1 - c0) / n, (t1 - t0) / n, bufs
 
 
 def run_parse(template):
     bufs = [bytearray(template) for _ in range(POOL)]
     parse = P.parse
-    t0 = time.perf_counter_ns()
+    c0, t0 = time.process_time_ns(), time.perf_counter_ns()
     for _ in range(2 * ROUNDS):
         for b in bufs:
             parse(b)
-    dt = time.perf_counter_ns() - t0
+    c1, t1 = time.process_time_ns(), time.perf_counter_ns()
     assert type(parse(bufs[0])) is tuple
-    return dt / (2 * ROUNDS * POOL)
+    n = 2 * ROUNDS * POOL
+    return (c1 - c0) / n, (t1 - t0) / n
+
+
+def median_pair(results):
+    return (round(statistics.median(r[0] for r in results), 1),
+            round(statistics.median(r[1] for r in results), 1))
 
 
 def main():
@@ -105,17 +115,18 @@ def main():
         for proto, pname in ((6, "tcp"), (17, "udp")):
             name = f"ipv{af}_{pname}"
             template = build(af, proto)
-            emit(f"packet.parse.{name}",
-                 round(statistics.median(run_parse(template) for _ in range(RUNS)), 1),
-                 "ns/packet")
+            cpu, wall = median_pair([run_parse(template) for _ in range(RUNS)])
+            emit(f"packet.parse.{name}", cpu, "ns/packet", runs=RUNS, wall_ns=wall)
             results = []
             for _ in range(RUNS):
-                ns, bufs = run_parse_rewrite(template, af)
-                for b in bufs[:: POOL // 10]:
+                c, w, bufs = run_parse_rewrite(template, af)
+                for b in bufs:
                     verify(b, af, proto, 255 - 2 * ROUNDS)
-                results.append(ns)
-            emit(f"packet.parse_rewrite.{name}", round(statistics.median(results), 1),
-                 "ns/packet", runs=RUNS, target_ns=1500 if name == "ipv4_tcp" else None)
+                results.append((c, w))
+            cpu, wall = median_pair(results)
+            extra = {"target_ns": 1500} if name == "ipv4_tcp" else {}
+            emit(f"packet.parse_rewrite.{name}", cpu, "ns/packet", runs=RUNS, wall_ns=wall,
+                 **extra)
     # an ICMP error quoting a TCP packet (parse only: not the established-flow path)
     inner = build(4, 6, payload=b"")
     icmp = bytearray(struct.pack("!BBHI", 3, 3, 0, 0)) + inner
@@ -123,9 +134,8 @@ def main():
     ip = bytearray(struct.pack("!BBHHHBBHII", 0x45, 0, 20 + len(icmp), 0, 0, 64, 1, 0,
                                RIP4, CLIENT4))
     struct.pack_into("!H", ip, 10, csum.checksum(ip))
-    emit("packet.parse.ipv4_icmp_error",
-         round(statistics.median(run_parse(bytes(ip + icmp)) for _ in range(RUNS)), 1),
-         "ns/packet")
+    cpu, wall = median_pair([run_parse(bytes(ip + icmp)) for _ in range(RUNS)])
+    emit("packet.parse.ipv4_icmp_error", cpu, "ns/packet", runs=RUNS, wall_ns=wall)
 
 
 if __name__ == "__main__":

@@ -135,43 +135,46 @@ def ttl_expired(buf, r):
     return buf[r[P_TTLOFF]] <= 1
 
 
-def rewrite(buf, r, plan, _tail=_IPTAIL, _a16=_A16, _h=_H, _udp=_UDPH):
+def rewrite(buf, r, plan, _tu=_IPTAIL.unpack_from, _tp=_IPTAIL.pack_into,
+            _a16=_A16.pack_into, _hu=_H.unpack_from, _hp=_H.pack_into,
+            _uu=_UDPH.unpack_from, _up=_UDPH.pack_into):
     """Apply ``plan`` to the TCP/UDP packet ``buf`` parsed as ``r``, in place
-    (preconditions in the module docstring).  Returns None."""
+    (preconditions in the module docstring).  Returns None.  (The underscore
+    parameters are pre-bound struct methods, not for callers.)"""
     v4, aoff, poff, naddr, nport, l4d, ipd, dec = plan
     l3 = r[7]
     if v4:
         # TTL, protocol, header checksum and both addresses in one unpack/pack
         t = l3 + 8
-        ttl, proto, hc, sa, da = _tail.unpack_from(buf, t)
+        ttl, proto, hc, sa, da = _tu(buf, t)
         x = (hc ^ 0xFFFF) + ipd
         x = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
         if aoff == 16:
-            _tail.pack_into(buf, t, (ttl - dec) & 0xFF, proto, x, sa, naddr)
+            _tp(buf, t, (ttl - dec) & 0xFF, proto, x, sa, naddr)
         else:
-            _tail.pack_into(buf, t, (ttl - dec) & 0xFF, proto, x, naddr, da)
+            _tp(buf, t, (ttl - dec) & 0xFF, proto, x, naddr, da)
     else:
-        _a16.pack_into(buf, l3 + aoff, naddr)
+        _a16(buf, l3 + aoff, naddr)
         if dec:
             t = l3 + 7
             buf[t] = (buf[t] - 1) & 0xFF
     l4 = r[8]
     if r[1] == 6:
-        _h.pack_into(buf, l4 + poff, nport)
+        _hp(buf, l4 + poff, nport)
         c = l4 + 16
-        x = (_h.unpack_from(buf, c)[0] ^ 0xFFFF) + l4d
-        _h.pack_into(buf, c, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF)
+        x = (_hu(buf, c)[0] ^ 0xFFFF) + l4d
+        _hp(buf, c, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF)
     else:
-        sp, dp, ln, hc = _udp.unpack_from(buf, l4)
+        sp, dp, ln, hc = _uu(buf, l4)
         if hc:
             x = (hc ^ 0xFFFF) + l4d
             hc = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
             if not hc:
                 hc = 0xFFFF
         if poff:
-            _udp.pack_into(buf, l4, sp, nport, ln, hc)
+            _up(buf, l4, sp, nport, ln, hc)
         else:
-            _udp.pack_into(buf, l4, nport, dp, ln, hc)
+            _up(buf, l4, nport, dp, ln, hc)
 
 
 def masq_in(buf, r, daddr, dport, dec_ttl=True):

@@ -177,10 +177,12 @@ _H = Struct("!H")
 _EXT6 = frozenset((NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_DEST))
 
 
-def parse(buf, off=0, end=None):
+def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _tcp=_TCP.unpack_from,
+          _udp=_UDP.unpack_from):
     """Parse the IP packet at ``buf[off:end]``.  Returns a tuple (layout in
     the module docstring) or a reason string.  Never raises for any bytes
-    content (it may raise TypeError for a non-buffer argument)."""
+    content (it may raise TypeError for a non-buffer argument).  (The
+    underscore parameters are pre-bound struct methods, not for callers.)"""
     if end is None:
         end = len(buf)
     avail = end - off
@@ -191,7 +193,7 @@ def parse(buf, off=0, end=None):
         if v != 4 and v != 6:
             return BAD_VERSION
         return TRUNCATED
-    vihl, tlen, ipid, frag, ttl, proto, saddr, daddr = _IP4.unpack_from(buf, off)
+    vihl, tlen, ipid, frag, ttl, proto, saddr, daddr = _ip4(buf, off)
     v = vihl >> 4
     if v != 4:
         if v == 6:
@@ -221,7 +223,7 @@ def parse(buf, off=0, end=None):
     if proto == 6:
         if pend - l4 < 20:
             return TRUNCATED_L4
-        sport, dport, doff, flags = _TCP.unpack_from(buf, l4)
+        sport, dport, doff, flags = _tcp(buf, l4)
         doff = (doff >> 4) << 2
         if doff < 20 or l4 + doff > pend:
             return BAD_TCP_OFFSET
@@ -230,7 +232,7 @@ def parse(buf, off=0, end=None):
     if proto == 17:
         if pend - l4 < 8:
             return TRUNCATED_L4
-        sport, dport, ulen = _UDP.unpack_from(buf, l4)
+        sport, dport, ulen = _udp(buf, l4)
         if not fkind and (ulen < 8 or ulen > pend - l4):
             return BAD_UDP_LENGTH
         return (4, 17, saddr, sport, daddr, dport, 0, off, l4, tlen, off + 8, l4 + 6,
@@ -285,11 +287,12 @@ def _walk6(buf, off, pend, nh):
     return nh, p, fkind, fid, foff, mf
 
 
-def _parse6(buf, off, end):
+def _parse6(buf, off, end, _ip6=_IP6.unpack_from, _tcp=_TCP.unpack_from,
+            _udp=_UDP.unpack_from):
     avail = end - off
     if avail < 40:
         return TRUNCATED
-    plen, nh, saddr, daddr = _IP6.unpack_from(buf, off)
+    plen, nh, saddr, daddr = _ip6(buf, off)
     tlen = 40 + plen
     if plen == 0 or tlen > avail:
         # payload length 0 means a jumbogram (hop-by-hop option); unsupported
@@ -316,7 +319,7 @@ def _parse6(buf, off, end):
     if proto == 6:
         if pend - l4 < 20:
             return TRUNCATED_L4
-        sport, dport, doff, flags = _TCP.unpack_from(buf, l4)
+        sport, dport, doff, flags = _tcp(buf, l4)
         doff = (doff >> 4) << 2
         if doff < 20 or l4 + doff > pend:
             return BAD_TCP_OFFSET
@@ -325,7 +328,7 @@ def _parse6(buf, off, end):
     if proto == 17:
         if pend - l4 < 8:
             return TRUNCATED_L4
-        sport, dport, ulen = _UDP.unpack_from(buf, l4)
+        sport, dport, ulen = _udp(buf, l4)
         if not fkind and (ulen < 8 or ulen > pend - l4):
             return BAD_UDP_LENGTH
         return (6, 17, saddr, sport, daddr, dport, 0, off, l4, tlen, off + 7, l4 + 6,
