@@ -293,3 +293,37 @@ def test_engine_contract_names():
     assert eng.timeouts() == (900, 120, 300)
     assert list(eng.entries()) == []
     assert eng.expire(0.0) == 0
+
+
+# ------------------------------------------------------------------ TTL option
+
+def test_dec_ttl_option():
+    svc = make_service(IPPROTO_TCP, VIP, 80, [(RIP1, 8080, 1)])
+    eng = engine_with(svc, dec_ttl=True)
+    p = tcp4(CIP, 40000, VIP, 80, "S", ttl=10)
+    v, out = run(eng, p, 0.0)
+    assert v == V_FORWARD
+    q = p.copy()
+    q[IP].ttl = 9
+    expect_rewritten(q, out, dst=RIP1, dport=8080)
+    r = tcp4(RIP1, 8080, CIP, 40000, "SA", ttl=5)
+    v, out = run(eng, r, 0.1)
+    q = r.copy()
+    q[IP].ttl = 4
+    expect_rewritten(q, out, src=VIP, sport=80)
+    v, _ = run(eng, tcp4(CIP, 40000, VIP, 80, "A", ttl=1), 0.2)
+    assert v == V_DROP and eng.last_reason == "ttl_expired"
+    # default: the TTL is left to the kernel's forwarding
+    eng2 = engine_with(make_service(IPPROTO_TCP, VIP, 80, [(RIP1, 8080, 1)]))
+    v, out = run(eng2, tcp4(CIP, 40000, VIP, 80, "S", ttl=10), 0.0)
+    assert IP(out).ttl == 10
+
+
+def test_entry_counts_per_service():
+    s1 = make_service(IPPROTO_TCP, VIP, 80, [(RIP1, 8080, 1)])
+    s2 = make_service(IPPROTO_UDP, VIP, 53, [(RIP1, 53, 1)])
+    eng = engine_with(s1, s2)
+    for p in range(3):
+        run(eng, tcp4(CIP, 1000 + p, VIP, 80, "S"), 0.0)
+    run(eng, udp4(CIP, 5, VIP, 53), 0.0)
+    assert eng.entry_counts() == {s1.key: 3, s2.key: 1}

@@ -4,6 +4,8 @@ outputs, a forwarded TCP/UDP packet whose checksum was valid leaves with a
 valid one, and the destinations' connection counters match the table."""
 import random
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, fragment
@@ -84,14 +86,14 @@ def l4_checksum_ok(buf):
     return s == 0xFFFF
 
 
-def make_engine():
+def make_engine(sloppy=False):
     from test_engine_mhs import Lab  # mhs service on 10.0.0.101
     tsvc = make_service(IPPROTO_TCP, VIP, 80, [(RIP1, 8080, 1), (RIP2, 8080, 1)], sched="wlc")
     usvc = make_service(IPPROTO_UDP, VIP, 53, [(RIP1, 53, 1)])
     t6 = make_service(IPPROTO_TCP, VIP6, 80, [(RIP6_1, 8080, 1)])
     u6 = make_service(IPPROTO_UDP, VIP6, 53, [(RIP6_1, 53, 1)])
     mhs = Lab(backends=("10.0.0.1", "10.0.0.2"), vip="10.0.0.101").svc
-    eng = engine_with(tsvc, usvc, t6, u6, mhs, max_entries=500)
+    eng = engine_with(tsvc, usvc, t6, u6, mhs, max_entries=500, sloppy_tcp=sloppy)
     return eng, (tsvc, usvc, t6, u6, mhs)
 
 
@@ -104,10 +106,11 @@ def check_counters(eng, services):
     assert n == len(eng)
 
 
-def test_fuzz_engine():
-    rng = random.Random(20261122)
+@pytest.mark.parametrize("sloppy", [False, True])
+def test_fuzz_engine(sloppy):
+    rng = random.Random(20261122 + sloppy)
     base = corpus()
-    eng, services = make_engine()
+    eng, services = make_engine(sloppy)
     now = 0.0
     verdicts = [0, 0, 0, 0]
     buf = bytearray(70000)

@@ -5,15 +5,19 @@ Theory of operation
 -------------------
 A packet goes through, in order:
 
-1. **Fast path** (IPv4, no options, not fragmented, TCP or UDP, an existing
-   live entry): two ``unpack_from`` calls read everything needed (addresses
-   as one 64-bit word, ports as one 32-bit word, flags, both checksums); the
-   key is built from those words and looked up in the connection table;
-   the TCP state moves by one tuple index; the rewrite adds precomputed
-   constants to the address/port words and applies two precomputed RFC 1624
-   deltas; three ``pack_into`` calls write it back.  Anything unusual (a SYN
-   on a TIME_WAIT entry, an expired entry, a destination removed) falls
-   through to the general path.
+1. **Fast path** (IPv4, no options, not fragmented, TCP or UDP with a
+   checksum, ``dec_ttl`` off): two ``unpack_from`` calls read everything
+   needed (addresses as one 64-bit word, ports as one 32-bit word, flags,
+   both checksums); the key is built from those words and looked up in the
+   connection table; the TCP state moves by one tuple index; the rewrite
+   adds precomputed constants to the address/port words and applies two
+   precomputed RFC 1624 deltas; three ``pack_into`` calls write it back.
+   Without an entry the same path handles a new flow to a service
+   (``_new4``: scheduling, entry creation, stateless mhs forwarding) and a
+   reply from a real server owned by one service (``_miss4``).  Anything
+   unusual (a SYN on a TIME_WAIT entry, an expired entry, a removed
+   destination, a packet that needs an answer) falls through to the general
+   path, which decides everything again from scratch.
 2. **General path**: ``packet.parse``; malformed packets are dropped with the
    parser's reason.  Fragments addressed to a VIP (or coming from a real
    server's address) are reassembled first (frag.py); the whole datagram then
@@ -216,6 +220,15 @@ class Engine:
                         e.last + e.timeout))
         return out
 
+    def entry_counts(self, now=None):
+        """{service key (proto, vaddr, vport): number of live entries} (for
+        listings; MHS.md rule 13).  O(entries): not for the packet path."""
+        out = {}
+        for e in self.ct.live_entries(now):
+            k = e.xl.svc.key
+            out[k] = out.get(k, 0) + 1
+        return out
+
     def entry_objects(self):
         return list(self.ct.live_entries())
 
@@ -288,13 +301,10 @@ class Engine:
                                         e.last = now
                                     self.out_len = tlen
                                     return 1
-                        elif flags & 6 == 2:
-                            svc = self._svc_tab.get((6, sd & 0xFFFFFFFF, pp & 0xFFFF))
-                            if svc is not None:
-                                if e is not None:
-                                    self.ct.unlink(e)          # expired
-                                return self._new4(buf, n, svc, key, sd, pp, flags, ipc, l4c,
-                                                  36, tlen, now)
+                        elif e is None:
+                            v = self._miss4(buf, n, key, sd, pp, flags, ipc, l4c, 36, tlen, now)
+                            if v is not None:
+                                return v
             elif proto == 17:
                 if not frag & 0x3FFF and tlen <= n:
                     pp, ulen, l4c = _UDPF.unpack_from(buf, 20)
@@ -302,10 +312,9 @@ class Engine:
                         key = sd << 32 | pp | _K_UDP
                         e = self._conns.get(key)
                         if e is None:
-                            svc = self._svc_tab.get((17, sd & 0xFFFFFFFF, pp & 0xFFFF))
-                            if svc is not None:
-                                return self._new4(buf, n, svc, key, sd, pp, 0, ipc, l4c,
-                                                  26, tlen, now)
+                            v = self._miss4(buf, n, key, sd, pp, 0, ipc, l4c, 26, tlen, now)
+                            if v is not None:
+                                return v
                         elif now < e.last + e.timeout:
                             xl = e.xl
                             if xl.dest.available or xl.stateless:
@@ -380,6 +389,40 @@ class Engine:
         e.last = now
         if now + e.timeout < old_exp:
             self.ct.schedule(e)
+
+    def _miss4(self, buf, n, key, sd, pp, flags, ipc, l4c, coff, tlen, now):
+        """IPv4 fast path without an entry: a new flow to a service (TCP SYN,
+        any TCP but RST with sloppy_tcp, any TCP for a stateless scheduler,
+        UDP), or a reply from a real server owned by one service.  None:
+        take the general path (RST answers, drops, ...)."""
+        proto = 6 if coff == 36 else 17
+        svc = self._svc_tab.get((proto, sd & 0xFFFFFFFF, pp & 0xFFFF))
+        if svc is not None:
+            sched = svc.sched
+            if (proto == 17 or flags & 6 == 2 or (sched is not None and sched.stateless)
+                    or (self.sloppy_tcp and not flags & 4)):
+                return self._new4(buf, n, svc, key, sd, pp, flags, ipc, l4c, coff, tlen, now)
+            return None
+        xl = self._rs_tab.get((proto, sd >> 32, pp >> 16))
+        if xl is None:
+            return None
+        x = (ipc ^ 0xFFFF) + xl.ipd_out
+        _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + xl.sd_out)
+        x = (l4c ^ 0xFFFF) + xl.l4d_out
+        x = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
+        _pack_I(buf, 20, pp + xl.pp_out)
+        _pack_H(buf, coff, x or 0xFFFF if coff == 26 else x)
+        s = xl.dstats
+        s.outpkts += 1
+        s.outbytes += tlen
+        s = xl.sstats
+        s.outpkts += 1
+        s.outbytes += tlen
+        s = self.stats
+        s.outpkts += 1
+        s.outbytes += tlen
+        self.out_len = tlen
+        return V_FORWARD
 
     def _new4(self, buf, n, svc, key, sd, pp, flags, ipc, l4c, coff, tlen, now):
         """A new flow on the IPv4 fast path (no options, not fragmented):
