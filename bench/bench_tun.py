@@ -48,22 +48,26 @@ FWD_CPU, GEN_CPU = "1", "0"
 # ------------------------------------------------------------- child: bare loop
 
 class BarePatch:
-    """An 'engine' that only writes the real server's address over the VIP."""
+    """An 'engine' that only writes the real server's address over the VIP
+    (IPv4 packets to the VIP; everything else is dropped)."""
 
     def __init__(self, vip, rip):
         import socket
-        self.vip = socket.inet_aton(vip)
+        from userlb.dataplane.tun import V_DROP, V_FORWARD
+        self.vip = int.from_bytes(socket.inet_aton(vip), "big")
         self.rip = socket.inet_aton(rip)
         self.out_len = 0
         self.out = b""
+        self.V_DROP, self.V_FORWARD = V_DROP, V_FORWARD
+        import struct
+        self._dst = struct.Struct("!I").unpack_from
 
     def process(self, buf, n, now):
-        from userlb.dataplane.tun import V_DROP, V_FORWARD
-        if buf[16:20] == self.vip:
+        if self._dst(buf, 16)[0] == self.vip:
             buf[16:20] = self.rip
             self.out_len = n
-            return V_FORWARD
-        return V_DROP
+            return self.V_FORWARD
+        return self.V_DROP
 
     def expire(self, now):
         pass

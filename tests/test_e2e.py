@@ -99,6 +99,7 @@ def test_pmtu_discovery_through_the_director(lab, v6):
     quoted destination VIP:port), or the upload stalls."""
     vip = _vip(v6)
     src = _srcs(lab, v6)[5]
+    lab.exec(lab.client, ["ip"] + (["-6"] if v6 else []) + ["route", "flush", "cache"])
     r = lab.client_py("upload", vip=vip, port=HASH, size=2 << 20, src=src, timeout=20.0)
     assert "error" not in r, r
     assert r["server"] == "f"
@@ -108,6 +109,25 @@ def test_pmtu_discovery_through_the_director(lab, v6):
     route = lab.exec(lab.client, ["ip"] + (["-6"] if v6 else []) + ["route", "get", vip,
                                                                     "from", src]).stdout
     assert re.search(r"\bmtu 1280\b", route), route
+
+
+@pytest.mark.parametrize("v6", FAMILIES)
+def test_pmtu_with_a_small_tun_mtu(lab, v6):
+    """When the director's own path to the servers is the narrow one, `userlb
+    run --mtu` makes the kernel answer oversized packets before the rewrite
+    (so the ICMP quotes the VIP), in both directions."""
+    try:
+        lab.restart_director(extra=["--mtu", "1400"])
+        # forget what the far-server test learnt about the VIP (PMTU is per destination)
+        lab.exec(lab.client, ["ip"] + (["-6"] if v6 else []) + ["route", "flush", "cache"])
+        src = _srcs(lab, v6)[6]
+        r = lab.client_py("transfer", vip=_vip(v6), port=ECHO, size=2 << 20, src=src, timeout=20.0)
+        assert r["errors"] == [] and r["recv_sha256"] == r["sent_sha256"]
+        route = lab.exec(lab.client, ["ip"] + (["-6"] if v6 else []) +
+                         ["route", "get", _vip(v6), "from", src]).stdout
+        assert re.search(r"\bmtu 1400\b", route), route
+    finally:
+        lab.restart_director()
 
 
 # ---------------------------------------------------------------- refusals

@@ -51,6 +51,10 @@ def build_parser():
                         "servers' subnet, so that routers there can send ICMP errors); repeatable")
     p.add_argument("--table", type=int, default=None,
                    help="routing table for replies (default 20000 + device index)")
+    p.add_argument("--mtu", type=int, default=None,
+                   help="MTU of the TUN device (default: the kernel's, 1500); set it to the "
+                        "smallest MTU towards the real servers if that is below the clients' side, "
+                        "so that the kernel answers oversized packets before the rewrite")
     p.add_argument("--batch", type=int, default=256, help="packets read per wake-up (default 256)")
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
@@ -139,7 +143,7 @@ class Director:
         self.cfg = cfg
         self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
         self._push_config()
-        self.dev = TunDevice(args.tun)
+        self.dev = TunDevice(args.tun, mtu=args.mtu)
         self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch)
         self.routes = None
         self.loop = None

@@ -305,9 +305,9 @@ class Lab:
         if pid:
             self._kill(pid, timeout)
 
-    def restart_director(self, sloppy=None):
+    def restart_director(self, sloppy=None, extra=()):
         self.stop_director()
-        self.start_director(sloppy=sloppy)
+        self.start_director(sloppy=sloppy, extra=extra)
 
     def signal_director(self, sig):
         pid = self.pids.get("director")
