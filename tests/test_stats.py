@@ -89,3 +89,23 @@ def test_retain():
     r.track(a)
     r.retain([b])
     assert r.get(a) is None and r.get(b) is not None
+
+
+def test_engine_drives_estimators():
+    from test_engine_helpers import CIP, RIP1, VIP, engine_with, make_service, run, tcp4
+    svc = make_service(6, VIP, 80, [(RIP1, 8080, 1)])
+    eng = engine_with(svc)
+    eng.expire(0.0)
+    for t in range(1, 41):
+        for p in range(10):           # 10 new connections per second
+            run(eng, tcp4(CIP, 1000 + t * 10 + p, VIP, 80, "S"), float(t))
+        eng.expire(float(t))
+    cps = eng.rates.rates(svc.stats)[0]
+    assert cps == 10 and eng.rates.rates(svc.dests[0].stats)[0] == 10
+    assert eng.rates.rates(eng.stats)[0] == 10
+    eng.zero(svc)
+    assert eng.rates.rates(svc.stats) == (0, 0, 0, 0, 0)
+    assert eng.rates.rates(eng.stats)[0] == 10
+    eng.zero()
+    assert eng.stats.as_tuple() == (0, 0, 0, 0, 0)
+    assert eng.rates.rates(eng.stats) == (0, 0, 0, 0, 0)

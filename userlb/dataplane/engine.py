@@ -65,6 +65,7 @@ from ..model import Stats
 from . import nat
 from .conntrack import ConnTable, Entry, Xlate, make_key, split_key
 from .frag import Reassembler
+from .stats import RateEstimators
 from .packet import parse
 from .tcpstate import (CLOSE, IS_ACTIVE, NEXT, NONE, TIME_WAIT, UDP, INPUT, OUTPUT,
                        make_timeouts, state_name)
@@ -124,6 +125,8 @@ class Engine:
         self._conns = self.ct.map
         self.frags = Reassembler(frag_high_thresh, frag_timeout)
         self.stats = Stats()              # global totals
+        self.rates = RateEstimators()     # 2 s estimators, stepped by expire()
+        self.rates.track(self.stats)
         self.drops = Counter()            # reason -> count
         self.replies = Counter()          # 'rst' / 'icmp_unreach' -> count
         self.out = b""
@@ -180,6 +183,11 @@ class Engine:
         for k, xls in owners.items():
             rs_tab[k] = xls[0] if len({id(x.svc) for x in xls}) == 1 else None
         self._xl_cache = cache
+        tracked = [self.stats]
+        for svc in services:
+            tracked.append(svc.stats)
+            tracked.extend(d.stats for d in svc.dests)
+        self.rates.retain(tracked)
         self._rs_tab = rs_tab
         self._rs_addrs = {k[1] for k in owners}
         self._vips = vips
@@ -197,12 +205,28 @@ class Engine:
 
     # ---------------------------------------------------------------- periodic
 
+    def zero(self, svc=None):
+        """``ipvsadm -Z [service]`` on the engine's side: without a service,
+        zero the global totals and restart every rate estimator; with one,
+        restart the estimators of that service and its destinations.  (The
+        service and destination counters themselves are reset by
+        ``Config.zero``.)"""
+        if svc is None:
+            st = self.stats
+            st.conns = st.inpkts = st.outpkts = st.inbytes = st.outbytes = 0
+            self.rates.reset()
+        else:
+            self.rates.reset(svc.stats)
+            for d in svc.dests:
+                self.rates.reset(d.stats)
+
     def expire(self, now):
-        """Coarse periodic sweep: expired entries, stale fragment queues, and
-        the stateless schedulers' timers.  Returns the number of entries
-        removed."""
+        """Coarse periodic sweep (call every second): expired entries, stale
+        fragment queues, the rate estimators (every 2 s) and the stateless
+        schedulers' timers.  Returns the number of entries removed."""
         n = self.ct.sweep(now)
         self.frags.expire(now)
+        self.rates.tick(now)
         for svc in self._services:
             s = svc.sched
             if s is not None and getattr(s, "stateless", False):
