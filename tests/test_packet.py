@@ -393,7 +393,33 @@ def test_flow_helpers():
     assert not P.is_icmp_error(r)
 
 
+def test_end_beyond_buffer_is_clamped():
+    b = raw(_v4() / UDP(sport=1, dport=2) / b"abc")
+    assert P.parse(b, 0, 1000) == P.parse(b)
+    assert P.parse(b[:-1], 0, 1000) == P.BAD_TOTAL_LENGTH
+
+
 def test_padding_after_total_length():
     b = raw(_v4() / UDP(sport=1, dport=2) / b"abc") + bytearray(b"\0" * 18)
     r = P.parse(b)
     assert r[P.P_LEN] == 31 and r[P.P_DPORT] == 2
+
+
+def test_codec_modules_import_nothing_heavy():
+    """Hot-path hygiene (ARCHITECTURE.md): the codec modules import only struct
+    and each other (no scapy, ipaddress, socket, asyncio, logging, time)."""
+    import ast
+    import pathlib
+    import userlb.dataplane as dp
+    root = pathlib.Path(dp.__file__).parent
+    for name in ("packet.py", "csum.py", "nat.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mods = [("." * node.level) + (node.module or "")]
+            else:
+                continue
+            for m in mods:
+                assert m in ("struct", ".csum", ".packet"), (name, m)

@@ -13,7 +13,8 @@ Entry point
   driver later enables the virtio-net header).
 * ``end``: one past the last valid byte of the read (``len(buf)`` by default;
   pass the byte count of ``os.readv`` when the buffer is a reused, larger
-  ``bytearray``).  The IP packet itself ends at ``r[P_L3OFF] + r[P_LEN]``,
+  ``bytearray``; a value beyond ``len(buf)`` is clamped to it).  ``off`` must
+  be >= 0.  The IP packet itself ends at ``r[P_L3OFF] + r[P_LEN]``,
   which may be before ``end`` (link-layer padding).
 
 It never raises on malformed input.  It returns either
@@ -183,8 +184,9 @@ def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _tcp=_TCP.unpack_from,
     the module docstring) or a reason string.  Never raises for any bytes
     content (it may raise TypeError for a non-buffer argument).  (The
     underscore parameters are pre-bound struct methods, not for callers.)"""
-    if end is None:
-        end = len(buf)
+    n = len(buf)
+    if end is None or end > n:
+        end = n
     avail = end - off
     if avail < 20:
         if avail < 1:
