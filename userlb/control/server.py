@@ -181,8 +181,11 @@ class ControlServer:
         self._ino = None
         self._timer = None
         self._loop = None
-        #: called (no arguments) after a request that changed the configuration
+        #: called (no arguments, in a worker thread, before the answer is
+        #: sent) after a request that changed services or destinations
         self.after_change = None
+        self.changed = False
+        self._lock = None
         self.requests = 0
         self.refused_peers = 0
 
@@ -190,6 +193,7 @@ class ControlServer:
     async def start(self):
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._lock = asyncio.Lock()
         self.sync.loop = loop
         sock = _bind(self.path)
         try:
@@ -265,7 +269,11 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                writer.write(P.encode(self.handle_line(line)))
+                async with self._lock:          # one request at a time, routes included
+                    resp = self.handle_line(line)
+                    if self.changed and self.after_change is not None:
+                        await self._after_change()
+                writer.write(P.encode(resp))
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -274,6 +282,15 @@ class ControlServer:
                 writer.close()
             except Exception:   # noqa: BLE001 - already gone
                 pass
+
+    async def _after_change(self):
+        """The director's route update uses pyroute2, which cannot run on a
+        loop that is already running: a worker thread does it while further
+        requests wait (the packet path goes on)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.after_change)
+        except Exception as e:   # noqa: BLE001 - reported, keep serving
+            self.log(f"control: after change: {e}")
 
     # -------------------------------------------------------------- requests
     def handle_line(self, line):
@@ -307,13 +324,8 @@ class ControlServer:
             self.log(f"control: internal error on {req!r}: {e!r}")
             return P.response(False, error=f"internal error: {e!r}", status=1, req_id=req_id)
         finally:
-            changed = self.sync.dirty
+            self.changed = self.sync.dirty
             self.sync.end()
-            if changed and self.after_change is not None:
-                try:
-                    self.after_change()
-                except Exception as e:   # noqa: BLE001 - reported, keep serving
-                    self.log(f"control: after change: {e}")
 
     def _argv(self, argv, stdin):
         try:
@@ -497,8 +509,8 @@ async def start_for_director(director):
     explicit = getattr(args, "control", None)
     path = explicit or DEFAULT_PATH
     srv = ControlServer(path, director.cfg, director.engine)
-    if getattr(director, "update_routes", None) is not None:
-        srv.after_change = lambda: _update_routes(director)
+    # new VIPs / real servers need routes and rules into the TUN device
+    srv.after_change = getattr(director, "update_routes", None)
     try:
         await srv.start()
     except ControlError as e:
@@ -509,28 +521,6 @@ async def start_for_director(director):
         return None
     _log(f"control socket: {path} (userlb adm --control {path})")
     return srv
-
-
-def _update_routes(director):
-    """director.update_routes() only when the *set* of VIPs / real-server
-    sources changed (it compares ordered lists and re-installs everything,
-    which opens a short window without routes; an -a that only reorders
-    the list must not do that)."""
-    routes = getattr(director, "routes", None)
-    if routes is None:
-        return
-    try:
-        from ..cli.run import rule_sources
-        from ..dataplane.tun import TunRoutes
-        cfg = director.cfg
-        new = TunRoutes(routes.ifname, routes.ifindex,
-                        vips=[s.addr for s in cfg.services.values()],
-                        sources=rule_sources(cfg, director.args.reply_from))
-        if set(new.vips) == set(routes.vips) and set(new.sources) == set(routes.sources):
-            return
-    except Exception:   # noqa: BLE001 - fall back to the director's own logic
-        pass
-    director.update_routes()
 
 
 def _log(msg):
