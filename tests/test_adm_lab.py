@@ -158,6 +158,24 @@ def test_ipv6_service_through_adm(lab, restore):
     assert lab.ladm.out("-S", "-n").count(f"-a -t [{VIP6}]:8080 -r [{s4}]:{HTTP} -m -w 1") == 1
 
 
+def test_persistence_options_and_nosort(lab, restore):
+    adm = lab.ladm
+    s1, s2 = srv_addr(lab, "s1")[0], srv_addr(lab, "s2")[0]
+    adm("-A", "-t", f"{VIP4}:8081", "-s", "wrr", "-p", "120", "-M", "255.255.255.0")
+    adm("-a", "-t", f"{VIP4}:8081", "-r", f"{s2}:{HTTP}", "-m")
+    adm("-a", "-t", f"{VIP4}:8081", "-r", f"{s1}:{HTTP}", "-m", "-w", "3")
+    out = adm.out("-L", "-n", "-t", f"{VIP4}:8081").split("\n")
+    assert out[2] == f"TCP  {VIP4}:8081 wrr persistent 120 mask 255.255.255.0"
+    assert [x.split()[1] for x in out[3:5]] == [f"{s1}:{HTTP}", f"{s2}:{HTTP}"]
+    out = adm.out("-L", "-n", "--nosort", "-t", f"{VIP4}:8081").split("\n")
+    assert [x.split()[1] for x in out[3:5]] == [f"{s1}:{HTTP}", f"{s2}:{HTTP}"]   # newest first
+    assert f"-A -t {VIP4}:8081 -s wrr -p 120 -M 255.255.255.0" in adm.out("-S", "-n").split("\n")
+    # -E without -p: persistence cleared, as ipvsadm
+    adm("-E", "-t", f"{VIP4}:8081", "-s", "wrr")
+    assert adm.out("-L", "-n", "-t", f"{VIP4}:8081").split("\n")[2] == f"TCP  {VIP4}:8081 wrr"
+    assert "None" not in servers_of(http(lab, port=8081))
+
+
 def test_stats_zero_rate_and_connection_listing(lab, restore):
     adm = lab.ladm
     adm("-Z")

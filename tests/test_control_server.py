@@ -710,3 +710,88 @@ def test_server_without_socket_handles_requests():
     r = srv.handle({"argv": ["-A", "-t", "10.0.0.1:80"]})
     assert r == {"ok": True, "output": "", "error": "", "status": 0}
     assert srv.engine.services()[0].key == (IPPROTO_TCP, ip("10.0.0.1"), 80)
+
+
+def test_persistent_conn_listing(d):
+    d.ok("-R", stdin=RULES)
+    assert lines(d.ok("-L", "-n", "--persistent-conn", "-t", "10.0.0.100:443")) == [
+        "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn ",
+        "  -> RemoteAddress:Port",
+        "TCP  10.0.0.100:443 wlc persistent 600 mask 255.255.255.0",
+        "  -> 10.1.0.3:443                 0         0           0          0         ",
+    ]
+
+
+def test_persistence_options_are_stored_listed_and_saved(d):
+    d.ok("-A", "-t", "[2001:db8::100]:0", "-s", "sh", "-p", "-M", "64")
+    d.ok("-A", "-u", "10.0.0.100:0", "-s", "rr", "-p", "7")
+    assert lines(d.ok("-Ln"))[3:] == [
+        "UDP  10.0.0.100:0 rr persistent 7",
+        "TCP  [2001:db8::100]:0 sh persistent 360 mask 64",
+    ]
+    assert lines(d.ok("-Sn")) == [
+        "-A -u 10.0.0.100:0 -s rr -p 7",
+        "-A -t [2001:db8::100]:0 -s sh -p 360 -M 64",
+    ]
+    svc = d.config.get_service(IPPROTO_TCP, ip("2001:db8::100"), 0)
+    assert (svc.timeout, svc.netmask) == (360, 64)
+
+
+# ------------------------------------------------------- the `userlb run` hook
+
+class _FakeDirector:
+    def __init__(self, control):
+        from userlb.control.config import Config
+        from userlb.dataplane.engine import Engine
+
+        class Args:
+            pass
+        self.args = Args()
+        self.args.control = control
+        self.cfg = Config()
+        self.engine = Engine()
+        self.route_updates = 0
+
+    def update_routes(self):
+        self.route_updates += 1
+
+
+def _run(coro):
+    import uvloop
+    return uvloop.run(coro)
+
+
+def test_start_for_director_serves_and_updates_routes_after_changes():
+    from userlb.control.server import start_for_director
+    path = os.path.join(tempfile.mkdtemp(), "c.sock")
+    fd = _FakeDirector(path)
+
+    async def scenario():
+        import asyncio
+        srv = await start_for_director(fd)
+        loop = asyncio.get_running_loop()
+        r1 = await loop.run_in_executor(None, P.request, path, {"argv": ["-A", "-t", "10.0.0.1:80"]})
+        r2 = await loop.run_in_executor(None, P.request, path, {"argv": ["-L", "-n"]})
+        r3 = await loop.run_in_executor(None, P.request, path, {"argv": ["--set", "5", "5", "5"]})
+        srv.close()
+        return r1, r2, r3
+    r1, r2, r3 = _run(scenario())
+    assert r1["ok"] and r2["ok"] and r3["ok"]
+    assert fd.route_updates == 1            # only the change of services
+    assert [s.key for s in fd.engine.services()] == [(IPPROTO_TCP, ip("10.0.0.1"), 80)]
+    assert not os.path.exists(path)
+
+
+def test_start_for_director_busy_paths(monkeypatch):
+    from userlb.control import server as S
+    busy = ServedDirector()
+    try:
+        # an explicit --control PATH that is taken stops the director
+        with pytest.raises(SystemExit):
+            _run(S.start_for_director(_FakeDirector(busy.path)))
+        # the default path taken (another director): run on without a socket
+        monkeypatch.setattr(S, "DEFAULT_PATH", busy.path)
+        assert _run(S.start_for_director(_FakeDirector(None))) is None
+        assert busy.ok("-L", "-n").startswith("IP Virtual Server")   # untouched
+    finally:
+        busy.close()

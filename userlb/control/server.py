@@ -514,6 +514,7 @@ async def start_for_director(director):
     try:
         await srv.start()
     except ControlError as e:
+        srv.close()
         _log(f"control socket: {e}")
         if explicit:
             raise SystemExit(1) from None
