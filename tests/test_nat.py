@@ -470,3 +470,24 @@ def test_builders_on_random_packets(pk, off):
         assert rr[P.FLOW] == P.reverse_flow(r)
     else:
         assert rst is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(pk=st.sampled_from([4, 6]).flatmap(lambda af: ip_packet(af)), data=st.data())
+def test_rewrite_through_memoryview_of_reused_buffer(pk, data):
+    """The TUN driver's shape: one big preallocated bytearray, a 10-byte
+    header before the packet, stale bytes after it, a memoryview."""
+    meta, rawb = pk
+    big = bytearray(b"\xEE" * 4096)
+    big[10:10 + len(rawb)] = rawb
+    n = 10 + len(rawb)
+    mv = memoryview(big)
+    r = P.parse(mv, 10, n)
+    assert type(r) is tuple
+    naddr, nport = data.draw(_new_endpoint(meta["af"]))
+    ref = bytearray(rawb)
+    nat.rewrite(ref, P.parse(ref), nat.plan_in(meta["dst"], meta["dport"], naddr, nport))
+    nat.rewrite(mv, r, nat.plan_in(meta["dst"], meta["dport"], naddr, nport))
+    assert big[10:n] == ref
+    assert big[:10] == b"\xEE" * 10 and big[n:] == b"\xEE" * (4096 - n)
+    check_l4_packet_checksums(big, P.parse(big, 10, n))
