@@ -14,10 +14,16 @@ synchronously from start to end inside one callback:
          tables dirty; timeouts and -Z are pushed at once
       -> EngineSync.flush(): engine.set_services(...) swaps the VIP -> service
          tables in one assignment
-      -> the response is queued
+      -> if services/destinations changed: the director's routes and
+         policy rules (new VIPs, new real servers) are updated in a worker
+         thread (pyroute2 cannot run on the running loop) while further
+         control requests wait; packets keep flowing
+      -> the response is written
 
 so the driver's next packet batch sees either the old or the new
-configuration, never a half-built one.  Connection entries are never
+configuration, never a half-built one.  `userlb run` starts the server with
+`start_for_director(director)` from Director.serve (userlb/cli/run.py) and
+closes it when it stops.  Connection entries are never
 flushed: an entry keeps its (service, destination) translation; the entries
 of a deleted destination are handled as IPVS handles them (the engine drops
 their packets, 'dest_unavailable'; they expire; re-adding the destination
@@ -294,6 +300,7 @@ class ControlServer:
 
     # -------------------------------------------------------------- requests
     def handle_line(self, line):
+        self.changed = False
         try:
             req = P.decode(line)
         except P.ProtocolError as e:
