@@ -194,7 +194,7 @@ def main(argv=None):
     from userlb.lab import Lab
     only = set(args.only.split(","))
     res = {}
-    lab = Lab(n_servers=1, n_clients=1, director=False)
+    lab = Lab(n_servers=1, n_clients=1, director=False, current=False)
     try:
         lab.up()
         lab.write_rules(rules())
@@ -222,7 +222,7 @@ def main(argv=None):
         if shutil.which("nft") is None:
             print("nft missing (apt-get install nftables): tun.nft_dnat skipped", file=sys.stderr)
         else:
-            lab = Lab(n_servers=1, n_clients=1, director=False)
+            lab = Lab(n_servers=1, n_clients=1, director=False, current=False)
             try:
                 lab.up()
                 lab.exec(lab.director, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])

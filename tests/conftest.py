@@ -54,4 +54,5 @@ def make_lab(**kw):
     if not (HAVE_ROOT and HAVE_TUN):
         pytest.skip(ROOT_REASON)
     from userlb.lab import Lab
+    kw.setdefault("current", False)
     return Lab(**kw).up()

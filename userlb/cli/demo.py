@@ -26,7 +26,7 @@ def main(argv):
         return 1
     from ..lab import Lab, LabError
     from ..lab import demo as lab_demo
-    lab = Lab(n_servers=args.servers)
+    lab = Lab(n_servers=args.servers, current=False)
     try:
         print(f"setting up lab {lab.tag} ({args.servers} real servers) ...", flush=True)
         lab.up()

@@ -95,7 +95,8 @@ def rules_text(servers, weights=None, far=None, extra=""):
 
 class Lab:
     def __init__(self, n_servers=3, n_clients=8, far_mtu=None, suffix=None,
-                 sloppy=False, director=True, config_servers=None, weights=None):
+                 sloppy=False, director=True, config_servers=None, weights=None,
+                 current=True):
         self.sfx = suffix or secrets.token_hex(3)
         self.tag = f"ulb-{self.sfx}"
         self.n_servers = n_servers
@@ -103,6 +104,7 @@ class Lab:
         self.far_mtu = far_mtu
         self.sloppy = sloppy
         self.want_director = director
+        self.current = current      # make STATE_ROOT/current point here (`userlb lab up`)
         # how many of the servers the initial rules file uses (rest: spare)
         self.config_servers = n_servers if config_servers is None else config_servers
         self.weights = weights
@@ -139,6 +141,8 @@ class Lab:
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(self.state(), indent=1))
         os.replace(tmp, self.dir / "state.json")
+        if not self.current:
+            return
         cur = STATE_ROOT / CURRENT
         try:
             if cur.is_symlink() or cur.exists():
