@@ -39,3 +39,12 @@ bench: venv sysdeps
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+# The container lab (docker/README.md): installs docker.io, docker-compose and
+# debootstrap if missing, builds the images (base image made with debootstrap,
+# cached in .cache/docker), brings the lab up, sends traffic, prints the
+# distribution and `userlb adm -L -n --stats`, tears it down.  Uses the engine
+# DOCKER_HOST (or the default socket) points to; without one, a private engine.
+.PHONY: docker-demo
+docker-demo: venv
+	docker/lab.sh run-demo
