@@ -141,6 +141,7 @@ class TunDriver:
         mv = self._mv
         eng = self.engine
         process = eng.process
+        fwd, drop = V_FORWARD, V_DROP
         now = self.clock()
         n_rx = n_tx = n_drop = n_err = 0
         for _ in range(self.batch):
@@ -157,10 +158,10 @@ class TunDriver:
             n_rx += 1
             v = process(buf, n, now)
             try:
-                if v == V_FORWARD:
+                if v == fwd:
                     write(fd, mv[:eng.out_len])
                     n_tx += 1
-                elif v == V_DROP:
+                elif v == drop:
                     n_drop += 1
                 else:   # V_FORWARD_OUT / V_REPLY: a packet built aside
                     write(fd, eng.out)
