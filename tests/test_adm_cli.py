@@ -106,3 +106,19 @@ def test_help_version_and_syntax_need_no_director():
     assert rc == 0 and "ipvsadm v1.31" in out
     rc, out, err = userlb("adm", "--control", path, "-A", "-t", "10.0.0.1:80", "-s", "nosuch")
     assert rc == 2 and err.startswith("Scheduler not found")
+
+
+def test_broken_pipe_on_stdout_is_quiet(d, monkeypatch):
+    """`userlb adm -Lnc | head`: the reader goes away; no traceback."""
+    import io
+    from userlb.cli import adm
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    quieted = []
+    monkeypatch.setattr(adm, "_quiet_stdout", lambda: quieted.append(True))
+    err = io.StringIO()
+    rc = adm.main(["--control", d.path, "-L", "-n"], stdout=ClosedPipe(), stderr=err)
+    assert (rc, err.getvalue(), quieted) == (0, "", [True])

@@ -128,14 +128,27 @@ def main(argv, stdin=None, stdout=None, stderr=None):
         return P.STATUS_SYNTAX
     out = resp.get("output") or ""
     if out:
-        stdout.write(out)
-        stdout.flush()
+        try:
+            stdout.write(out)
+            stdout.flush()
+        except BrokenPipeError:          # `userlb adm -Lnc | head`
+            _quiet_stdout()
     if not resp.get("ok"):
         err = resp.get("error") or "failed"
         print(err, file=stderr)
         status = resp.get("status")
         return status if isinstance(status, int) and status else P.STATUS_REFUSED
     return 0
+
+
+def _quiet_stdout():
+    """The reader went away: no traceback when Python flushes stdout at exit."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":
