@@ -20,7 +20,11 @@ and one iperf3 TCP stream (client -> server) through userlb and through the
 kernel (tcp.userlb.gbps, tcp.nft_dnat.gbps).  Medians of --runs runs.  The
 forwarder (bare loop or userlb) is pinned to CPU 1 and the generator to
 CPU 0 with taskset; the kernel's softirq work lands where it lands.
-Also printed: tun.userlb_vs_bare.ratio (done-when of issue 6: >= 0.70).
+Also printed: tun.userlb_vs_bare.ratio (done-when of issue 6: >= 0.70), and
+the forwarder's CPU time per delivered packet (tun.*.cpu_us_per_pkt, from
+/proc/PID/stat; includes the kernel work done in its write() calls) with
+tun.userlb_vs_bare.cpu_ratio = bare us / userlb us -- the same comparison,
+less sensitive to other load on a shared machine.
 """
 import argparse
 import json
@@ -111,8 +115,19 @@ def rx_packets(lab, ns):
     return int(p.stdout)
 
 
-def measure_pps(lab, seconds):
-    """Flood for seconds+1 s; count what the server received in the middle."""
+def cpu_seconds(pid):
+    """utime + stime of a process (seconds)."""
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_pps(lab, seconds, pid=None):
+    """Flood for seconds+1 s; count what the server received in the middle.
+    Returns (delivered pps, offered pps, forwarder CPU microseconds per
+    delivered packet or None)."""
     server = lab.servers[0][0]
     gen = subprocess.Popen(["ip", "netns", "exec", lab.client, "taskset", "-c", GEN_CPU,
                             sys.executable, "-m", "userlb.lab.flood", "--dst", VIP,
@@ -120,12 +135,13 @@ def measure_pps(lab, seconds):
                             "--seconds", str(seconds + 1.5)],
                            stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
     time.sleep(0.75)
-    r0, t0 = rx_packets(lab, server), time.monotonic()
+    r0, t0, c0 = rx_packets(lab, server), time.monotonic(), cpu_seconds(pid)
     time.sleep(seconds)
-    r1, t1 = rx_packets(lab, server), time.monotonic()
+    r1, t1, c1 = rx_packets(lab, server), time.monotonic(), cpu_seconds(pid)
     out = gen.communicate(timeout=seconds + 30)[0]
     offered = json.loads(out.strip().splitlines()[-1])["pps"] if out.strip() else 0
-    return (r1 - r0) / (t1 - t0), offered
+    us = (c1 - c0) / (r1 - r0) * 1e6 if pid and r1 > r0 else None
+    return (r1 - r0) / (t1 - t0), offered, us
 
 
 def measure_tcp(lab, seconds):
@@ -202,14 +218,15 @@ def main(argv=None):
         # alternate the two forwarders run by run (the machine is noisy)
         for run in range(args.runs):
             for kind in order:
-                forwarder(lab, kind)
+                proc = forwarder(lab, kind)
                 try:
-                    pps, offered = measure_pps(lab, args.seconds)
+                    pps, offered, us = measure_pps(lab, args.seconds, pid=proc.pid)
                 finally:
                     stop(lab, "bare" if kind == "bare" else "director")
                 res.setdefault(kind, []).append(pps)
-                print(f"run {run}: {kind}: {pps:,.0f} pps delivered (offered {offered:,.0f})",
-                      file=sys.stderr, flush=True)
+                res.setdefault(kind + "_us", []).append(us)
+                print(f"run {run}: {kind}: {pps:,.0f} pps delivered (offered {offered:,.0f}), "
+                      f"forwarder CPU {us:.2f} us/packet", file=sys.stderr, flush=True)
         if "tcp" in only and "b" in only:
             forwarder(lab, "userlb")
             try:
@@ -233,7 +250,7 @@ def main(argv=None):
                     f"  ip daddr {VIP} tcp dport {TCP_PORT} dnat to {RIP}\n"
                     " }\n}\n"))
                 for run in range(args.runs):
-                    pps, offered = measure_pps(lab, args.seconds)
+                    pps, offered, _us = measure_pps(lab, args.seconds)
                     res.setdefault("nft", []).append(pps)
                     print(f"run {run}: nft: {pps:,.0f} pps delivered (offered {offered:,.0f})",
                           file=sys.stderr, flush=True)
@@ -248,8 +265,15 @@ def main(argv=None):
         if key in res:
             v = median(res[key])
             emit(name, round(v, 3 if unit != "pps" else 0), unit, runs=[round(x, 3) for x in res[key]])
+    for key, name in (("bare_us", "tun.bare_loop.cpu_us_per_pkt"), ("userlb_us", "tun.userlb.cpu_us_per_pkt")):
+        if res.get(key):
+            emit(name, round(median(res[key]), 3), "us", runs=[round(x, 3) for x in res[key]])
     if res.get("bare") and res.get("userlb"):
         emit("tun.userlb_vs_bare.ratio", round(median(res["userlb"]) / median(res["bare"]), 3), "ratio")
+    if res.get("bare_us") and res.get("userlb_us"):
+        # the same comparison from CPU cost (less sensitive to a busy machine)
+        emit("tun.userlb_vs_bare.cpu_ratio", round(median(res["bare_us"]) / median(res["userlb_us"]), 3),
+             "ratio")
     return 0
 
 
