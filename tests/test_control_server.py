@@ -359,15 +359,53 @@ def test_rate_listing(d):
     ]
 
 
-def test_estimators_are_stepped_by_the_server_timer(d):
+def test_rates_are_the_engines_estimators_stepped_by_expire(d):
+    """In `userlb run` the driver's 1 s timer calls engine.expire(now), which
+    steps engine.rates; the server reads those (no second set)."""
+    assert d.server.estimators is d.engine.rates and not d.server.own_estimators
     d.ok("-R", stdin=STATS_RULES)
     udp = d.config.get_service(IPPROTO_UDP, ip(VIP), 53)
-    assert d.server.estimators.get(udp.stats) is not None   # tracked after the change
-    d.call(lambda: d.server._tick())                         # what the 1 s timer runs
+    assert d.engine.rates.get(udp.stats) is not None        # tracked after the change
+    d.call(lambda: d.engine.expire(d.now))
     d.packet(udp4(CIP, 5000, VIP, 53))
     d.now += 2
-    d.call(lambda: d.server._tick())
-    assert d.server.estimators.rates(udp.stats)[3] > 0
+    d.call(lambda: d.engine.expire(d.now))
+    assert d.engine.rates.rates(udp.stats)[3] > 0
+    assert lines(d.ok("-L", "-n", "--rate", "-u", "10.0.0.100:53"))[2].split()[2:] == \
+        [str(x) for x in d.engine.rates.rates(udp.stats)]
+
+
+def test_server_keeps_its_own_estimators_for_an_engine_without_them():
+    from userlb.control.config import Config
+    from userlb.dataplane.engine import Engine as RealEngine
+
+    class BareEngine:
+        """The engine interface before it had rates/zero()."""
+        def __init__(self):
+            self.inner = RealEngine()
+            self.stats = self.inner.stats
+
+        def set_services(self, services):
+            self.inner.set_services(services)
+
+        def set_timeouts(self, **kw):
+            self.inner.set_timeouts(**kw)
+
+    eng = BareEngine()
+    srv = ControlServer("/nonexistent/c.sock", Config(), eng, clock=lambda: 0.0)
+    assert srv.own_estimators and srv.estimators is not eng.inner.rates
+    assert srv.handle({"rules": STATS_RULES})["ok"]
+    udp = srv.config.get_service(IPPROTO_UDP, ip(VIP), 53)
+    est = srv.estimators
+    assert est.get(udp.stats) is not None
+    est.tick(0.0)
+    udp.stats.inpkts += 100
+    eng.stats.inpkts += 100
+    est.tick(2.0)
+    assert est.rates(udp.stats)[1] == 12 and est.rates(eng.stats)[1] == 12
+    assert srv.handle({"argv": ["-Z"]})["ok"]
+    assert est.rates(udp.stats) == est.rates(eng.stats) == (0, 0, 0, 0, 0)
+    assert eng.stats.inpkts == 0
 
 
 def test_mhs_listing_shows_unstable_slots_and_entries(d):

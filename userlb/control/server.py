@@ -40,12 +40,14 @@ The socket path (protocol.DEFAULT_PATH = /run/userlb/control.sock unless
 socket file nobody answers on is replaced; a live one (another director) is
 an error.  `close()` removes the file if it is still ours.
 
-Statistics the listing needs beyond model.Stats: rates come from
-dataplane.stats.RateEstimators, stepped by a 1 s timer on the loop; `-Z`
-resets the counters (config.zero), the engine's global counters and the
-estimators.  `-L -c` lists engine.entries(); for a service whose scheduler has
-unstable_slots() (mhs) the `-L` service line also carries ` unstable N
-entries M` (M = its live connection entries).
+Statistics the listing needs beyond model.Stats: rates come from the
+engine's own estimators (engine.rates, stepped by engine.expire(), which the
+TUN driver calls every second); for an engine without them the server keeps
+its own dataplane.stats.RateEstimators, stepped by a 1 s timer on the loop.
+`-Z` resets the counters (config.zero), then engine.zero(svc) -- the global
+totals and the estimators.  `-L -c` lists engine.entries(); for a service
+whose scheduler has unstable_slots() (mhs) the `-L` service line also carries
+` unstable N entries M` (M = its live connection entries).
 """
 import asyncio
 import os
@@ -139,18 +141,23 @@ class EngineSync:
         self.estimators.retain(objs)
 
     def zero(self, svc):
-        """-Z: config.zero already reset the service/destination counters."""
-        est = self.estimators
-        if svc is None:
-            if self.engine is not None and isinstance(getattr(self.engine, "stats", None), Stats):
-                _zero_stats(self.engine.stats)
-            if est is not None:
-                est.reset()
+        """-Z: config.zero already reset the service/destination counters;
+        here the engine's global totals and the rate estimators."""
+        eng = self.engine
+        ezero = getattr(eng, "zero", None)
+        if ezero is not None:
+            ezero(svc)            # global totals (svc None) + the engine's estimators
+        elif svc is None and isinstance(getattr(eng, "stats", None), Stats):
+            _zero_stats(eng.stats)
+        est = self.estimators     # the server's own estimators, if it keeps them
+        if est is None:
             return
-        if est is not None:
-            est.reset(svc.stats)
-            for d in svc.dests:
-                est.reset(d.stats)
+        if svc is None:
+            est.reset()
+            return
+        est.reset(svc.stats)
+        for d in svc.dests:
+            est.reset(d.stats)
 
     # used by ControlServer around a request
     def begin(self):
@@ -172,16 +179,22 @@ class ControlServer:
 
     def __init__(self, path, config, engine, clock=time.monotonic, owner_uid=None,
                  estimators=None, log=None):
+        #: True when the server tracks and steps the estimators itself (given
+        #: ones, or its own when the engine has none: engine.rates)
+        self.own_estimators = estimators is not None
+        if estimators is None:
+            estimators = getattr(engine, "rates", None)
         if estimators is None:
             from ..dataplane.stats import RateEstimators
             estimators = RateEstimators()
+            self.own_estimators = True
         self.path = path or DEFAULT_PATH
         self.config = config
         self.engine = engine
         self.clock = clock
         self.owner_uid = os.geteuid() if owner_uid is None else owner_uid
         self.estimators = estimators
-        self.sync = EngineSync(config, engine, estimators)
+        self.sync = EngineSync(config, engine, estimators if self.own_estimators else None)
         self.log = log or _log
         self._server = None
         self._ino = None
@@ -210,7 +223,8 @@ class ControlServer:
             sock.close()
             self._unlink()
             raise
-        self._timer = loop.call_later(EST_TICK, self._tick)
+        if self.own_estimators:
+            self._timer = loop.call_later(EST_TICK, self._tick)
         return self
 
     def close(self):
