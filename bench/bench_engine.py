@@ -97,6 +97,76 @@ def bench_established(n=200_000):
     return n / dt, n / statistics.median(results)
 
 
+def _alternate(eng, pin, pout, n):
+    """CPU seconds for n packets, pin/pout alternating (buffer refills
+    subtracted), median of 5."""
+    bin_ = bytearray(2048)
+    bout = bytearray(2048)
+    lin, lout = len(pin), len(pout)
+    process = eng.process
+    runs, refill = [], []
+    for _ in range(5):
+        t0 = _clock()
+        for _ in range(n // 2):
+            bin_[:lin] = pin
+            process(bin_, lin, 1.0)
+            bout[:lout] = pout
+            process(bout, lout, 1.0)
+        runs.append(_clock() - t0)
+        t0 = _clock()
+        for _ in range(n // 2):
+            bin_[:lin] = pin
+            bout[:lout] = pout
+        refill.append(_clock() - t0)
+    return statistics.median(runs) - statistics.median(refill)
+
+
+def bench_mhs_stateless(n=100_000):
+    """mhs in its steady state: no entries, every packet scheduled by the
+    stateless tables (client ACKs) or translated from the configuration
+    (server replies)."""
+    eng, svc = make_engine("mhs")
+    pin = tcp_packet(CIP, 40000, VIP, 80, 0x10)
+    buf = bytearray(pin) + bytearray(64)
+    assert eng.process(buf, len(pin), 1.0) == 1
+    rip = struct.unpack_from("!I", buf, 16)[0]
+    pout = tcp_packet(rip, 8080, CIP, 40000, 0x10)
+    dt = _alternate(eng, pin, pout, n)
+    assert len(eng) == 0
+    assert svc.stats.inpkts == 1 + 5 * (n // 2) and svc.stats.outpkts == 5 * (n // 2)
+    return n / dt
+
+
+def bench_established6(n=100_000):
+    """IPv6 established flow: the general path (parse + nat.rewrite)."""
+    from userlb.dataplane.csum import pseudo_sum6
+    vip6 = bytes.fromhex("20010db8000000000000000000000100")
+    cip6 = bytes.fromhex("20010db800000000000000000000c010")
+    rips6 = [bytes.fromhex("20010db8000000010000000000000001")]
+    svc = Service(6, vip6, 80, sched_name="wlc")
+    svc.sched = base.create("wlc", svc, ManualClock(0))
+    d = Dest(rips6[0], 8080, 1)
+    d.svc = svc
+    svc.dests = [d]
+    svc.sched.add_dest(d)
+    eng = Engine()
+    eng.set_services([svc])
+
+    def pkt6(src, sport, dst, dport, flags):
+        tcp = bytearray(struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, flags, 65535, 0, 0))
+        tcp += b"x" * 32
+        struct.pack_into("!H", tcp, 16, checksum(tcp, initial=pseudo_sum6(src, dst, 6, len(tcp))))
+        return bytearray(struct.pack("!IHBB16s16s", 0x60000000, len(tcp), 6, 64, src, dst)) + tcp
+
+    syn = pkt6(cip6, 40000, vip6, 80, 0x02)
+    buf = bytearray(syn)
+    assert eng.process(buf, len(syn), 0.0) == 1
+    dt = _alternate(eng, pkt6(cip6, 40000, vip6, 80, 0x10), pkt6(rips6[0], 8080, cip6, 40000, 0x10), n)
+    assert len(eng) == 1
+    assert svc.stats.inpkts == 1 + 5 * (n // 2) and svc.stats.outpkts == 5 * (n // 2)
+    return n / dt
+
+
 def bench_new_conn(n=100_000):
     rates = []
     for _ in range(5):
@@ -147,6 +217,8 @@ def main():
          target=400_000)
     emit("engine.new_conn.per_s", round(bench_new_conn()), "conns/s", target=100_000)
     emit("engine.entry_bytes", round(bench_entry_bytes(), 1), "bytes", target=300)
+    emit("engine.mhs_stateless.pps", round(bench_mhs_stateless()), "packets/s")
+    emit("engine.established6.pps", round(bench_established6()), "packets/s")
 
 
 if __name__ == "__main__":
