@@ -203,6 +203,9 @@ cmd_daemon_start() {
     d=$(cd "$d" && pwd)
     [ ! -e "$d/docker.sock" ] || die "$d/docker.sock exists: is an engine running there?"
     mkdir -p "$d/data" "$d/exec" "$d/ctd-root" "$d/ctd-state"
+    # containerd's shims put their sockets in /run/containerd/s whatever the config says:
+    # remember whether that directory is ours to remove (when empty) afterwards
+    [ -e /run/containerd ] || touch "$d/made-run-containerd"
     cat > "$d/containerd.toml" <<EOF
 version = 2
 root = "$d/ctd-root"
@@ -268,6 +271,10 @@ cmd_daemon_stop() {
     for m in $(awk -v d="$d" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r); do
         umount -l "$m" 2>/dev/null || true
     done
+    if [ -e "$d/made-run-containerd" ]; then
+        rmdir /run/containerd/s 2>/dev/null || true
+        rmdir /run/containerd 2>/dev/null || true
+    fi
     rm -rf "$d"
 }
 
