@@ -69,6 +69,12 @@ class TunDevice:
             fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
             os.set_blocking(self.fd, False)
             self.index = socket.if_nametoindex(self.name)
+            # no IPv6 link-local address on the device: fewer packets of the
+            # director's own kernel (router solicitations, MLD) go into it
+            try:
+                write_sysctl(f"net.ipv6.conf.{self.name}.addr_gen_mode", "1")
+            except OSError:
+                pass
             if mtu or up:
                 from pyroute2 import IPRoute
                 with IPRoute() as ipr:
