@@ -5,12 +5,11 @@ verified by scapy."""
 import ipaddress
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror  # noqa: F401
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6,  # noqa: F401
-                                IPv6ExtHdrFragment)
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6
 
 from userlb.clock import ManualClock
 from userlb.dataplane.engine import Engine
-from userlb.model import IPPROTO_TCP, IPPROTO_UDP, Dest, Service
+from userlb.model import Dest, Service
 from userlb.sched import base
 
 CIP = "192.0.2.10"

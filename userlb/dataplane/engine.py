@@ -112,14 +112,27 @@ class Engine:
     ``process(buf, n, now)`` -> V_DROP / V_FORWARD / V_REPLY / V_FORWARD_OUT,
     with ``out_len`` (V_FORWARD: send ``buf[0:out_len]``), ``out`` (V_REPLY,
     V_FORWARD_OUT: send these bytes) and ``last_reason`` (V_DROP; counted in
-    ``drops``).
+    ``drops``; for V_REPLY it names why the packet was answered -- 'no_entry'
+    for a RST, 'no_dest' for an ICMP unreachable -- and the answer is counted
+    in ``replies`` ('rst', 'icmp_unreach'), not in ``drops``).
+
+    Options: ``sloppy_tcp`` (settable at run time), ``rst_on_no_entry``,
+    ``max_entries`` (settable), ``dec_ttl`` (construction only: decrement
+    TTL / hop limit on the general path and drop at 0), ``frag_high_thresh``
+    and ``frag_timeout`` (reassembly limits).
+
+    Control: ``set_services``, ``set_timeouts``/``timeouts``, ``expire``
+    (every second), ``zero``, ``entries``/``entry_objects``/``entry_counts``;
+    counters: ``stats`` (global model.Stats), ``rates`` (RateEstimators over
+    the global, service and destination Stats), ``drops``, ``replies``,
+    ``frags`` (the Reassembler).
     """
 
     def __init__(self, sloppy_tcp=False, rst_on_no_entry=True, max_entries=1_000_000,
                  dec_ttl=False, frag_high_thresh=4 * 1024 * 1024, frag_timeout=30.0):
-        self.sloppy_tcp = sloppy_tcp
+        self.sloppy_tcp = sloppy_tcp      # settable at run time
         self.rst_on_no_entry = rst_on_no_entry
-        self.dec_ttl = dec_ttl
+        self._dec_ttl = bool(dec_ttl)     # fixed at construction (the NAT plans depend on it)
         self._fast = not dec_ttl          # the IPv4 fast paths never touch the TTL
         self.ct = ConnTable(max_entries)
         self._conns = self.ct.map
@@ -141,6 +154,10 @@ class Engine:
         self._xl_cache = {}               # (svc, dest) -> Xlate
 
     # ---------------------------------------------------------------- control
+
+    @property
+    def dec_ttl(self):
+        return self._dec_ttl
 
     @property
     def max_entries(self):
@@ -175,7 +192,7 @@ class Engine:
             for d in svc.dests:
                 xl = old_cache.get((svc, d))
                 if xl is None or xl.stateless != bool(getattr(svc.sched, "stateless", False)):
-                    xl = Xlate(svc, d, self.dec_ttl)
+                    xl = Xlate(svc, d, self._dec_ttl)
                 cache[(svc, d)] = xl
                 k = (svc.protocol, d.addr, xl.dport)
                 owners.setdefault(k, []).append(xl)
@@ -200,7 +217,7 @@ class Engine:
     def _xlate(self, svc, dest):
         xl = self._xl_cache.get((svc, dest))
         if xl is None:
-            xl = self._xl_cache[(svc, dest)] = Xlate(svc, dest, self.dec_ttl)
+            xl = self._xl_cache[(svc, dest)] = Xlate(svc, dest, self._dec_ttl)
         return xl
 
     # ---------------------------------------------------------------- periodic
@@ -253,8 +270,9 @@ class Engine:
             out[k] = out.get(k, 0) + 1
         return out
 
-    def entry_objects(self):
-        return list(self.ct.live_entries())
+    def entry_objects(self, now=None):
+        """The Entry objects (live at `now` if given; else every linked one)."""
+        return list(self.ct.live_entries(now))
 
     def __len__(self):
         return self.ct.count
@@ -592,7 +610,7 @@ class Engine:
 
     def _rewrite(self, buf, r, plan):
         """General-path rewrite; False if the TTL would expire."""
-        if self.dec_ttl and nat.ttl_expired(buf, r):
+        if self._dec_ttl and nat.ttl_expired(buf, r):
             return False
         nat.rewrite(buf, r, plan)
         return True
@@ -737,12 +755,12 @@ class Engine:
         return self._drop(R_ICMP_NO_ENTRY)
 
     def _icmp_fwd(self, buf, r, xl, inbound, reasm):
-        if self.dec_ttl and nat.ttl_expired(buf, r):
+        if self._dec_ttl and nat.ttl_expired(buf, r):
             return self._drop(R_TTL_EXPIRED)
         if inbound:
-            nat.icmp_in(buf, r, xl.daddr, xl.dport, self.dec_ttl)
+            nat.icmp_in(buf, r, xl.daddr, xl.dport, self._dec_ttl)
             self._count_in(xl, r[9])
         else:
-            nat.icmp_out(buf, r, xl.vaddr, xl.vport, self.dec_ttl)
+            nat.icmp_out(buf, r, xl.vaddr, xl.vport, self._dec_ttl)
             self._count_out(xl, r[9])
         return self._verdict_forward(buf, r, reasm)
