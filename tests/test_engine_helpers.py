@@ -106,8 +106,10 @@ def recompute(raw):
 
 
 def checksums_ok(raw):
-    """True if scapy recomputes the same IP/L4 checksums (quoted headers of an
-    ICMP error are left as they are)."""
+    """True if scapy recomputes the same checksums: outer IPv4 header, TCP /
+    UDP / ICMP / ICMPv6 error, and (scapy treats a quoted TCP header as TCP)
+    the quoted TCP checksum -- use it on packets that quote a whole packet;
+    compare partial quotes byte by byte instead."""
     return recompute(raw) == raw
 
 
