@@ -8,6 +8,7 @@ checksum equal to a full recomputation (done by scapy).  The same for ICMP /
 ICMPv6 errors in both directions, including truncated quotes.
 """
 import os
+import struct
 import sys
 
 import pytest
@@ -31,14 +32,30 @@ def _u(af, src, dst):
     return IP(src=a4(src), dst=a4(dst)) if af == 4 else IPv6(src=a6(src), dst=a6(dst))
 
 
-def scapy_l4_checksum(af, proto, src, dst, l4bytes, csum_rel):
+# DEEP: build scapy layer objects for the pseudo-header (in4_chksum /
+# in6_chksum) and dissect the packet with scapy.  The cheap mode (used by the
+# 2,000-example tests) lays out the pseudo-header with struct and lets
+# scapy's checksum() do the full recomputation; test_csum checks that both
+# pseudo-header layouts agree, and the deep mode runs in the smaller tests.
+DEEP = False
+
+
+def pseudo_header(af, proto, src, dst, length):
+    if af == 4:
+        return struct.pack("!IIBBH", src, dst, 0, proto, length)
+    return bytes(src) + bytes(dst) + struct.pack("!IxxxB", length, proto)
+
+
+def scapy_l4_checksum(af, proto, src, dst, l4bytes, csum_rel, deep=None):
     """Full recomputation (scapy) of a TCP/UDP/ICMPv6 checksum over l4bytes
     with the checksum field zeroed, pseudo-header from src/dst."""
     z = bytearray(l4bytes)
     z[csum_rel:csum_rel + 2] = b"\0\0"
-    if af == 4:
-        return in4_chksum(proto, _u(af, src, dst), bytes(z))
-    return in6_chksum(proto, _u(af, src, dst), bytes(z))
+    if deep if deep is not None else DEEP:
+        if af == 4:
+            return in4_chksum(proto, _u(af, src, dst), bytes(z))
+        return in6_chksum(proto, _u(af, src, dst), bytes(z))
+    return scapy_checksum(pseudo_header(af, proto, src, dst, len(z)) + bytes(z))
 
 
 def scapy_ip4_header_checksum(hdr):
@@ -51,25 +68,32 @@ def get16(b, o):
     return b[o] << 8 | b[o + 1]
 
 
-def check_l4_packet_checksums(buf, r):
+def raw_addrs(af, pkt):
+    """Source and destination read straight from the header bytes."""
+    if af == 4:
+        return struct.unpack_from("!II", pkt, 12)
+    return bytes(pkt[8:24]), bytes(pkt[24:40])
+
+
+def check_l4_packet_checksums(buf, r, deep=None):
     """Every checksum of a TCP/UDP packet equals scapy's full recomputation."""
     af, proto = r[P.P_AF], r[P.P_PROTO]
     l3, l4, end = r[P.P_L3OFF], r[P.P_L4OFF], r[P.P_L3OFF] + r[P.P_LEN]
     pkt = bytes(buf[l3:end])
+    src, dst = raw_addrs(af, pkt)
+    assert (src, dst) == (r[P.P_SADDR], r[P.P_DADDR])
+    if deep if deep is not None else DEEP:
+        ip = (IP if af == 4 else IPv6)(pkt)
+        assert (ip.src, ip.dst) == ((a4(src), a4(dst)) if af == 4 else (a6(src), a6(dst)))
     if af == 4:
-        ip = IP(pkt)
-        assert ip.src == a4(r[P.P_SADDR]) and ip.dst == a4(r[P.P_DADDR])
         hl = (pkt[0] & 15) * 4
         assert get16(pkt, 10) == scapy_ip4_header_checksum(pkt[:hl])
-    else:
-        ip = IPv6(pkt)
-        assert ip.src == a6(r[P.P_SADDR]) and ip.dst == a6(r[P.P_DADDR])
     rel = r[P.P_CSUMOFF] - l4
     stored = get16(buf, r[P.P_CSUMOFF])
     if proto == 17 and stored == 0:
         assert af == 4      # "no checksum" is only generated for IPv4
         return
-    want = scapy_l4_checksum(af, proto, r[P.P_SADDR], r[P.P_DADDR], buf[l4:end], rel)
+    want = scapy_l4_checksum(af, proto, src, dst, buf[l4:end], rel, deep)
     if proto == 17 and want == 0:
         want = 0xFFFF
     assert stored == want
@@ -99,7 +123,7 @@ def _rewrite_case(af):
                      st.booleans())
 
 
-def do_rewrite_check(af, direction, case):
+def do_rewrite_check(af, direction, case, deep=False):
     (buf, off, end), (naddr, nport), use_plan = case
     r = P.parse(buf, off, end)
     assert type(r) is tuple, r
@@ -139,7 +163,7 @@ def do_rewrite_check(af, direction, case):
     # checksums equal a full recomputation
     if r[P.P_PROTO] == 17 and old_l4c == 0:
         assert get16(buf, c) == 0          # IPv4 UDP without checksum stays without
-    check_l4_packet_checksums(buf, r2)
+    check_l4_packet_checksums(buf, r2, deep)
 
 
 def _both_directions(check, af, case):
@@ -173,7 +197,7 @@ def test_rewrite_round_trip(pk, data):
     nat.rewrite(buf, r, nat.plan_in(r[P.P_DADDR], r[P.P_DPORT], naddr, nport, dec_ttl=False))
     r2 = P.parse(buf)
     # pretend the packet is a reply: undo with the outbound plan on the dst side
-    back = nat._plan(16, 24, 2, naddr, nport, r[P.P_DADDR], r[P.P_DPORT], False)
+    back = nat.plan_in(naddr, nport, r[P.P_DADDR], r[P.P_DPORT], dec_ttl=False)
     nat.rewrite(buf, r2, back)
     assert bytes(buf) == orig or (
         # a UDP checksum that was 0xFFFF-for-0 may legitimately come back as 0xFFFF
@@ -229,7 +253,7 @@ def _icmp_case(af):
     return st.tuples(icmp_error(af), _new_endpoint(af), st.sampled_from([0, 10]))
 
 
-def expected_inner_l4_checksum(af, inner_raw, which, naddr, nport):
+def expected_inner_l4_checksum(af, inner_raw, which, naddr, nport, deep=False):
     """Full recomputation (scapy) of the quoted packet's L4 checksum after
     the rewrite, over the *complete* original inner packet."""
     r = P.parse(bytearray(inner_raw))
@@ -246,13 +270,13 @@ def expected_inner_l4_checksum(af, inner_raw, which, naddr, nport):
     if r[P.P_PROTO] == 17 and old == 0:
         return r, 0
     want = scapy_l4_checksum(af, r[P.P_PROTO], src, dst, buf[r[P.P_L4OFF]:],
-                             r[P.P_CSUMOFF] - r[P.P_L4OFF])
+                             r[P.P_CSUMOFF] - r[P.P_L4OFF], deep)
     if r[P.P_PROTO] == 17 and want == 0:
         want = 0xFFFF
     return r, want
 
 
-def do_icmp_check(af, direction, case):
+def do_icmp_check(af, direction, case, deep=False):
     (outer_raw, inner_raw, quote), (naddr, nport), off = case
     buf = bytearray(b"\x5a" * off + outer_raw)
     r = P.parse(buf, off)
@@ -303,10 +327,10 @@ def do_icmp_check(af, direction, case):
             bytes(buf[l4:l4 + 2]) + b"\0\0" + bytes(buf[l4 + 4:end]))
     else:
         assert get16(buf, l4 + 2) == scapy_l4_checksum(6, 58, r2[P.P_SADDR], r2[P.P_DADDR],
-                                                       buf[l4:end], 2)
+                                                       buf[l4:end], 2, deep)
     # quoted L4 checksum (where present) equals the full recomputation of the
     # whole original quoted packet with the new endpoint
-    _, want = expected_inner_l4_checksum(af, inner_raw, inner_which, naddr, nport)
+    _, want = expected_inner_l4_checksum(af, inner_raw, inner_which, naddr, nport, deep)
     if ic - il3 + 2 <= quote:
         assert get16(buf, ic) == want
     else:
@@ -349,7 +373,7 @@ def check_full_checksums(pkt):
                                                     + bytes(buf[l4 + 4:end]))
     else:
         assert get16(buf, r[P.P_CSUMOFF]) == scapy_l4_checksum(
-            af, proto, r[P.P_SADDR], r[P.P_DADDR], buf[l4:end], r[P.P_CSUMOFF] - l4)
+            af, proto, r[P.P_SADDR], r[P.P_DADDR], buf[l4:end], r[P.P_CSUMOFF] - l4, True)
     return r
 
 
@@ -490,4 +514,25 @@ def test_rewrite_through_memoryview_of_reused_buffer(pk, data):
     nat.rewrite(mv, r, nat.plan_in(meta["dst"], meta["dport"], naddr, nport))
     assert big[10:n] == ref
     assert big[:10] == b"\xEE" * 10 and big[n:] == b"\xEE" * (4096 - n)
-    check_l4_packet_checksums(big, P.parse(big, 10, n))
+    check_l4_packet_checksums(big, P.parse(big, 10, n), deep=True)
+
+
+# ---------------------------------------------------------------- deep scapy checks
+
+@settings(max_examples=300, deadline=None)
+@given(case=st.sampled_from([4, 6]).flatmap(lambda af: st.tuples(st.just(af), _rewrite_case(af))))
+def test_rewrite_deep_scapy_check(case):
+    """Fewer examples, but the pseudo-header comes from scapy's own
+    in4_chksum / in6_chksum and the packet is dissected by scapy."""
+    af, c = case
+    (buf, off, end), ep, flag = c
+    do_rewrite_check(af, "in", ((bytearray(buf), off, end), ep, flag), deep=True)
+    do_rewrite_check(af, "out", ((buf, off, end), ep, flag), deep=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=st.sampled_from([4, 6]).flatmap(lambda af: st.tuples(st.just(af), _icmp_case(af))))
+def test_icmp_error_deep_scapy_check(case):
+    af, c = case
+    do_icmp_check(af, "in", c, deep=True)
+    do_icmp_check(af, "out", c, deep=True)

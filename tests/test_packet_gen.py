@@ -31,6 +31,22 @@ addr6 = st.binary(min_size=16, max_size=16).map(
 port = st.integers(min_value=0, max_value=65535)
 payload = st.binary(min_size=0, max_size=120)
 
+# strategies built once (building them inside composites costs more than drawing)
+_BOOL = st.booleans()
+_U16 = st.integers(0, 65535)
+_U32 = st.integers(0, 2**32 - 1)
+_TTL = st.integers(2, 255)
+_INT_0_3 = st.integers(0, 3)
+_INT_0_12 = st.integers(0, 12)
+_INT_0_14 = st.integers(0, 14)
+_IP4_OPT_KINDS = st.lists(st.sampled_from(["nop", "rr"]), max_size=4)
+_TCP_OPT_KINDS = st.lists(st.sampled_from(["mss", "nop", "ws", "sack", "ts"]), max_size=5)
+_EXT_KINDS = st.lists(st.sampled_from(["dst", "rt", "frag"]), max_size=3, unique=True)
+_QUOTE_PICK = st.integers(0, 1999)     # < 1000: whole packet; else a cut point
+_ICMP_REST = st.sampled_from([0, 1280, 0x1C000000])
+_OFFSETS = st.sampled_from([0, 0, 10])
+_PAD = st.binary(max_size=6)
+
 
 def a4(x):
     return "%d.%d.%d.%d" % (x >> 24, (x >> 16) & 255, (x >> 8) & 255, x & 255)
@@ -44,11 +60,11 @@ def a6(b):
 def ip4_options(draw):
     """IPv4 options (NOP, record-route), EOL-padded to a multiple of 4, <= 40 bytes."""
     out = b""
-    for kind in draw(st.lists(st.sampled_from(["nop", "rr"]), max_size=4)):
+    for kind in draw(_IP4_OPT_KINDS):
         if kind == "nop":
             opt = b"\x01"
         else:
-            n = draw(st.integers(min_value=0, max_value=3))
+            n = draw(_INT_0_3)
             opt = bytes([7, 3 + 4 * n, 4]) + b"".join(
                 draw(addr4).to_bytes(4, "big") for _ in range(n))
         if len(out) + len(opt) > 40:
@@ -61,18 +77,17 @@ def ip4_options(draw):
 def tcp_options(draw):
     """TCP options (MSS, NOP, WScale, SACK-permitted, timestamps), padded, <= 40 bytes."""
     out = b""
-    for kind in draw(st.lists(st.sampled_from(["mss", "nop", "ws", "sack", "ts"]), max_size=5)):
+    for kind in draw(_TCP_OPT_KINDS):
         if kind == "mss":
-            opt = struct.pack("!BBH", 2, 4, draw(st.integers(0, 65535)))
+            opt = struct.pack("!BBH", 2, 4, draw(_U16))
         elif kind == "nop":
             opt = b"\x01"
         elif kind == "ws":
-            opt = bytes([3, 3, draw(st.integers(0, 14))])
+            opt = bytes([3, 3, draw(_INT_0_14)])
         elif kind == "sack":
             opt = b"\x04\x02"
         else:
-            opt = struct.pack("!BBII", 8, 10, draw(st.integers(0, 2**32 - 1)),
-                              draw(st.integers(0, 2**32 - 1)))
+            opt = struct.pack("!BBII", 8, 10, draw(_U32), draw(_U32))
         if len(out) + len(opt) > 40:
             break
         out += opt
@@ -92,15 +107,15 @@ def ip6_ext_chain(draw):
     present; routing headers with segments-left 0 (the pseudo-header then
     uses the IPv6 destination); an optional atomic fragment header."""
     chain = []
-    if draw(st.booleans()):
-        chain.append(("hop", draw(st.integers(0, 12))))
-    for kind in draw(st.lists(st.sampled_from(["dst", "rt", "frag"]), max_size=3, unique=True)):
+    if draw(_BOOL):
+        chain.append(("hop", draw(_INT_0_12)))
+    for kind in draw(_EXT_KINDS):
         if kind == "dst":
-            chain.append(("dst", draw(st.integers(0, 12))))
+            chain.append(("dst", draw(_INT_0_12)))
         elif kind == "rt":
             chain.append(("rt", 0))
         else:
-            chain.append(("frag", draw(st.integers(0, 2**32 - 1))))
+            chain.append(("frag", draw(_U32)))
     return chain
 
 
@@ -144,6 +159,7 @@ def assemble(af, src, dst, proto, l4, ttl=64, ipid=0, tos=0, df=0, options=b"", 
 
 
 _FIXED = struct.Struct("!HHIIBHHBHBBIB")   # random fixed-size fields, drawn as one blob
+_FIXED_BLOB = st.binary(min_size=_FIXED.size, max_size=_FIXED.size)
 
 
 @st.composite
@@ -154,7 +170,7 @@ def ip_packet(draw, af, proto=None, src=None, dst=None, allow_zero_udp=True):
     (Few hypothesis draws per packet: the fixed-size fields come from one
     binary draw, which keeps generation cheap.)"""
     (sport, dport, seq, ack, flags, win, urg, ttl, ipid, tos, misc, fl,
-     pick) = _FIXED.unpack(draw(st.binary(min_size=_FIXED.size, max_size=_FIXED.size)))
+     pick) = _FIXED.unpack(draw(_FIXED_BLOB))
     if proto is None:
         proto = 6 if pick & 1 else 17
     src = draw(addr4 if af == 4 else addr6) if src is None else src
@@ -191,15 +207,17 @@ def ip_packet(draw, af, proto=None, src=None, dst=None, allow_zero_udp=True):
 def framed(draw, raw):
     """(buffer, off, end): the packet behind an optional 10-byte junk prefix
     (virtio-net header) and followed by optional padding."""
-    off = draw(st.sampled_from([0, 0, 10]))
-    pre = draw(st.binary(min_size=off, max_size=off))
-    pad = draw(st.binary(max_size=6))
+    off = draw(_OFFSETS)
+    pre = b"\x5a" * off if off else b""
+    pad = draw(_PAD)
     buf = bytearray(pre + raw + pad)
     return buf, off, len(buf)
 
 
 ICMP4_ERRORS = [(3, c) for c in range(16)] + [(4, 0), (11, 0), (11, 1), (12, 0)]
 ICMP6_ERRORS = [(1, c) for c in range(7)] + [(2, 0), (3, 0), (3, 1), (4, 0), (4, 1), (4, 2)]
+_ICMP4_ERR = st.sampled_from(ICMP4_ERRORS)
+_ICMP6_ERR = st.sampled_from(ICMP6_ERRORS)
 
 
 @st.composite
@@ -209,22 +227,21 @@ def icmp_error(draw, af, inner_src=None, inner_dst=None, outer_src=None, outer_d
     IP header incl. options / extension headers + 8 bytes of L4)."""
     meta, inner_raw = draw(ip_packet(af, src=inner_src, dst=inner_dst))
     qmin = meta["l4off"] + 8
-    quote = draw(st.one_of(st.just(len(inner_raw)),
-                           st.integers(min_value=qmin, max_value=len(inner_raw))))
+    x = draw(_QUOTE_PICK)
+    quote = len(inner_raw) if x < 1000 else qmin + (x - 1000) * (len(inner_raw) - qmin) // 999
     q = inner_raw[:quote]
     osrc = draw(addr4 if af == 4 else addr6) if outer_src is None else outer_src
     odst = draw(addr4 if af == 4 else addr6) if outer_dst is None else outer_dst
-    t, c = draw(st.sampled_from(ICMP4_ERRORS if af == 4 else ICMP6_ERRORS))
-    msg = bytearray(struct.pack("!BBHI", t, c, 0, draw(st.sampled_from([0, 1280, 0x1C000000])))
-                    + q)
+    t, c = draw(_ICMP4_ERR if af == 4 else _ICMP6_ERR)
+    msg = bytearray(struct.pack("!BBHI", t, c, 0, draw(_ICMP_REST)) + q)
     if af == 4:
         struct.pack_into("!H", msg, 2, csum.checksum(msg))
-        outer = assemble(4, osrc, odst, 1, bytes(msg), draw(st.integers(2, 255)),
-                         draw(st.integers(0, 65535)), options=draw(ip4_options()))
+        outer = assemble(4, osrc, odst, 1, bytes(msg), draw(_TTL), draw(_U16),
+                         options=draw(ip4_options()))
     else:
         struct.pack_into("!H", msg, 2, l4_checksum(6, osrc, odst, 58, msg))
-        chain = [("hop", 4)] if draw(st.booleans()) else []
-        outer = assemble(6, osrc, odst, 58, bytes(msg), draw(st.integers(2, 255)), chain=chain)
+        chain = [("hop", 4)] if draw(_BOOL) else []
+        outer = assemble(6, osrc, odst, 58, bytes(msg), draw(_TTL), chain=chain)
     return outer, inner_raw, quote
 
 

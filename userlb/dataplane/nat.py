@@ -39,6 +39,11 @@ one instead (IPVS.md §5.3); we keep 0 so that we never touch the payload
 (IPv6 UDP with checksum 0 is invalid; it is also left alone, the engine may
 drop it) — and a computed UDP checksum of 0 is stored as 0xFFFF.
 
+Not handled: an IPv6 packet whose routing header still has segments left
+(its TCP/UDP pseudo-header uses the final destination, not the IPv6
+destination field we rewrite); such a packet is not finally addressed to the
+VIP, and the engine should not translate it.
+
 ICMP errors (IPVS.md §5.4)
 --------------------------
 ``icmp_in(buf, r, daddr, dport)``: an error arriving from outside about a
@@ -61,7 +66,7 @@ fragment, or a multicast/broadcast/unspecified address).
 """
 from struct import Struct
 
-from .csum import (addr_sum, apply, checksum, delta_addr, delta_addr_port,
+from .csum import (apply, checksum, delta_addr, delta_addr_port,
                    delta_ipv4_header, delta16, fold, pseudo_sum4, pseudo_sum6)
 from .packet import (FRAG_LATER, ICMP_ERROR_TYPES, P_AF, P_CSUMOFF, P_DADDR, P_DPORT,
                      P_FRAG, P_ICMP_TYPE, P_INNER, P_L3OFF, P_L4OFF, P_LEN, P_PROTO,
@@ -69,7 +74,6 @@ from .packet import (FRAG_LATER, ICMP_ERROR_TYPES, P_AF, P_CSUMOFF, P_DADDR, P_D
                      TH_SYN)
 
 _H = Struct("!H")
-_I = Struct("!I")
 _TCPSEQ = Struct("!II")
 _IP4HDR = Struct("!BBHHHBBHII")
 _IP6HDR = Struct("!IHBB16s16s")
