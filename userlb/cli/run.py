@@ -29,7 +29,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 
 from ..errors import ConfigError
 
@@ -148,7 +147,6 @@ class Director:
         self.routes = None
         self.loop = None
         self.stop_event = None
-        self.started = time.monotonic()
 
     def _push_config(self):
         self.engine.set_services(list(self.cfg.services.values()))
@@ -192,11 +190,8 @@ class Director:
         log(f"SIGHUP: {path}: applied {len(cmds)} change(s)")
 
     def listing_text(self):
-        try:
-            from ..control import listing
-            text = listing.list_all(self.cfg, numeric=True, stats=True)
-        except Exception:   # noqa: BLE001 - listing module not available
-            text = fallback_listing(self.cfg)
+        from ..control import listing
+        text = listing.list_all(self.cfg, numeric=True, stats=True)
         counters = dict(self.driver.counters())
         eng = self.engine
         try:
@@ -256,22 +251,6 @@ class Director:
         self.dev.close()
         for e in errors:
             log(f"cleanup: {e}")
-
-
-def fallback_listing(cfg):
-    from ..model import PROTO_NAMES, format_endpoint
-    out = ["Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes",
-           "  -> RemoteAddress:Port"]
-    for s in cfg.services.values():
-        st = s.stats
-        out.append(f"{PROTO_NAMES.get(s.protocol, s.protocol).upper():<4} "
-                   f"{format_endpoint(s.addr, s.port):<28} {st.conns:>8} {st.inpkts:>8} "
-                   f"{st.outpkts:>8} {st.inbytes:>8} {st.outbytes:>8}")
-        for d in s.dests:
-            st = d.stats
-            out.append(f"  -> {format_endpoint(d.addr, d.port):<28} {st.conns:>8} {st.inpkts:>8} "
-                       f"{st.outpkts:>8} {st.inbytes:>8} {st.outbytes:>8}")
-    return "\n".join(out) + "\n"
 
 
 def log(msg):
