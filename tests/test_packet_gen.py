@@ -14,7 +14,7 @@ import os
 import struct
 import sys
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import IP, TCP, UDP, in4_chksum
 from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.utils import checksum as scapy_checksum
@@ -46,6 +46,9 @@ _QUOTE_PICK = st.integers(0, 1999)     # < 1000: whole packet; else a cut point
 _ICMP_REST = st.sampled_from([0, 1280, 0x1C000000])
 _OFFSETS = st.sampled_from([0, 0, 10])
 _PAD = st.binary(max_size=6)
+
+# generation is slow on a busy 2-core machine; that is not a bug
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
 def a4(x):
@@ -247,7 +250,7 @@ def icmp_error(draw, af, inner_src=None, inner_dst=None, outer_src=None, outer_d
 
 # ---------------------------------------------------------------- generators vs scapy
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.sampled_from([4, 6]).flatmap(lambda af: ip_packet(af)))
 def test_generated_packet_matches_scapy(pk):
     meta, rawb = pk
@@ -280,7 +283,7 @@ def test_generated_packet_matches_scapy(pk):
         assert layer.dataofs * 4 + meta["l4off"] <= len(rawb)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=SLOW_OK)
 @given(st.sampled_from([4, 6]).flatmap(lambda af: icmp_error(af)))
 def test_generated_icmp_error_matches_scapy(e):
     outer, inner, q = e
