@@ -256,6 +256,28 @@ def test_backend_added_weight0_removed_under_traffic(lab, tmp_path):
         lab.restart_director()
 
 
+def test_new_vip_through_userlb_adm_gets_its_route(lab):
+    """A service added at run time (userlb adm, the control socket) for a new
+    VIP: its route into the TUN appears, traffic flows; deleted: gone again."""
+    vip = "10.99.0.2"
+    routes = lambda: lab.exec(lab.director, ["ip", "route", "show"]).stdout   # noqa: E731
+    assert vip not in routes()
+    p = lab.adm("-R", input=f"-A -t {vip}:80 -s mh\n-a -t {vip}:80 -r {lab.servers[3][1]}:80 -m\n")
+    assert p.returncode == 0, p.stderr
+    try:
+        assert f"{vip} dev ulb0" in routes()
+        # a real server new to the configuration gets its own reply rule
+        assert f"from {lab.servers[3][1]} lookup" in lab.exec(lab.director, ["ip", "rule"]).stdout
+        flows = lab.client_py("http", vip=vip, port=HTTP, count=6, sources=lab.clients4)
+        assert {f.get("server") for f in flows} == {"s4"}, flows
+        assert all((f["seen_client"], f["seen_port"]) == (f["client"], f["cport"]) for f in flows)
+    finally:
+        p = lab.adm("-D", "-t", f"{vip}:80")
+    assert p.returncode == 0, p.stderr
+    assert vip not in routes()
+    assert f"from {lab.servers[3][1]} lookup" not in lab.exec(lab.director, ["ip", "rule"]).stdout
+
+
 def test_bad_reload_keeps_running_config(lab):
     good = open(lab.rules_path).read()
     try:
