@@ -12,7 +12,7 @@ import struct
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from scapy.layers.inet import IP, in4_chksum
 from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.utils import checksum as scapy_checksum
@@ -539,3 +539,32 @@ def test_icmp_error_deep_scapy_check(case):
     af, c = case
     do_icmp_check(af, "in", c, deep=True)
     do_icmp_check(af, "out", c, deep=True)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=SLOW_OK)
+@given(pk=ip_packet(4, proto=None, allow_zero_udp=False), data=st.data())
+def test_first_fragment_rewrite_keeps_datagram_checksum(pk, data):
+    """The nat docstring's claim: rewriting the first fragment adjusts the L4
+    checksum of the whole datagram (checked after reassembly)."""
+    from scapy.layers.inet import fragment
+    meta, rawb = pk
+    l4off = meta["l4off"]
+    hdr = (rawb[l4off + 12] >> 4) * 4 if meta["proto"] == 6 else 8
+    size = (hdr + 7) // 8 * 8          # the first fragment holds the whole L4 header
+    frags = [bytearray(bytes(f)) for f in fragment(IP(rawb), fragsize=size)]
+    assume(len(frags) >= 2)
+    first = frags[0]
+    r = P.parse(first)
+    assert type(r) is tuple and r[P.P_FRAG] == P.FRAG_FIRST
+    naddr, nport = data.draw(_new_endpoint(4))
+    nat.masq_in(first, r, naddr, nport)
+    # reassemble: L4 bytes of all fragments in offset order
+    pieces = []
+    for f in frags:
+        rf = P.parse(f)
+        pieces.append((rf[P.P_FRAG_OFF], bytes(f[rf[P.P_L4OFF]:rf[P.P_LEN]])))
+    l4 = b"".join(p for _, p in sorted(pieces))
+    proto = meta["proto"]
+    rel = 16 if proto == 6 else 6
+    assert get16(l4, rel) == scapy_l4_checksum(4, proto, meta["src"], naddr, l4, rel)
+    assert struct.unpack_from("!H", l4, 2)[0] == nport
