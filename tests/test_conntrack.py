@@ -127,3 +127,14 @@ def test_long_lived_entry_revisited_then_swept():
         assert e.state != CT.DEAD
     t.sweep(900.0)
     assert e.state == CT.DEAD and len(t) == 0
+
+
+def test_entry_older_than_last_sweep_still_swept():
+    """A packet time slightly behind the last sweep (clock read per batch)
+    must not put an entry into an already swept bucket."""
+    x = xl()
+    t = CT.ConnTable(10)
+    t.sweep(100.0)
+    e = new_entry(t, x, 1, T.NONE, 97.5, 2)
+    t.sweep(101.0)
+    assert e.state == CT.DEAD

@@ -158,6 +158,9 @@ class ConnTable:
         h = int(e.last if now is None else now) + MAX_HOP
         if b > h:
             b = h                 # revisit long-lived entries now and then
+        sw = self._swept
+        if sw is not None and b <= sw:
+            b = sw + 1            # never into a bucket already swept
         lst = self._wheel.get(b)
         if lst is None:
             lst = self._wheel[b] = []
