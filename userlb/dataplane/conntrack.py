@@ -73,7 +73,7 @@ class Xlate:
     __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport",
                  "sd_in", "pp_in", "ipd_in", "l4d_in",
                  "sd_out", "pp_out", "ipd_out", "l4d_out",
-                 "plan_in", "plan_out", "sstats", "dstats", "stateless")
+                 "plan_in", "plan_out", "sstats", "dstats", "stateless", "okey4")
 
     def __init__(self, svc, dest, dec_ttl=False):
         self.svc = svc
@@ -99,7 +99,10 @@ class Xlate:
             self.pp_in = dp - vp
             self.sd_out = (va - da) << 32
             self.pp_out = (vp - dp) << 16
+            # the reply key without the client: | caddr << 32 | cport
+            self.okey4 = self.proto << 96 | da << 64 | dp << 16
         else:
+            self.okey4 = 0
             self.ipd_in = self.ipd_out = 0
             self.sd_in = self.pp_in = self.sd_out = self.pp_out = 0
 

@@ -151,7 +151,7 @@ class Engine:
         self._vips = set()                # every VIP address
         self._rs_tab = {}                 # (proto, daddr, dport) -> Xlate, or None if ambiguous
         self._rs_addrs = set()
-        self._xl_cache = {}               # (svc, dest) -> Xlate
+        self._xl_cache = {}               # Dest -> Xlate (of its service)
 
     # ---------------------------------------------------------------- control
 
@@ -190,10 +190,11 @@ class Engine:
             svc_tab[(svc.protocol, svc.addr, svc.port)] = svc
             vips.add(svc.addr)
             for d in svc.dests:
-                xl = old_cache.get((svc, d))
-                if xl is None or xl.stateless != bool(getattr(svc.sched, "stateless", False)):
+                xl = old_cache.get(d)
+                if (xl is None or xl.svc is not svc
+                        or xl.stateless != bool(getattr(svc.sched, "stateless", False))):
                     xl = Xlate(svc, d, self._dec_ttl)
-                cache[(svc, d)] = xl
+                cache[d] = xl
                 k = (svc.protocol, d.addr, xl.dport)
                 owners.setdefault(k, []).append(xl)
         rs_tab = {}
@@ -215,9 +216,11 @@ class Engine:
         return self._services
 
     def _xlate(self, svc, dest):
-        xl = self._xl_cache.get((svc, dest))
-        if xl is None:
-            xl = self._xl_cache[(svc, dest)] = Xlate(svc, dest, self._dec_ttl)
+        """The Xlate of (svc, dest), cached by destination (a Dest object
+        belongs to one service)."""
+        xl = self._xl_cache.get(dest)
+        if xl is None or xl.svc is not svc:
+            xl = self._xl_cache[dest] = Xlate(svc, dest, self._dec_ttl)
         return xl
 
     # ---------------------------------------------------------------- periodic
@@ -486,8 +489,8 @@ class Engine:
             if dest is None:
                 return self._no_dest(buf, parse(buf, 0, n))
             need = True
-        xl = self._xl_cache.get((svc, dest))
-        if xl is None:
+        xl = self._xl_cache.get(dest)
+        if xl is None or xl.svc is not svc:
             xl = self._xlate(svc, dest)
         x = (ipc ^ 0xFFFF) + xl.ipd_in
         _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + xl.sd_in)
@@ -496,15 +499,13 @@ class Engine:
         _pack_I(buf, 20, pp + xl.pp_in)
         _pack_H(buf, coff, x or 0xFFFF if coff == 26 else x)
         svc.forwarded = True
+        ds = xl.dstats
+        ss = xl.sstats
+        gs = self.stats
         if need:
             # the reply key: proto, daddr, caddr, dport, cport
-            okey = xl.daddr << 64 | (sd >> 32) << 32 | xl.dport << 16 | pp >> 16
-            if coff == 36:
-                st = _NEXT_IN[flags << 4]          # first transition, from NONE
-                okey |= _K_TCP
-            else:
-                st = UDP
-                okey |= _K_UDP
+            okey = xl.okey4 | (sd >> 32) << 32 | pp >> 16
+            st = _NEXT_IN[flags << 4] if coff == 36 else UDP   # first transition from NONE
             e = Entry(key, okey, xl, st, now, self._tmo[st])
             if IS_ACTIVE[st]:
                 dest.activeconns += 1
@@ -513,18 +514,15 @@ class Engine:
             if dest.u_threshold:
                 dest.conn_bound()
             ct.add(e)
-            xl.dstats.conns += 1
-            xl.sstats.conns += 1
-            self.stats.conns += 1
-        s = xl.dstats
-        s.inpkts += 1
-        s.inbytes += tlen
-        s = xl.sstats
-        s.inpkts += 1
-        s.inbytes += tlen
-        s = self.stats
-        s.inpkts += 1
-        s.inbytes += tlen
+            ds.conns += 1
+            ss.conns += 1
+            gs.conns += 1
+        ds.inpkts += 1
+        ds.inbytes += tlen
+        ss.inpkts += 1
+        ss.inbytes += tlen
+        gs.inpkts += 1
+        gs.inbytes += tlen
         self.out_len = tlen
         return V_FORWARD
 
