@@ -137,10 +137,16 @@ cmd_wheels() {
         rm -f "$WHEELS/deps/"userlb-*.whl
         touch "$stamp"
     fi
+    # userlb itself: rebuilt when its sources change
+    key=$(cd "$REPO" && find userlb pyproject.toml -name '*.py' -o -name pyproject.toml |
+          LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)
+    stamp=$WHEELS/userlb/.src-$key
+    [ -e "$stamp" ] && return 0
     rm -rf "$WHEELS/userlb"
     mkdir -p "$WHEELS/userlb"
     "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS/userlb" "$REPO" 2>/dev/null ||
         "$PYTHON" -m pip wheel -q --no-deps -w "$WHEELS/userlb" "$REPO"
+    touch "$stamp"
 }
 
 cmd_prepare() {
@@ -281,8 +287,17 @@ cmd_daemon_stop() {
 # -------------------------------------------------------------------- demo
 engine_ok() { "$DOCKER" version >/dev/null 2>&1; }
 
+# one container lab at a time on this host (its prefixes are fixed): the test takes it too
+LOCK=${ULB_LOCK:-/run/lock/userlb-docker-lab.lock}
+take_lock() {
+    mkdir -p "$(dirname "$LOCK")"
+    exec 9>>"$LOCK"
+    flock -w 900 9 || die "another container lab holds $LOCK"
+}
+
 cmd_run_demo() {
     cmd_deps
+    take_lock
     local priv="" rc=0
     if ! engine_ok; then
         priv=$(mktemp -d /tmp/ulbd-XXXXXX)

@@ -16,6 +16,7 @@ processes, /etc/docker/key.json, /run/containerd.
 Needs root (apt-get, dockerd); skipped otherwise.  Cold (no .cache/docker)
 about 4 minutes, mostly debootstrap; warm about one minute.
 """
+import fcntl
 import importlib.util
 import json
 import os
@@ -34,6 +35,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
 LAB_SH = str(DOCKER_DIR / "lab.sh")
 COMPOSE = str(DOCKER_DIR / "docker-compose.yml")
+# one container lab at a time on a host (its prefixes are fixed); `lab.sh run-demo` takes it too
+LOCK = "/run/lock/userlb-docker-lab.lock"
 
 
 def _load_lab():
@@ -179,6 +182,18 @@ class Engine:
 def engine(request):
     if not IS_ROOT:
         pytest.skip("needs root (apt-get, dockerd, containers)")
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
+    lockf = open(LOCK, "a")
+    request.addfinalizer(lockf.close)          # registered first: released last
+    deadline = time.monotonic() + 900
+    while True:
+        try:
+            fcntl.flock(lockf, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"another container lab has held {LOCK} for 15 minutes")
+            time.sleep(1)
     run([LAB_SH, "deps"], timeout=600)
     clash = snapshot()["routes"]
     if clash:
