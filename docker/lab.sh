@@ -270,6 +270,13 @@ cmd_daemon_stop() {
         DOCKER_HOST=$host "$DOCKER" network prune -f >/dev/null 2>&1 || true
     fi
     kill_ours "$(cat "$d/dockerd.pid" 2>/dev/null || cat "$d/dockerd.launch.pid" 2>/dev/null || true)" "$d"
+    # containers the engine did not remove (it did not answer): through runc directly
+    local rr=$d/exec/runtime-runc/moby id
+    if [ -d "$rr" ] && command -v runc >/dev/null; then
+        for id in $(runc --root "$rr" list -q 2>/dev/null); do
+            runc --root "$rr" delete -f "$id" >/dev/null 2>&1 || true
+        done
+    fi
     # containerd shims of this containerd (there should be none left), then containerd
     for pid in $(pgrep -f "containerd-shim.*$d/containerd.sock" || true); do kill_ours "$pid" "$d/containerd.sock"; done
     kill_ours "$(cat "$d/containerd.pid" 2>/dev/null || true)" "$d"
@@ -306,14 +313,29 @@ cmd_run_demo() {
         export DOCKER_HOST
     fi
     # shellcheck disable=SC2064
-    trap "cmd_down >/dev/null 2>&1 || true; ${priv:+cmd_daemon_stop $priv}" EXIT
+    trap "teardown '$priv'" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
     cmd_up
     cmd_demo "$@" || rc=$?
+    trap - EXIT
+    teardown "$priv"
+    return $rc
+}
+
+teardown() {
+    local priv=$1 br
     say "tearing down"
     cmd_down >/dev/null 2>&1 || true
-    [ -z "$priv" ] || cmd_daemon_stop "$priv"
-    trap - EXIT
-    return $rc
+    if [ -n "$priv" ]; then
+        cmd_daemon_stop "$priv"
+        # the private engine is gone: bridges still named like the lab's are leftovers
+        for br in "$ULB_BRIDGE-front" "$ULB_BRIDGE-back"; do
+            ip link show "$br" >/dev/null 2>&1 && ip link del "$br" && say "removed leftover bridge $br"
+        done
+    fi
+    return 0
 }
 
 main() {
