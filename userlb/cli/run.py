@@ -2,7 +2,7 @@
 
     userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
                [--no-routes] [--reply-from PREFIX]... [--table N]
-               [--stats-file PATH] [--control PATH]
+               [--stats-file PATH] [--control PATH] [--no-offload]
 
 FILE holds `ipvsadm -R` lines (what `ipvsadm -S -n` prints; `--set` too).
 Unless --no-routes, routes for every VIP and policy rules for every real
@@ -19,6 +19,13 @@ Signals:
                     file is refused as a whole; the running config stays.
   SIGUSR1           write the listing (`-L -n --stats`) and the driver's
                     counters to --stats-file (default: stderr).
+
+Offloads (default on; --no-offload turns them off): the device is opened
+with the virtio-net header (IFF_VNET_HDR) and TUNSETOFFLOAD checksum + TSO4/6
+(+ USO4/6 where the kernel has them), so the kernel hands over (and takes back)
+64 KB TCP/UDP super-packets with partial checksums: one rewrite serves dozens
+of segments.  Packets whose header asks for something userlb cannot handle
+are counted (vnet_* in the driver counters) and dropped.
 
 --control PATH: the control socket `userlb adm` talks to (default
 /run/userlb/control.sock, mode 0600, only this user may use it; see
@@ -55,6 +62,9 @@ def build_parser():
                         "smallest MTU towards the real servers if that is below the clients' side, "
                         "so that the kernel answers oversized packets before the rewrite")
     p.add_argument("--batch", type=int, default=256, help="packets read per wake-up (default 256)")
+    p.add_argument("--no-offload", action="store_true",
+                   help="open the TUN device without the virtio-net header and offloads "
+                        "(checksum, TSO, USO): one MTU-sized packet per read")
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `userlb adm` (default /run/userlb/control.sock)")
@@ -142,8 +152,8 @@ class Director:
         self.cfg = cfg
         self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
         self._push_config()
-        self.dev = TunDevice(args.tun, mtu=args.mtu)
-        self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch)
+        self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload)
+        self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch, vnet=self.dev.vnet)
         self.routes = None
         self.loop = None
         self.stop_event = None
@@ -237,7 +247,9 @@ class Director:
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
         log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), {ndest} real server(s)"
-            + ("" if self.routes else ", no routes") + (", sloppy TCP" if self.args.sloppy_tcp else ""))
+            + ("" if self.routes else ", no routes") + (", sloppy TCP" if self.args.sloppy_tcp else "")
+            + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
+               if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()
         if self.control is not None:   # control socket (issue 7)
             self.control.close()

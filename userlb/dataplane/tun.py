@@ -2,11 +2,17 @@
 
 Three small pieces, used by `userlb run` (userlb/cli/run.py):
 
-* `TunDevice` opens a layer-3 TUN device (pytun, IFF_TUN | IFF_NO_PI),
-  clears its offload mask (TUNSETOFFLOAD 0: a mask left by an earlier user of
-  a persistent device would hand us packets with partial checksums), makes it
-  non-blocking and brings the link up.  A second reader of the same device is
-  refused by the kernel with EBUSY; we turn that into `TunBusy`.
+* `TunDevice` opens a layer-3 TUN device (pytun, IFF_TUN | IFF_NO_PI), sets
+  its offload mask (always: a persistent device keeps the previous owner's
+  mask, and a reader without the virtio-net header would then get packets
+  with partial checksums), makes it non-blocking and brings the link up.
+  With ``offload=True`` (the default of `userlb run`) it adds IFF_VNET_HDR,
+  sets TUNSETVNETHDRSZ to 10 (struct virtio_net_hdr without num_buffers) and
+  TUNSETOFFLOAD to TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 |
+  TUN_F_USO6, falling back to the mask without USO when the kernel refuses
+  it (before 6.2); ``offload_names`` says what was accepted.  Without
+  offloads the mask is 0.  A second reader of the same device is refused by
+  the kernel with EBUSY; we turn that into `TunBusy`.
 
 * `TunDriver` runs an engine on an asyncio (uvloop) loop: `loop.add_reader`
   wakes it, it drains the device in batches of reads into one preallocated
@@ -15,6 +21,11 @@ Three small pieces, used by `userlb run` (userlb/cli/run.py):
   `os.write`.  A 1 s timer (`loop.call_later`) calls `engine.expire(now)`.
   The engine is anything with that interface (userlb.dataplane.engine.Engine
   in production; tests inject fakes, and the benchmark a bare patch loop).
+  With ``vnet=True`` (a device opened with offloads) each read scatters into
+  [10-byte virtio-net header, packet buffer] and the packet goes through
+  `vnet.VnetPath` (partial checksums, GSO super-packets: see vnet.py); the
+  forwarded packet is written back with its header unchanged (`os.writev`),
+  answers built by the engine with a zeroed one.
 
 * `TunRoutes` installs with pyroute2 what sends traffic into the device and
   removes exactly that again: a route per VIP (/32 or /128) via the TUN; for
@@ -28,15 +39,27 @@ import errno
 import fcntl
 import os
 import socket
+import struct
 import time
 
 import pytun
 
 TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+OFFLOAD_TSO = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+OFFLOAD_ALL = OFFLOAD_TSO | TUN_F_USO4 | TUN_F_USO6
+_OFFLOAD_NAMES = ((TUN_F_CSUM, "csum"), (TUN_F_TSO4, "tso4"), (TUN_F_TSO6, "tso6"),
+                  (TUN_F_USO4, "uso4"), (TUN_F_USO6, "uso6"))
 
 # the driver only tells "write buf[:out_len]" (V_FORWARD) from "write eng.out"
 # (V_REPLY, V_FORWARD_OUT) and "nothing" (V_DROP)
 from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY  # noqa: F401
+from .vnet import VNET_HDR_LEN, ZERO_HDR, VnetPath
 
 
 class TunError(Exception):
@@ -50,8 +73,12 @@ class TunBusy(TunError):
 class TunDevice:
     """An open TUN device.  `fd` is non-blocking; `name` and `index` are set."""
 
-    def __init__(self, name="userlb0", mtu=None, up=True):
+    def __init__(self, name="userlb0", mtu=None, up=True, offload=False):
         flags = pytun.IFF_TUN | pytun.IFF_NO_PI
+        self.vnet = bool(offload)
+        self.offload_flags = 0
+        if offload:
+            flags |= pytun.IFF_VNET_HDR
         try:
             self._dev = pytun.TunTapDevice(name=name or "", flags=flags)
         except pytun.Error as e:
@@ -66,7 +93,11 @@ class TunDevice:
         if isinstance(self.name, bytes):
             self.name = self.name.decode()
         try:
-            fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
+            if self.vnet:
+                fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                self.offload_flags = set_offload(self.fd)
+            else:
+                fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
             os.set_blocking(self.fd, False)
             self.index = socket.if_nametoindex(self.name)
             # no IPv6 link-local address on the device: fewer packets of the
@@ -88,6 +119,10 @@ class TunDevice:
             self.close()
             raise
 
+    @property
+    def offload_names(self):
+        return [nm for bit, nm in _OFFLOAD_NAMES if self.offload_flags & bit]
+
     def close(self):
         if self._dev is not None:
             try:
@@ -97,20 +132,45 @@ class TunDevice:
                 self.fd = -1
 
 
+def set_offload(fd):
+    """TUNSETOFFLOAD with checksum + TSO + USO; without USO if the kernel
+    refuses it (EINVAL before 6.2).  Returns the mask that was set."""
+    for mask in (OFFLOAD_ALL, OFFLOAD_TSO):
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, mask)
+            return mask
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+    fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+    return 0
+
+
 class TunDriver:
     """Pumps packets between a TUN file descriptor and an engine.
 
     Counters: rx (packets read), tx (packets written), drops (V_DROP),
-    write_errors, batches (wake-ups that read at least one packet).
+    write_errors, batches (wake-ups that read at least one packet); with
+    ``vnet``: also those of `VnetPath` (gso, partial, vnet_* drop reasons).
     """
 
-    def __init__(self, fd, engine, batch=256, bufsize=65535, expire_interval=1.0,
-                 clock=time.monotonic):
+    def __init__(self, fd, engine, batch=256, bufsize=None, expire_interval=1.0,
+                 clock=time.monotonic, vnet=False):
         self.fd = fd
         self.engine = engine
         self.batch = batch
+        self.vnet = None
+        if bufsize is None:
+            # a GSO super-packet is up to 64 KiB + headers; one spare byte
+            # tells a truncated read
+            bufsize = (1 << 17) if vnet else 65535
         self.buf = bytearray(bufsize)
         self._bufs = [self.buf]
+        if vnet:
+            self.vnet = VnetPath(engine)
+            self.hdr = bytearray(VNET_HDR_LEN)
+            self._bufs = [self.hdr, self.buf]
+            self.on_readable = self.on_readable_vnet
         self._mv = memoryview(self.buf)
         self.expire_interval = expire_interval
         self.clock = clock
@@ -181,9 +241,64 @@ class TunDriver:
             self.drops += n_drop
         self.write_errors += n_err
 
+    def on_readable_vnet(self):
+        """`on_readable` for a device with the virtio-net header."""
+        fd = self.fd
+        readv = os.readv
+        writev = os.writev
+        bufs = self._bufs
+        hdr = self.hdr
+        buf = self.buf
+        limit = len(buf) + VNET_HDR_LEN
+        mv = self._mv
+        eng = self.engine
+        process = self.vnet.process
+        fwd, drop = V_FORWARD, V_DROP
+        iov = [hdr, None]
+        ziov = [ZERO_HDR, None]
+        now = self.clock()
+        n_rx = n_tx = n_drop = n_err = 0
+        for _ in range(self.batch):
+            try:
+                n = readv(fd, bufs)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                n_err += 1
+                break
+            n_rx += 1
+            if n <= VNET_HDR_LEN or n >= limit:     # no packet / truncated
+                n_drop += 1
+                continue
+            v = process(hdr, buf, n - VNET_HDR_LEN, now)
+            try:
+                if v == fwd:
+                    iov[1] = mv[:eng.out_len]
+                    writev(fd, iov)
+                    n_tx += 1
+                elif v == drop:
+                    n_drop += 1
+                else:   # V_FORWARD_OUT / V_REPLY: complete checksums, no GSO
+                    ziov[1] = eng.out
+                    writev(fd, ziov)
+                    n_tx += 1
+            except OSError:
+                n_err += 1
+        if n_rx:
+            self.batches += 1
+            self.rx += n_rx
+            self.tx += n_tx
+            self.drops += n_drop
+        self.write_errors += n_err
+
     def counters(self):
-        return {"rx": self.rx, "tx": self.tx, "drops": self.drops,
-                "write_errors": self.write_errors, "batches": self.batches}
+        out = {"rx": self.rx, "tx": self.tx, "drops": self.drops,
+               "write_errors": self.write_errors, "batches": self.batches}
+        if self.vnet is not None:
+            out.update(self.vnet.counters())
+        return out
 
 
 # ---------------------------------------------------------------- routes
