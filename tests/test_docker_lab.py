@@ -13,8 +13,11 @@ networks, the engine and containerd, their directory -- and the last test
 checks that nothing is left: links, routes, nft/iptables rules, mounts,
 processes, /etc/docker/key.json, /run/containerd.
 
-Needs root (apt-get, dockerd); skipped otherwise.  Cold (no .cache/docker)
-about 4 minutes, mostly debootstrap; warm about one minute.
+Needs root (apt-get, dockerd); skipped otherwise.  Measured here: about
+3 minutes cold (no .cache/docker, no docker/wheels: debootstrap is most of
+it; add the apt-get install of docker.io on a fresh machine), about one
+minute warm.  Only one container lab per host at a time (fixed prefixes): the
+module waits for LOCK.
 """
 import fcntl
 import importlib.util
