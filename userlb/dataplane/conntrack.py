@@ -33,12 +33,36 @@ entry found in its bucket is moved to the bucket of its current expiry; a
 state change that shortens the expiry re-schedules it at once (stale copies
 in older buckets are skipped because `bucket` no longer names them); no
 entry waits more than MAX_HOP seconds for its next visit.
+
+Persistence templates (IPVS.md §1.8, §4.3, §5.1, §7)
+-----------------------------------------------------
+A `Template` (kernel: a connection with IP_VS_CONN_F_TEMPLATE) is an entry
+without packet keys: it binds (protocol, masked client address, VIP, vport)
+-- `tpl_key`, cport 0 -- to a destination.  Templates live in their own dict
+(`ConnTable.tpl`; no packet ever looks there, so the packet path is
+unchanged), share the timing wheel, count in `count` (so in `max_entries`)
+and in the destination's `persistconns` (not in ActiveConn/InActConn).  A
+connection created through a template points at it (`Entry.control`) and the
+template counts it (`n_control`); unlinking the connection releases it.  A
+template that still controls connections when its timer runs out is retried
+60 s later (`RETRY`; its timeout becomes 60 s for good, as in the kernel)
+instead of expiring.  `detach` takes an invalid template (its destination
+is gone) out of the lookup dict -- the kernel re-hashes it under vport
+0xffff -- where it lives on, unrefreshed, until it expires: it is then
+stored under its own object as key (an Entry never equals a lookup key).
 """
 from .csum import delta_addr, delta_addr_port
 from .nat import plan_in, plan_out
 from .tcpstate import IS_ACTIVE
 
 DEAD = -1   # Entry.state of an unlinked entry
+#: Template.state values (kernel IP_VS_CTPL_S_*): NONE, then ASSURED once a
+#: controlled TCP connection reached ESTABLISHED
+TPL_NONE = 0
+TPL_ASSURED = 1
+TPL_STATE_NAMES = ("NONE", "ASSURED")
+#: a template that still controls connections is retried this much later
+RETRY = 60
 #: an entry is revisited by the sweep at least every MAX_HOP seconds, so that
 #: a timeout shortened by `ipvsadm --set` (applied at the entry's next packet
 #: without re-scheduling it) is swept at most MAX_HOP seconds late
@@ -108,8 +132,9 @@ class Xlate:
 
 
 class Entry:
-    """One connection (kernel struct ip_vs_conn, masquerading only)."""
-    __slots__ = ("ikey", "okey", "xl", "state", "last", "timeout", "bucket")
+    """One connection (kernel struct ip_vs_conn, masquerading only).
+    `control`: the persistence Template it was created through, or None."""
+    __slots__ = ("ikey", "okey", "xl", "state", "last", "timeout", "bucket", "control")
 
     def __init__(self, ikey, okey, xl, state, last, timeout):
         self.ikey = ikey
@@ -119,6 +144,7 @@ class Entry:
         self.last = last
         self.timeout = timeout
         self.bucket = None
+        self.control = None
 
     @property
     def expires(self):
@@ -134,12 +160,53 @@ class Entry:
                 f" state={self.state} expires={self.expires})")
 
 
+class Template(Entry):
+    """A persistence template: `ikey` is its `tpl_key`, `okey` None, `xl` the
+    (service, destination) it binds to, `state` TPL_NONE / TPL_ASSURED,
+    `n_control` the number of linked connections created through it,
+    `detached` True once invalidated (no longer found by lookups)."""
+    __slots__ = ("n_control", "detached")
+
+    def __init__(self, key, xl, last, timeout):
+        Entry.__init__(self, key, None, xl, TPL_NONE, last, timeout)
+        self.n_control = 0
+        self.detached = False
+
+    def __repr__(self):
+        p, ca, _, va, vp = split_key(self.ikey)
+        return (f"Template(proto={p} c={ca} v={va}:{vp} d={self.xl.daddr}:{self.xl.dport}"
+                f" n_control={self.n_control} expires={self.expires})")
+
+
+def tpl_key(proto, caddr, vaddr, vport):
+    """The lookup key of a template: the key of (proto, caddr, 0, vaddr,
+    vport), caddr already masked."""
+    return make_key(proto, caddr, 0, vaddr, vport)
+
+
+def mask6(addr, plen):
+    """The first `plen` bits of a 16-byte IPv6 address, the rest zeroed."""
+    if plen >= 128:
+        return addr
+    n = int.from_bytes(addr, "big") >> (128 - plen) << (128 - plen)
+    return n.to_bytes(16, "big")
+
+
+def retry_expiry(t, now):
+    """When a template's timer, run out at or before `now` while it still
+    controls connections, fires next: its expiry plus a whole number of
+    RETRY periods, after `now`."""
+    x = t.last + t.timeout
+    return x + ((now - x) // RETRY + 1) * RETRY
+
+
 class ConnTable:
     """The connection table: one dict for both directions, a bound on the
     number of entries, and a coarse timing wheel."""
 
     def __init__(self, max_entries=1_000_000):
         self.map = {}
+        self.tpl = {}         # tpl_key -> Template (a detached one: itself -> itself)
         self.count = 0
         self.max_entries = max_entries
         self._wheel = {}      # int second -> [Entry, ...]
@@ -179,22 +246,71 @@ class ConnTable:
         self.count += 1
         self.schedule(e)
 
+    def add_template(self, t):
+        """Link a new template (the caller checked the room and accounted
+        `persistconns`).  An older template under the same key loses it."""
+        old = self.tpl.get(t.ikey)
+        if old is not None:
+            self.detach(old)
+        self.tpl[t.ikey] = t
+        self.count += 1
+        self.schedule(t)
+
+    def template(self, key, now):
+        """The template under `key` that is live at `now`, or None.  One whose
+        timer ran out is unlinked, or retried if it controls connections."""
+        t = self.tpl.get(key)
+        if t is not None and now >= t.last + t.timeout:
+            if not t.n_control:
+                self.unlink(t)
+                return None
+            self.retry(t, now)
+        return t
+
+    def retry(self, t, now):
+        """The kernel's "expire later": the timer of a template that still
+        controls connections runs RETRY seconds more (timeout stays RETRY)."""
+        x = retry_expiry(t, now)
+        t.timeout = RETRY
+        t.last = x - RETRY
+
+    def detach(self, t):
+        """Invalidate a template: no lookup finds it any more; it stays linked
+        (and keeps its connections) until it expires."""
+        if t.detached:
+            return
+        if self.tpl.get(t.ikey) is t:
+            del self.tpl[t.ikey]
+        t.detached = True
+        self.tpl[t] = t
+
     def unlink(self, e):
         """Remove `e` from the table and release it from its destination's
-        ActiveConn/InActConn count (and the overload threshold)."""
+        ActiveConn/InActConn count -- PersistConn for a template -- (and the
+        overload threshold), and from its controlling template."""
         if e.state == DEAD:
             return
-        m = self.map
-        if m.get(e.ikey) is e:
-            del m[e.ikey]
-        if m.get(e.okey) is e:
-            del m[e.okey]
-        self.count -= 1
         d = e.xl.dest
-        if IS_ACTIVE[e.state]:
-            d.activeconns -= 1
+        if e.okey is None:                       # a Template
+            m = self.tpl
+            k = e if e.detached else e.ikey
+            if m.get(k) is e:
+                del m[k]
+            d.persistconns -= 1
         else:
-            d.inactconns -= 1
+            m = self.map
+            if m.get(e.ikey) is e:
+                del m[e.ikey]
+            if m.get(e.okey) is e:
+                del m[e.okey]
+            if IS_ACTIVE[e.state]:
+                d.activeconns -= 1
+            else:
+                d.inactconns -= 1
+            c = e.control
+            if c is not None:
+                c.n_control -= 1
+        self.count -= 1
         d.conn_unbound()
         e.state = DEAD
         e.bucket = None
@@ -223,8 +339,12 @@ class ConnTable:
                 if e.bucket is not lst:
                     continue          # dead, or re-scheduled elsewhere
                 if now >= e.last + e.timeout:
-                    self.unlink(e)
-                    n += 1
+                    if e.okey is None and e.n_control:
+                        self.retry(e, now)        # a template still in use
+                        self.schedule(e, s)
+                    else:
+                        self.unlink(e)
+                        n += 1
                 else:
                     self.schedule(e, s)
         if self._swept is None or upto > self._swept:
@@ -232,10 +352,18 @@ class ConnTable:
         return n
 
     def live_entries(self, now=None):
-        """Each linked entry once (and only live ones if `now` is given)."""
+        """Each linked entry once, connections then templates (and only live
+        ones if `now` is given: a template that controls connections is live
+        even past its timer, which the next sweep re-arms)."""
         for k, e in self.map.items():
             if k == e.ikey and (now is None or now < e.last + e.timeout):
                 yield e
+        yield from self.live_templates(now)
+
+    def live_templates(self, now=None):
+        for t in self.tpl.values():
+            if now is None or now < t.last + t.timeout or t.n_control:
+                yield t
 
     def clear(self):
         for e in list(self.live_entries()):

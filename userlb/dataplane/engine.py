@@ -57,18 +57,59 @@ Choices (differences from the kernel, documented):
   re-fragmented by the kernel on the way out).
 * Entries use one-second expiry granularity in the sweep; the lazy check on
   lookup is exact ("live while now < expires").
+
+Persistence (``-p timeout``, ``-M netmask``; IPVS.md §1.8, §4.1-§4.3, §7)
+------------------------------------------------------------------------
+For a service with SVC_F_PERSISTENT a new connection is first looked up in
+the persistence templates (conntrack.Template), keyed by (protocol, client
+address & netmask -- IPv6: the first `netmask` bits --, VIP, vport); the
+scheduler (hashing the full client address and port, as always) is only
+consulted when there is no live, valid template, and its answer becomes a
+new template (timeout = the service's ``-p`` timeout, counted in the
+destination's PersistConn and in ``max_entries``; not in ``conns``, ActiveConn
+or InActConn).  The connection is created as usual (``conns`` counted) and
+controlled by the template (``n_control``), which
+
+* is restarted to its timeout by every connection created through it;
+* when its timer runs out while it still controls connections, is retried
+  60 s later instead of expiring -- and, as in the kernel, keeps 60 s as its
+  timeout from then on (later connections restart it to 60 s, not to ``-p``);
+* is marked ASSURED (the ``-L -c`` state; NONE before) when a controlled
+  TCP connection reaches ESTABLISHED;
+* is *invalid* when its destination is no longer available (deleted from the
+  service, or the service deleted), or -- only with the kernel's sysctl
+  ``expire_quiescent_template`` (engine option, default off as in the
+  kernel) -- when the destination's weight is 0: the default keeps sending a
+  client with a template to a weight-0 (quiesced) server.  An invalid
+  template is detached (the kernel re-hashes it with vport/dport 0xffff, as
+  ``entries()`` shows it), not refreshed, expires on its own, and a new one
+  is scheduled.
+
+A SYN on a TIME_WAIT/CLOSE entry that is controlled by a template is not a
+new connection (conn_reuse_mode): it moves the existing entry by the state
+table, to the same server.  A template's key has the vport of the service,
+except for port 21 (the kernel's FTP rule: vport and dport 0).  Switching a
+service to non-persistent (``-E``) or changing its netmask leaves the
+existing templates to expire.  New persistent connections take the general
+path (not ``_new4``); their packets then take the fast path as any entry.
+Differences from the kernel: a UDP template is not marked ASSURED by a reply
+(the UDP fast path is left alone; only the ``-L -c`` state name differs); a
+template is retried while it still counts a controlled connection that has
+run out but not yet been swept (at most the sweep's one second).
 """
 from collections import Counter
 from struct import Struct
 
 from ..model import Stats
 from . import nat
-from .conntrack import ConnTable, Entry, Xlate, make_key, split_key
+from ..model import SVC_F_PERSISTENT
+from .conntrack import (TPL_ASSURED, TPL_STATE_NAMES, ConnTable, Entry, Template, Xlate,
+                        make_key, mask6, retry_expiry, split_key, tpl_key)
 from .frag import Reassembler
 from .stats import RateEstimators
 from .packet import parse
-from .tcpstate import (CLOSE, IS_ACTIVE, NEXT, NONE, TIME_WAIT, UDP, INPUT, OUTPUT,
-                       make_timeouts, state_name)
+from .tcpstate import (CLOSE, ESTABLISHED, IS_ACTIVE, NEXT, NONE, TIME_WAIT, UDP, INPUT,
+                       OUTPUT, make_timeouts, state_name)
 
 V_DROP = 0
 V_FORWARD = 1
@@ -104,6 +145,7 @@ _NEXT_IN = NEXT[INPUT]
 _NEXT_OUT = NEXT[OUTPUT]
 _TH_SYN = 0x02
 _TH_RST = 0x04
+_FTP_PORT = 21      # persistence templates of a port-21 service: vport 0 (kernel FTPPORT)
 
 
 class Engine:
@@ -119,7 +161,9 @@ class Engine:
     Options: ``sloppy_tcp`` (settable at run time), ``rst_on_no_entry``,
     ``max_entries`` (settable), ``dec_ttl`` (construction only: decrement
     TTL / hop limit on the general path and drop at 0), ``frag_high_thresh``
-    and ``frag_timeout`` (reassembly limits).
+    and ``frag_timeout`` (reassembly limits), ``expire_quiescent_template``
+    (settable; the kernel sysctl: a persistence template whose destination
+    has weight 0 is invalid; default False).
 
     Control: ``set_services``, ``set_timeouts``/``timeouts``, ``expire``
     (every second), ``zero``, ``entries``/``entry_objects``/``entry_counts``;
@@ -129,8 +173,10 @@ class Engine:
     """
 
     def __init__(self, sloppy_tcp=False, rst_on_no_entry=True, max_entries=1_000_000,
-                 dec_ttl=False, frag_high_thresh=4 * 1024 * 1024, frag_timeout=30.0):
+                 dec_ttl=False, frag_high_thresh=4 * 1024 * 1024, frag_timeout=30.0,
+                 expire_quiescent_template=False):
         self.sloppy_tcp = sloppy_tcp      # settable at run time
+        self.expire_quiescent_template = expire_quiescent_template   # settable
         self.rst_on_no_entry = rst_on_no_entry
         self._dec_ttl = bool(dec_ttl)     # fixed at construction (the NAT plans depend on it)
         self._fast = not dec_ttl          # the IPv4 fast paths never touch the TTL
@@ -255,13 +301,26 @@ class Engine:
 
     def entries(self, now=None):
         """Live entries for ``ipvsadm -L -c``: tuples (protocol, caddr, cport,
-        vaddr, vport, daddr, dport, state name, expires)."""
+        vaddr, vport, daddr, dport, state name, expires); connections, then
+        persistence templates as the kernel lists them: masked client address,
+        cport 0, state NONE or ASSURED (a detached one: vport and dport
+        65535; a port-21 service's: vport and dport 0)."""
         out = []
         for e in self.ct.live_entries(now):
             p, ca, cp, va, vp = split_key(e.ikey)
             xl = e.xl
-            out.append((p, ca, cp, va, vp, xl.daddr, xl.dport, state_name(e.state),
-                        e.last + e.timeout))
+            if e.okey is not None:
+                out.append((p, ca, cp, va, vp, xl.daddr, xl.dport, state_name(e.state),
+                            e.last + e.timeout))
+                continue
+            exp = e.last + e.timeout
+            if now is not None and now >= exp:
+                exp = retry_expiry(e, now)          # still controlling: due for a retry
+            if e.detached:
+                vp = dp = 0xFFFF
+            else:
+                dp = xl.dport if vp else 0
+            out.append((p, ca, 0, va, vp, xl.daddr, dp, TPL_STATE_NAMES[e.state], exp))
         return out
 
     def entry_counts(self, now=None):
@@ -434,6 +493,8 @@ class Engine:
         e.last = now
         if now + e.timeout < old_exp:
             self.ct.schedule(e)
+        if ns == ESTABLISHED and e.control is not None:
+            e.control.state = TPL_ASSURED
 
     def _miss4(self, buf, n, key, sd, pp, flags, ipc, l4c, coff, tlen, now):
         """IPv4 fast path without an entry: a new flow to a service (TCP SYN,
@@ -483,6 +544,8 @@ class Engine:
             if need and ct.count >= ct.max_entries:
                 return self._drop(R_CONN_LIMIT)
         else:
+            if svc.flags & SVC_F_PERSISTENT:
+                return None                 # the general path (_schedule) does persistence
             if ct.count >= ct.max_entries:
                 return self._drop(R_CONN_LIMIT)
             dest = sched.schedule(sd >> 32, pp >> 16)
@@ -563,7 +626,8 @@ class Engine:
                 self.ct.unlink(e)
                 e = None
             elif key == e.ikey:
-                if proto == 6 and r[6] & 6 == 2 and (e.state == TIME_WAIT or e.state == CLOSE):
+                if (proto == 6 and r[6] & 6 == 2 and (e.state == TIME_WAIT or e.state == CLOSE)
+                        and e.control is None):
                     self.ct.unlink(e)              # conn_reuse_mode 1: schedule afresh
                     e = None
                 else:
@@ -694,6 +758,19 @@ class Engine:
                     return self._no_entry_tcp(buf, r)
             if self.ct.full():
                 return self._drop(R_CONN_LIMIT)
+            if svc.flags & SVC_F_PERSISTENT:
+                tpl = self._template(svc, proto, caddr, now)
+                if tpl is None:
+                    ct = self.ct
+                    if ct.count + 1 >= ct.max_entries:     # room for a template and the entry
+                        return self._drop(R_CONN_LIMIT)
+                    dest = sched.schedule(caddr, cport)
+                    if dest is None:
+                        return self._no_dest(buf, r)
+                    tpl = self._new_template(svc, proto, caddr, dest, now)
+                else:
+                    dest = tpl.xl.dest
+                return self._schedule_controlled(buf, r, svc, key, dest, tpl, now, reasm)
             dest = sched.schedule(caddr, cport)
             if dest is None:
                 return self._no_dest(buf, r)
@@ -708,6 +785,71 @@ class Engine:
             st = UDP
             okey = make_key(17, xl.daddr, xl.dport, caddr, cport)
         e = Entry(key, okey, xl, st, now, self._tmo[st])
+        if IS_ACTIVE[st]:
+            dest.activeconns += 1
+        else:
+            dest.inactconns += 1
+        dest.conn_bound()
+        self.ct.add(e)
+        svc.forwarded = True
+        xl.dstats.conns += 1
+        xl.sstats.conns += 1
+        self.stats.conns += 1
+        self._count_in(xl, r[9])
+        return self._verdict_forward(buf, r, reasm)
+
+    # ---------------------------------------------------------------- persistence
+
+    def _template(self, svc, proto, caddr, now):
+        """The client's live, valid template for `svc`, restarted to its
+        timeout (kernel ip_vs_sched_persist + ip_vs_check_template), or None."""
+        m = svc.netmask
+        if type(caddr) is int:
+            c = caddr & m
+        else:
+            c = mask6(caddr, m)
+        vport = svc.port
+        ct = self.ct
+        tpl = ct.template(tpl_key(proto, c, svc.addr, 0 if vport == _FTP_PORT else vport), now)
+        if tpl is None:
+            return None
+        d = tpl.xl.dest
+        if not d.available or (self.expire_quiescent_template and d.weight <= 0):
+            ct.detach(tpl)                  # invalid: left to expire, not restarted
+            return None
+        tpl.last = now
+        return tpl
+
+    def _new_template(self, svc, proto, caddr, dest, now):
+        m = svc.netmask
+        c = caddr & m if type(caddr) is int else mask6(caddr, m)
+        vport = svc.port
+        t = Template(tpl_key(proto, c, svc.addr, 0 if vport == _FTP_PORT else vport),
+                     self._xlate(svc, dest), now, svc.timeout)
+        dest.persistconns += 1
+        dest.conn_bound()
+        self.ct.add_template(t)
+        return t
+
+    def _schedule_controlled(self, buf, r, svc, key, dest, tpl, now, reasm):
+        """The new connection of a persistent service, bound to `dest` and
+        controlled by `tpl` (conns counted; the template is not)."""
+        xl = self._xlate(svc, dest)
+        if not self._rewrite(buf, r, xl.plan_in):
+            return self._drop(R_TTL_EXPIRED)
+        proto = r[1]
+        caddr = r[2]
+        cport = r[3]
+        if proto == 6:
+            st = _NEXT_IN[r[6] << 4 | NONE]
+            if st == ESTABLISHED:
+                tpl.state = TPL_ASSURED
+        else:
+            st = UDP
+        e = Entry(key, make_key(proto, xl.daddr, xl.dport, caddr, cport), xl, st, now,
+                  self._tmo[st])
+        e.control = tpl
+        tpl.n_control += 1
         if IS_ACTIVE[st]:
             dest.activeconns += 1
         else:
