@@ -1,13 +1,16 @@
 """The roles of the userlb container lab (the image's entry point).
 
-    lab.py director          `userlb run` on the TUN device ulb0 with lab.rules
-    lab.py server NAME       default route via the director, then the lab's real
-                             servers (userlb.lab.servers: HTTP, TCP echo/hash, UDP echo)
-    lab.py client            VIP routes via the director, the extra client
-                             addresses; then waits (traffic comes with `docker exec`)
+    lab.py director [N]      `userlb run` on the TUN device ulb0 with lab.rules
+                             (N = 1, or 2 for the second director)
+    lab.py server NAME       default route via director 1 (client 2's addresses via
+                             director 2), then the lab's real servers
+                             (userlb.lab.servers: HTTP, TCP echo/hash, UDP echo)
+    lab.py client [N]        default route via director N, the extra client addresses;
+                             then waits (traffic comes with `docker exec`)
     lab.py traffic [--requests N] [--udp N]
-                             (in the client) HTTP requests and UDP echo flows to both
+                             (in a client) HTTP requests and UDP echo flows to both
                              VIPs from every client address: JSON flow records on stdout
+                             (the client number comes from ULB_CLIENT, default 1)
     lab.py demo [--requests N] [--udp N] [--json]
                              (in the client) traffic, then per real server the flows
                              `userlb simulate` predicts next to those that arrived;
@@ -17,9 +20,18 @@
 
 Addresses (docker-compose.yml uses the same; tests/test_docker_lab.py checks):
 
-    front 10.98.1.0/24 fd00:98:1::/64   client .10 (+ sources .101-.108), director .2
-    back  10.98.2.0/24 fd00:98:2::/64   director .2, real servers s1..s3 .11-.13
-    VIPs  10.99.0.1 and fd00:99::1 (routed by the client to the director)
+    front 10.98.1.0/24 fd00:98:1::/64   client 1 .10 (+ sources .101-.108), director 1 .2
+    back  10.98.2.0/24 fd00:98:2::/64   director 1 .2, real servers s1..s3 .11-.13
+    VIPs  10.99.0.1 and fd00:99::1 (routed by the client to its director)
+
+  with docker-compose.two.yml (a second director, same rules):
+    front  director 2 .3, client 2 .20 (+ sources .200-.207 = 10.98.1.200/29,
+           fd00:98:1::200/125)
+    back   director 2 .3; the real servers route client 2's sources via it
+
+Both directors schedule with the same rules and no shared state: mh and sh
+decide from the flow alone, so client 2's flows land where `userlb simulate`
+predicts too.
 
 The real servers and the client need NET_ADMIN (their routes); the director
 needs NET_ADMIN, /dev/net/tun and forwarding.  This file runs on the host too
@@ -40,9 +52,18 @@ FRONT4, FRONT6 = "10.98.1.0/24", "fd00:98:1::/64"
 BACK4, BACK6 = "10.98.2.0/24", "fd00:98:2::/64"
 DIRECTOR_FRONT = ("10.98.1.2", "fd00:98:1::2")
 DIRECTOR_BACK = ("10.98.2.2", "fd00:98:2::2")
+DIRECTOR2_FRONT = ("10.98.1.3", "fd00:98:1::3")
+DIRECTOR2_BACK = ("10.98.2.3", "fd00:98:2::3")
 CLIENT = ("10.98.1.10", "fd00:98:1::10")
 SOURCES4 = [f"10.98.1.{101 + i}" for i in range(8)]
 SOURCES6 = [f"fd00:98:1::{101 + i}" for i in range(8)]
+CLIENT2 = ("10.98.1.20", "fd00:98:1::20")
+CLIENT2_NETS = ("10.98.1.200/29", "fd00:98:1::200/125")
+SOURCES4_2 = [f"10.98.1.{200 + i}" for i in range(8)]
+SOURCES6_2 = [f"fd00:98:1::{0x200 + i:x}" for i in range(8)]
+DIRECTORS = {"1": (DIRECTOR_FRONT, DIRECTOR_BACK), "2": (DIRECTOR2_FRONT, DIRECTOR2_BACK)}
+CLIENTS = {"1": (CLIENT, SOURCES4, SOURCES6, DIRECTOR_FRONT),
+           "2": (CLIENT2, SOURCES4_2, SOURCES6_2, DIRECTOR2_FRONT)}
 SERVERS = [("s1", "10.98.2.11", "fd00:98:2::11"),
            ("s2", "10.98.2.12", "fd00:98:2::12"),
            ("s3", "10.98.2.13", "fd00:98:2::13")]
@@ -83,10 +104,11 @@ def wait_addr(addr, timeout=10):
 
 
 # ------------------------------------------------------------------- roles
-def director(_args):
+def director(args):
     if not os.path.exists("/dev/net/tun"):
         sys.exit("lab.py: /dev/net/tun is missing: run with `devices: [/dev/net/tun]` and NET_ADMIN")
-    for a in DIRECTOR_FRONT + DIRECTOR_BACK:
+    front, back = DIRECTORS[args.n]
+    for a in front + back:
         wait_addr(a)
     argv = ["userlb", "run", "--config", RULES, "--tun", TUN]
     say(" ".join(argv))
@@ -97,21 +119,25 @@ def server(args):
     wait_addr(DIRECTOR_BACK[0].rsplit(".", 1)[0] + ".")
     ip("route", "replace", "default", "via", DIRECTOR_BACK[0])
     ip("-6", "route", "replace", "default", "via", DIRECTOR_BACK[1])
+    # client 2 comes through director 2: its replies go back the same way
+    ip("route", "replace", CLIENT2_NETS[0], "via", DIRECTOR2_BACK[0])
+    ip("-6", "route", "replace", CLIENT2_NETS[1], "via", DIRECTOR2_BACK[1])
     argv = [sys.executable, "-m", "userlb.lab.servers", "--name", args.name]
     os.execvp(argv[0], argv)
 
 
-def client(_args):
-    for a in CLIENT:
+def client(args):
+    addr, s4, s6, gw = CLIENTS[args.n]
+    for a in addr:
         wait_addr(a)
-    dev = ip("-o", "addr", "show", "to", CLIENT[0]).stdout.split()[1]
-    for a in SOURCES4:
+    dev = ip("-o", "addr", "show", "to", addr[0]).stdout.split()[1]
+    for a in s4:
         ip("addr", "replace", f"{a}/24", "dev", dev)
-    for a in SOURCES6:
+    for a in s6:
         ip("addr", "replace", f"{a}/64", "dev", dev, "nodad")
-    ip("route", "replace", "default", "via", DIRECTOR_FRONT[0])
-    ip("-6", "route", "replace", "default", "via", DIRECTOR_FRONT[1])
-    say(f"client ready: sources {SOURCES4[0]}-{SOURCES4[-1]}, {SOURCES6[0]}-{SOURCES6[-1]}")
+    ip("route", "replace", "default", "via", gw[0])
+    ip("-6", "route", "replace", "default", "via", gw[1])
+    say(f"client {args.n} ready: sources {s4[0]}-{s4[-1]}, {s6[0]}-{s6[-1]}, via {gw[0]} {gw[1]}")
     try:
         while True:
             time.sleep(3600)
@@ -119,8 +145,14 @@ def client(_args):
         pass
 
 
+def my_sources():
+    n = os.environ.get("ULB_CLIENT", "1")
+    return CLIENTS[n][1], CLIENTS[n][2]
+
+
 def traffic_flows(requests=120, udp=48):
     from userlb.lab import client as c
+    SOURCES4, SOURCES6 = my_sources()
     flows = []
     h4 = requests - requests // 2
     flows += c.http(VIP4, port=HTTP, count=h4, sources=SOURCES4)
@@ -135,7 +167,7 @@ def wait_director(timeout=30):
     from userlb.lab import client as c
     deadline = time.monotonic() + timeout
     while True:
-        rec = c.http(VIP4, port=HTTP, count=1, sources=SOURCES4[:1], timeout=1.0)[0]
+        rec = c.http(VIP4, port=HTTP, count=1, sources=my_sources()[0][:1], timeout=1.0)[0]
         if "error" not in rec:
             return
         if time.monotonic() > deadline:
@@ -202,9 +234,10 @@ def demo(args):
         return 1 if bad else 0
     seen = sum(1 for f in flows if "error" not in f
                and (f["seen_client"], f["seen_port"]) == (f["client"], f["cport"]))
-    print(f"{len(flows)} flows ({args.requests} HTTP, {args.udp} UDP echo) from "
-          f"{len(SOURCES4)}+{len(SOURCES6)} client addresses to {VIP4} / [{VIP6}], "
-          f"through the director container\n")
+    n = os.environ.get("ULB_CLIENT", "1")
+    print(f"client {n}: {len(flows)} flows ({args.requests} HTTP, {args.udp} UDP echo) from "
+          f"{len(CLIENTS[n][1])}+{len(CLIENTS[n][2])} client addresses to {VIP4} / [{VIP6}], "
+          f"through director {n}\n")
     table(flows)
     print(f"\nanswered: {sum(1 for f in flows if 'error' not in f)}/{len(flows)}, "
           f"as `userlb simulate` predicts: {sum(1 for f in flows if f.get('predicted') == f.get('server'))}, "
@@ -217,11 +250,13 @@ def demo(args):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="lab.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="role", required=True)
-    sub.add_parser("director").set_defaults(func=director)
+    for name, func in (("director", director), ("client", client)):
+        r = sub.add_parser(name)
+        r.add_argument("n", nargs="?", default="1", choices=sorted(CLIENTS))
+        r.set_defaults(func=func)
     s = sub.add_parser("server")
     s.add_argument("name")
     s.set_defaults(func=server)
-    sub.add_parser("client").set_defaults(func=client)
     for name, func in (("traffic", traffic), ("demo", demo)):
         t = sub.add_parser(name)
         t.add_argument("--requests", type=int, default=120)

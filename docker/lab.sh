@@ -21,6 +21,8 @@
 #                          python:3.11-slim works too and skips debootstrap)
 #   ULB_IMAGE              the lab image's name (default userlb-lab:local)
 #   ULB_BRIDGE             prefix of the lab's two host bridges (default ulb: ulb-front, ulb-back)
+#   ULB_DIRECTORS          1 (default) or 2: a second director and a second client going
+#                          through it (docker-compose.two.yml)
 #   COMPOSE_PROJECT_NAME   compose project name (default userlb)
 #   ULB_CACHE              where the base tarball is cached (default REPO/.cache/docker)
 #   ULB_MIRROR             Debian mirror for debootstrap (default http://deb.debian.org/debian)
@@ -41,6 +43,13 @@ export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-userlb}
 # docker-compose v1: build with the engine API (no docker CLI, no BuildKit needed)
 export COMPOSE_DOCKER_CLI_BUILD=${COMPOSE_DOCKER_CLI_BUILD:-0} DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 COMPOSE_FILE_PATH=$HERE/docker-compose.yml
+ULB_DIRECTORS=${ULB_DIRECTORS:-1}
+case "$ULB_DIRECTORS" in
+    1) COMPOSE_FILES=(-f "$COMPOSE_FILE_PATH"); SERVICES="director s1 s2 s3 client" ;;
+    2) COMPOSE_FILES=(-f "$COMPOSE_FILE_PATH" -f "$HERE/docker-compose.two.yml")
+       SERVICES="director director2 s1 s2 s3 client client2" ;;
+    *) echo "lab.sh: ULB_DIRECTORS must be 1 or 2" >&2; exit 2 ;;
+esac
 WHEELS=$HERE/wheels
 if [ -z "${PYTHON:-}" ]; then
     if [ -x "$REPO/.venv/bin/python" ]; then PYTHON=$REPO/.venv/bin/python; else PYTHON=python3; fi
@@ -55,9 +64,9 @@ die() { say "$*"; exit 1; }
 
 compose() {
     if command -v docker-compose >/dev/null 2>&1; then
-        docker-compose -f "$COMPOSE_FILE_PATH" "$@"
+        docker-compose "${COMPOSE_FILES[@]}" "$@"
     else
-        "$DOCKER" compose -f "$COMPOSE_FILE_PATH" "$@"
+        "$DOCKER" compose "${COMPOSE_FILES[@]}" "$@"
     fi
 }
 
@@ -161,7 +170,7 @@ wait_ready() {
     local deadline=$((SECONDS + ${1:-60})) svc pending
     while :; do
         pending=""
-        for svc in director s1 s2 s3 client; do
+        for svc in $SERVICES; do
             compose logs --no-color "$svc" 2>/dev/null | grep -q "ready" || pending="$pending $svc"
         done
         [ -z "$pending" ] && return 0
@@ -179,19 +188,24 @@ cmd_up() {
     say "compose up (project $COMPOSE_PROJECT_NAME)"
     compose up -d --no-build
     wait_ready 90
-    say "lab up: docker-compose -f $COMPOSE_FILE_PATH exec client lab.py demo | exec director userlb adm -L -n --stats"
+    say "lab up ($ULB_DIRECTORS director(s)): docker/lab.sh demo; docker/lab.sh down"
 }
 
 cmd_demo() {
-    local rc=0
-    compose exec -T client python3 /opt/userlb-lab/lab.py demo "$@" || rc=$?
-    echo
-    echo "director: userlb adm -L -n --stats"
-    if ! compose exec -T director userlb adm -L -n --stats; then
-        echo "(userlb adm is not available in this build; the director's own listing, SIGUSR1:)"
-        compose exec -T director sh -c 'kill -USR1 1 2>/dev/null; sleep 1' || true
-        compose logs --no-color --tail 30 director || true
-    fi
+    local rc=0 n c d
+    for n in $(seq "$ULB_DIRECTORS"); do
+        c=client; d=director
+        [ "$n" = 1 ] || { c=client$n; d=director$n; }
+        compose exec -T "$c" python3 /opt/userlb-lab/lab.py demo "$@" || rc=$?
+        echo
+        echo "$d: userlb adm -L -n --stats"
+        if ! compose exec -T "$d" userlb adm -L -n --stats; then
+            echo "(userlb adm is not available in this build; the director's own listing, SIGUSR1:)"
+            compose exec -T "$d" sh -c 'kill -USR1 1 2>/dev/null; sleep 1' || true
+            compose logs --no-color --tail 30 "$d" || true
+        fi
+        echo
+    done
     return $rc
 }
 

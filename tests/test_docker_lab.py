@@ -5,9 +5,11 @@ containerd, data root, exec root, pid file and unix socket (DIR/docker.sock),
 no default bridge, no iptables rules, no ip_forward change; the lab's two
 networks are bridges with names unique to this run.  It builds the lab
 (debootstrap base image cached in .cache/docker, wheels from the host),
-sends HTTP and UDP flows from the client container through the director
-container, and checks every flow against `userlb simulate` (run on the host
-with the same rules file) and what the real servers saw.  At the end (and
+sends HTTP and UDP flows from the two client containers through their
+director containers (ULB_DIRECTORS=2: two directors with the same rules and
+no shared state), and checks every flow against `userlb simulate` (run on the
+host with the same rules file) and what the real servers saw.  `userlb adm`
+in each director must count its own client's flows and not the other's.  At the end (and
 after a failure: fixture finalizer) everything is removed -- containers,
 networks, the engine and containerd, their directory -- and the last test
 checks that nothing is left: links, routes, nft/iptables rules, mounts,
@@ -38,6 +40,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DOCKER_DIR = REPO / "docker"
 LAB_SH = str(DOCKER_DIR / "lab.sh")
 COMPOSE = str(DOCKER_DIR / "docker-compose.yml")
+COMPOSE_TWO = str(DOCKER_DIR / "docker-compose.two.yml")
 # one container lab at a time on a host (its prefixes are fixed); `lab.sh run-demo` takes it too
 LOCK = "/run/lock/userlb-docker-lab.lock"
 
@@ -139,7 +142,8 @@ class Engine:
         self.dir = tempfile.mkdtemp(prefix="ulbd-", dir="/tmp")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
         self.env.update(COMPOSE_PROJECT_NAME=f"ulbt{self.sfx}", ULB_BRIDGE=f"u{self.sfx}",
-                        ULB_IMAGE=f"userlb-lab:t{self.sfx}", PYTHON=sys.executable)
+                        ULB_IMAGE=f"userlb-lab:t{self.sfx}", PYTHON=sys.executable,
+                        ULB_DIRECTORS="2")
         self.bridges = [f"u{self.sfx}-front", f"u{self.sfx}-back"]
         self.closed = False
         self.times = {}
@@ -155,7 +159,7 @@ class Engine:
         return run([LAB_SH] + list(args), env=self.env, timeout=timeout, check=check)
 
     def compose(self, *args, timeout=300, check=True):
-        return run(["docker-compose", "-f", COMPOSE] + list(args), env=self.env,
+        return run(["docker-compose", "-f", COMPOSE, "-f", COMPOSE_TWO] + list(args), env=self.env,
                    timeout=timeout, check=check)
 
     def close(self):
@@ -217,11 +221,24 @@ def lab_up(engine):
     return engine
 
 
+CLIENTS = {"1": "client", "2": "client2"}
+DIRECTORS = {"1": "director", "2": "director2"}
+
+
 @pytest.fixture(scope="module")
-def flows(lab_up):
-    p = lab_up.compose("exec", "-T", "client", "python3", "/opt/userlb-lab/lab.py",
-                       "traffic", "--requests", "120", "--udp", "48")
-    return json.loads(p.stdout)
+def all_flows(lab_up):
+    """{client number: flow records}: 120 HTTP + 48 UDP flows from each client."""
+    out = {}
+    for n, svc in CLIENTS.items():
+        p = lab_up.compose("exec", "-T", svc, "python3", "/opt/userlb-lab/lab.py",
+                           "traffic", "--requests", "120", "--udp", "48")
+        out[n] = json.loads(p.stdout)
+    return out
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def flows(request, all_flows):
+    return all_flows[request.param]
 
 
 def _ep(addr, port):
@@ -240,31 +257,32 @@ def test_compose_config(engine):
                           "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"],
                          input=text).stdout)
     svcs = cfg["services"]
-    assert set(svcs) == {"director", "s1", "s2", "s3", "client"}
+    assert set(svcs) == {"director", "director2", "s1", "s2", "s3", "client", "client2"}
     images = {s["image"] for s in svcs.values()}
     assert images == {engine.env["ULB_IMAGE"]}
     assert [n for n, s in svcs.items() if "build" in s] == ["director"]
-    d = svcs["director"]
-    assert d["command"] == ["director"]
-    assert "NET_ADMIN" in d["cap_add"]
-    assert any(dev.split(":")[0] == "/dev/net/tun" for dev in d["devices"])
-    assert str(d["sysctls"]["net.ipv4.ip_forward"]) == "1"
-    assert str(d["sysctls"]["net.ipv6.conf.all.forwarding"]) == "1"
-    assert d["build"]["args"]["BASE"] == "userlb-base:bookworm"
-    assert (d["networks"]["front"]["ipv4_address"], d["networks"]["front"]["ipv6_address"]) == \
-        lab.DIRECTOR_FRONT
-    assert (d["networks"]["back"]["ipv4_address"], d["networks"]["back"]["ipv6_address"]) == \
-        lab.DIRECTOR_BACK
+    assert svcs["director"]["build"]["args"]["BASE"] == "userlb-base:bookworm"
+    for n, (front, back) in lab.DIRECTORS.items():
+        d = svcs[DIRECTORS[n]]
+        assert d["command"] == (["director"] if n == "1" else ["director", n])
+        assert "NET_ADMIN" in d["cap_add"]
+        assert any(dev.split(":")[0] == "/dev/net/tun" for dev in d["devices"])
+        assert str(d["sysctls"]["net.ipv4.ip_forward"]) == "1"
+        assert str(d["sysctls"]["net.ipv6.conf.all.forwarding"]) == "1"
+        assert (d["networks"]["front"]["ipv4_address"], d["networks"]["front"]["ipv6_address"]) == front
+        assert (d["networks"]["back"]["ipv4_address"], d["networks"]["back"]["ipv6_address"]) == back
     for name, a4, a6 in lab.SERVERS:
         s = svcs[name]
         assert s["command"] == ["server", name]
         assert "NET_ADMIN" in s["cap_add"]
         assert set(s["networks"]) == {"back"}
         assert (s["networks"]["back"]["ipv4_address"], s["networks"]["back"]["ipv6_address"]) == (a4, a6)
-    c = svcs["client"]
-    assert c["command"] == ["client"]
-    assert set(c["networks"]) == {"front"}
-    assert (c["networks"]["front"]["ipv4_address"], c["networks"]["front"]["ipv6_address"]) == lab.CLIENT
+    for n, (addr, _s4, _s6, _gw) in lab.CLIENTS.items():
+        c = svcs[CLIENTS[n]]
+        assert c["command"] == (["client"] if n == "1" else ["client", n])
+        assert c.get("environment", {}).get("ULB_CLIENT", "1") == n
+        assert set(c["networks"]) == {"front"}
+        assert (c["networks"]["front"]["ipv4_address"], c["networks"]["front"]["ipv6_address"]) == addr
     nets = cfg["networks"]
     assert [x["subnet"] for x in nets["front"]["ipam"]["config"]] == [lab.FRONT4, lab.FRONT6]
     assert [x["subnet"] for x in nets["back"]["ipam"]["config"]] == [lab.BACK4, lab.BACK6]
@@ -282,6 +300,8 @@ def test_flows_reach_the_servers_simulate_predicts(flows):
     groups = {(f["proto"], ":" in f["vip"]) for f in flows}
     assert groups == {("tcp", False), ("tcp", True), ("udp", False), ("udp", True)}
     assert len(flows) == 168
+    n = next(k for k, v in lab.CLIENTS.items() if flows[0]["client"] in v[1])
+    assert {f["client"] for f in flows} == set(lab.CLIENTS[n][1] + lab.CLIENTS[n][2])
     predicted = predict(str(DOCKER_DIR / "lab.rules"), flows)
     wrong = [(f["proto"], _ep(f["client"], f["cport"]), _ep(f["vip"], f["vport"]), f["server"], d)
              for f, d in zip(flows, predicted) if lab.server_of(d) != f["server"]]
@@ -317,29 +337,35 @@ def _adm_conns(text):
     return out
 
 
-@pytest.mark.slow
-@pytest.mark.root
-def test_adm_stats_in_the_director_counts_the_flows(lab_up, flows):
-    p = lab_up.compose("exec", "-T", "director", "userlb", "adm", "-L", "-n", "--stats", check=False)
-    assert p.returncode == 0, f"userlb adm -L -n --stats in the director: {p.stderr}"
-    conns = _adm_conns(p.stdout)
-    assert conns, p.stdout
+def _per_dest(flows):
     names = {s[0]: s for s in lab.SERVERS}
-    for f in flows:
-        _n, a4, a6 = names[f["server"]]
-        v6 = ":" in f["vip"]
-        key = ((f["proto"], _ep(f["vip"], f["vport"])), _ep(a6 if v6 else a4, f["vport"]))
-        assert key in conns, (key, p.stdout)
-    # every flow of the traffic run is counted on its service and destination
-    # (more may be: the readiness probes)
     per = {}
     for f in flows:
         _n, a4, a6 = names[f["server"]]
-        v6 = ":" in f["vip"]
-        k = ((f["proto"], _ep(f["vip"], f["vport"])), _ep(a6 if v6 else a4, f["vport"]))
-        per[k] = per.get(k, 0) + 1
-    short = {k: (n, conns[k]) for k, n in per.items() if conns[k] < n}
-    assert not short, short
+        svc = (f["proto"], _ep(f["vip"], f["vport"]))
+        for k in ((svc, _ep(a6 if ":" in f["vip"] else a4, f["vport"])), (svc, None)):
+            per[k] = per.get(k, 0) + 1
+    return per
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_adm_stats_in_each_director_count_its_own_clients_flows(lab_up, all_flows):
+    for n, svc in DIRECTORS.items():
+        p = lab_up.compose("exec", "-T", svc, "userlb", "adm", "-L", "-n", "--stats", check=False)
+        assert p.returncode == 0, f"userlb adm -L -n --stats in {svc}: {p.stderr}"
+        conns = _adm_conns(p.stdout)
+        mine = _per_dest(all_flows[n])
+        other = _per_dest(all_flows["2" if n == "1" else "1"])
+        # every flow of its client is counted on its service and destination (a few
+        # more may be: the readiness probes), and none of the other client's
+        missing = [k for k in mine if k not in conns]
+        assert not missing, (svc, missing, p.stdout)
+        short = {k: (want, conns[k]) for k, want in mine.items() if conns[k] < want}
+        assert not short, (svc, short)
+        extra = {k: (want, conns[k]) for k, want in mine.items()
+                 if k[1] is None and conns[k] >= want + other.get(k, 0)}
+        assert not extra, (svc, "counts the other client's flows", extra)
 
 
 @pytest.mark.slow
@@ -347,11 +373,13 @@ def test_adm_stats_in_the_director_counts_the_flows(lab_up, flows):
 def test_demo_prints_distribution_and_stats(lab_up):
     p = lab_up.sh("demo", "--requests", "30", "--udp", "12", timeout=300)
     out = p.stdout
-    assert "answered: 42/42, as `userlb simulate` predicts: 42" in out, out
+    assert out.count("answered: 42/42, as `userlb simulate` predicts: 42") == 2, out
+    assert "through director 1" in out and "through director 2" in out
     for name, a4, _a6 in lab.SERVERS:
         assert re.search(rf"^{name}\s+\d+/\d+", out, re.M), out
         assert f"-> {a4}:80" in out, out        # the adm listing
     assert "director: userlb adm -L -n --stats" in out
+    assert "director2: userlb adm -L -n --stats" in out
 
 
 @pytest.mark.slow
