@@ -17,7 +17,20 @@ server (its interface's rx counter), for:
                      (conntrack there only), no TUN
 
 and one iperf3 TCP stream (client -> server) through userlb and through the
-kernel (tcp.userlb.gbps, tcp.nft_dnat.gbps).  Medians of --runs runs.  The
+kernel (tcp.userlb.gbps, tcp.nft_dnat.gbps).  Medians of --runs runs.
+
+TUN offloads (issue 10; `--only offload`, part of the default): iperf3 TCP,
+one stream and 4 parallel streams, in the same lab and the same run,
+alternating run by run:
+
+  tcp.kernel_route.gbps       the kernel routing client -> real server
+                              (no userlb, no conntrack: the upper bound)
+  tcp.userlb_offload.gbps     `userlb run` (default: virtio-net header, TSO/USO)
+  tcp.userlb_nooffload.gbps   `userlb run --no-offload`
+  tcp4.*.gbps                 the same with 4 parallel streams (iperf3 -P 4)
+  tcp.userlb_offload_vs_kernel.ratio   done-when of issue 10: >= 0.75
+
+plus host.loadavg1 before and after (the machine is shared).  The
 forwarder (bare loop or userlb) is pinned to CPU 1 and the generator to
 CPU 0 with taskset; the kernel's softirq work lands where it lands.
 Also printed: tun.userlb_vs_bare.ratio (done-when of issue 6: >= 0.70), and
@@ -144,14 +157,15 @@ def measure_pps(lab, seconds, pid=None):
     return (r1 - r0) / (t1 - t0), offered, us
 
 
-def measure_tcp(lab, seconds):
+def measure_tcp(lab, seconds, dst=VIP, parallel=1):
     server = lab.servers[0][0]
     srv = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(TCP_PORT)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
     try:
-        p = lab.exec(lab.client, ["taskset", "-c", GEN_CPU, "iperf3", "-c", VIP, "-p", str(TCP_PORT),
-                                  "-t", str(seconds), "-J"], timeout=seconds + 30, check=False)
+        p = lab.exec(lab.client, ["taskset", "-c", GEN_CPU, "iperf3", "-c", dst, "-p", str(TCP_PORT),
+                                  "-t", str(seconds), "-P", str(parallel), "-J"],
+                     timeout=seconds + 30, check=False)
         res = json.loads(p.stdout)
         if "error" in res:
             raise RuntimeError(res["error"])
@@ -171,12 +185,12 @@ def rules():
             f"-a -t {VIP}:{TCP_PORT} -r {RIP}:{TCP_PORT} -m -w 1\n")
 
 
-def forwarder(lab, kind):
+def forwarder(lab, kind, extra=()):
     if kind == "bare":
         argv = ["taskset", "-c", FWD_CPU, sys.executable, str(HERE / "bench_tun.py"),
                 "--child", "bare", "--tun", "ulb0", "--vip", VIP, "--rip", RIP, "--lab", lab.tag]
         return lab.start("bare", lab.director, argv, ready="ready")
-    argv = ["taskset", "-c", FWD_CPU] + lab.director_argv()
+    argv = ["taskset", "-c", FWD_CPU] + lab.director_argv(extra=list(extra))
     return lab.start("director", lab.director, argv, ready="ready", log=lab.director_log)
 
 
@@ -195,7 +209,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tcp-seconds", type=int, default=5)
-    ap.add_argument("--only", default="a,b,c,tcp")
+    ap.add_argument("--only", default="a,b,c,tcp,offload")
     ap.add_argument("--child")
     ap.add_argument("--tun")
     ap.add_argument("--vip")
@@ -233,6 +247,8 @@ def main(argv=None):
                 res["tcp_userlb"] = [measure_tcp(lab, args.tcp_seconds)]
             finally:
                 stop(lab, "director")
+        if "offload" in only:
+            measure_offloads(lab, args, res)
     finally:
         lab.down()
     if "c" in only:
@@ -261,6 +277,9 @@ def main(argv=None):
     names = {"bare": ("tun.bare_loop.pps", "pps"), "userlb": ("tun.userlb.pps", "pps"),
              "nft": ("tun.nft_dnat.pps", "pps"), "tcp_userlb": ("tcp.userlb.gbps", "Gbit/s"),
              "tcp_nft": ("tcp.nft_dnat.gbps", "Gbit/s")}
+    for mode in OFFLOAD_MODES:
+        names[f"tcp1_{mode}"] = (f"tcp.{mode}.gbps", "Gbit/s")
+        names[f"tcp4_{mode}"] = (f"tcp4.{mode}.gbps", "Gbit/s")
     for key, (name, unit) in names.items():
         if key in res:
             v = median(res[key])
@@ -274,7 +293,39 @@ def main(argv=None):
         # the same comparison from CPU cost (less sensitive to a busy machine)
         emit("tun.userlb_vs_bare.cpu_ratio", round(median(res["bare_us"]) / median(res["userlb_us"]), 3),
              "ratio")
+    for p in ("1", "4"):
+        k, u = res.get(f"tcp{p}_kernel_route"), res.get(f"tcp{p}_userlb_offload")
+        if k and u:
+            emit(f"tcp{'' if p == '1' else p}.userlb_offload_vs_kernel.ratio",
+                 round(median(u) / median(k), 3), "ratio")
+    if res.get("load"):
+        emit("host.loadavg1", round(median(res["load"]), 2), "load",
+             runs=[round(x, 2) for x in res["load"]])
     return 0
+
+
+OFFLOAD_MODES = ("kernel_route", "userlb_offload", "userlb_nooffload")
+
+
+def measure_offloads(lab, args, res):
+    """TCP throughput, 1 and 4 streams: kernel routing to the real server
+    itself, userlb with and without offloads; alternated run by run."""
+    res.setdefault("load", []).append(os.getloadavg()[0])
+    for run in range(args.runs):
+        for mode in OFFLOAD_MODES:
+            if mode != "kernel_route":
+                forwarder(lab, "userlb", [] if mode == "userlb_offload" else ["--no-offload"])
+            try:
+                dst = RIP if mode == "kernel_route" else VIP
+                for p in (1, 4):
+                    g = measure_tcp(lab, args.tcp_seconds, dst=dst, parallel=p)
+                    res.setdefault(f"tcp{p}_{mode}", []).append(g)
+                    print(f"run {run}: {mode}: {p} stream(s): {g:.2f} Gbit/s "
+                          f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+            finally:
+                if mode != "kernel_route":
+                    stop(lab, "director")
+    res["load"].append(os.getloadavg()[0])
 
 
 if __name__ == "__main__":
