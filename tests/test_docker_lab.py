@@ -55,7 +55,6 @@ def _load_lab():
 lab = _load_lab()
 
 IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (apt-get, dockerd, containers)")
 
 
 def run(argv, env=None, timeout=900, check=True, input=None):
@@ -243,7 +242,6 @@ def flows(request, all_flows):
 
 def _ep(addr, port):
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-
 
 
 @pytest.mark.slow
