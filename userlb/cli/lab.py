@@ -1,7 +1,10 @@
 """`userlb lab up | demo | down | status`: the network-namespace lab.
 
-    userlb lab up [--servers N] [--clients N] [--far-mtu MTU] [--sloppy-tcp]
-    userlb lab demo [--requests N] [--udp-flows N]
+    userlb lab up [--servers N] [--clients N] [--far-mtu MTU] [--sloppy-tcp] [--directors K]
+    userlb lab demo [--requests N] [--udp-flows N] [--directors K]
+    userlb lab kill-director N [--hard]
+    userlb lab start-director N
+    userlb lab experiment [--quick] [--seconds S] [--rate R] ...
     userlb lab status
     userlb lab down [--all]
 
@@ -13,6 +16,17 @@ userlb.lab).  Names carry a random suffix; the state (names, PIDs) is kept in
 last lab.  `demo` sends traffic and compares with `userlb simulate`; `down`
 kills the lab's processes and deletes its namespaces (idempotent; `--all`:
 every lab found in /run/userlb-lab).  Root is needed.
+
+`--directors K` (K >= 2): K director namespaces, all running `userlb run`
+with the same rules, behind a router namespace that reaches the VIPs through
+a kernel multipath route with L4 hashing; the real servers' replies go back
+through the router and are hashed over the directors too (any director may
+see the replies of a flow it never saw).  `kill-director N` takes director N
+out of the router's routes and stops it; `start-director N` starts it again
+and puts it back.  `demo --directors K` shows a failover: long-lived
+connections, directors killed one after another, connections counted before
+and after (on the current lab if it has K directors, else on a temporary
+one).  `experiment`: the mhs experiment (docs/mhs-experiment.md).
 """
 import argparse
 import os
@@ -30,10 +44,26 @@ def build_parser():
     up.add_argument("--far-mtu", type=int, default=None,
                     help="add a real server behind a router whose server-side link has this MTU")
     up.add_argument("--sloppy-tcp", action="store_true")
+    up.add_argument("--directors", type=int, default=1, metavar="K",
+                    help="K >= 2: K directors behind an ECMP router (default 1)")
     d = sub.add_parser("demo", help="send traffic, compare with `userlb simulate`, print stats")
     d.add_argument("--requests", type=int, default=300)
     d.add_argument("--udp-flows", type=int, default=60)
     d.add_argument("--lab", help="lab suffix (default: the current one)")
+    d.add_argument("--directors", type=int, default=None, metavar="K",
+                   help="K >= 2: the failover demo with K directors")
+    d.add_argument("--connections", type=int, default=30,
+                   help="long-lived connections of the failover demo (default 30)")
+    kd = sub.add_parser("kill-director", help="take director N out of the routes and stop it")
+    kd.add_argument("n", type=int)
+    kd.add_argument("--hard", action="store_true", help="SIGKILL instead of SIGTERM")
+    kd.add_argument("--lab", help="lab suffix (default: the current one)")
+    sd = sub.add_parser("start-director", help="start director N again and put it back")
+    sd.add_argument("n", type=int)
+    sd.add_argument("--lab", help="lab suffix (default: the current one)")
+    ex = sub.add_parser("experiment", help="the mhs experiment (docs/mhs-experiment.md)",
+                        add_help=False)
+    ex.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("status", help="show the current lab")
     dn = sub.add_parser("down", help="remove the lab")
     dn.add_argument("--all", action="store_true")
@@ -42,6 +72,9 @@ def build_parser():
 
 
 def main(argv):
+    if argv[:1] == ["experiment"]:
+        from ..lab import experiment
+        return experiment.main(argv[1:])
     args = build_parser().parse_args(argv)
     if os.geteuid() != 0:
         print("userlb lab: needs root (network namespaces, /dev/net/tun)", file=sys.stderr)
@@ -51,16 +84,39 @@ def main(argv):
     try:
         if args.action == "up":
             lab = Lab(n_servers=args.servers, n_clients=args.clients, far_mtu=args.far_mtu,
-                      sloppy=args.sloppy_tcp).up()
-            print(f"lab {lab.tag} is up: client {lab.client}, director {lab.director}, "
-                  f"servers {' '.join(s[0] for s in lab.servers)}")
+                      sloppy=args.sloppy_tcp, directors=args.directors).up()
+            if lab.n_directors > 1:
+                print(f"lab {lab.tag} is up: client {lab.client}, router {lab.router}, "
+                      f"directors {' '.join(lab.director_ns)}, "
+                      f"servers {' '.join(s[0] for s in lab.servers)}")
+                print(f"  control sockets {lab.dir}/control-K.sock "
+                      f"(userlb adm --control PATH); `userlb lab kill-director K`")
+            else:
+                print(f"lab {lab.tag} is up: client {lab.client}, director {lab.director}, "
+                      f"servers {' '.join(s[0] for s in lab.servers)}")
             print(f"  VIPs 10.99.0.1 and fd00:99::1; rules {lab.rules_path}")
             print(f"  try: ip netns exec {lab.client} curl -s http://10.99.0.1/")
             return 0
         if args.action == "demo":
+            if args.directors is not None and args.directors >= 2:
+                from ..lab import ecmp
+                return ecmp.demo_main(args.directors, suffix=args.lab,
+                                          connections=args.connections)
             lab = Lab.load(args.lab)
             res = lab_demo.run(lab, requests=args.requests, udp_flows=args.udp_flows)
             return 0 if res["ok"] else 1
+        if args.action in ("kill-director", "start-director"):
+            lab = Lab.load(args.lab)
+            if args.action == "kill-director":
+                pid = lab.kill_director(args.n, hard=args.hard)
+                print(f"director {args.n} removed from the routes"
+                      + (f" and stopped (pid {pid})" if pid else " (it was not running)")
+                      + f"; directors in the routes: {' '.join(map(str, lab.alive)) or 'none'}")
+            else:
+                lab.revive_director(args.n)
+                print(f"director {args.n} started (pid {lab.director_pid(args.n)}); "
+                      f"directors in the routes: {' '.join(map(str, lab.alive))}")
+            return 0
         if args.action == "status":
             lab = Lab.load()
             print(open(lab.dir / "state.json").read())

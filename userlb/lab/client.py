@@ -13,6 +13,16 @@ FUNC:
   session   long-lived TCP echo connections and UDP echo flows with steady
             traffic in a thread; commands on stdin: `report` (one JSON line),
             `pause` / `resume` (each answers one JSON line), `quit`
+  pinned    TCP echo connections from given (source, port) pairs with a given
+            TOS / traffic class (the ECMP lab pins DSCP K to director K): read
+            the server's greeting, close with RST (no TIME_WAIT, so the same
+            pair can be used again at once); many in flight
+  stream    long-lived TCP echo connections streaming checked data (every
+            byte compared on the way back, sha256 of everything); commands on
+            stdin: `report`, `finish` (half-close, wait for the echo's EOF,
+            final report), `quit`
+  rate      new short HTTP connections at a steady rate for a while (the mhs
+            experiment's load); counts of good and failed ones
 
 A flow record: {"proto", "client", "cport", "vip", "vport", "server",
 "seen_client", "seen_port"} -- `server` is who answered, `seen_*` what that
@@ -252,6 +262,254 @@ def session(vip_ports=(), sources=(), per_source=2, interval=0.01, timeout=3.0):
     for t in threads:
         t.join(timeout=5)
     return None
+
+
+def _tos_opt(vip, tos, s):
+    if ":" in vip:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+def pinned(vip, port, flows=(), tos=0, inflight=64, timeout=5.0, tries=3):
+    """flows: [[source, sport], ...] -> one record per flow, in order:
+    [server, seen_client, seen_port] or {"error": ...}.  Each connection
+    reads the server's greeting line and is closed with RST (SO_LINGER 0)."""
+    import selectors
+    import struct
+    linger = struct.pack("ii", 1, 0)
+    fam = _family(vip)
+    out = [None] * len(flows)
+    attempts = [0] * len(flows)
+    todo = list(range(len(flows)))[::-1]
+    sel = selectors.DefaultSelector()
+    live = {}                      # fd -> (index, socket, buffer, deadline)
+
+    def start(i):
+        src, sport = flows[i]
+        s = socket.socket(fam, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        if tos:
+            _tos_opt(vip, tos, s)
+        s.setblocking(False)
+        attempts[i] += 1
+        try:
+            s.bind((src, sport))
+            s.connect_ex((vip, port))
+        except OSError as e:
+            s.close()
+            out[i] = {"error": f"{type(e).__name__}: {e}"}
+            return
+        live[s.fileno()] = [i, s, b"", time.monotonic() + timeout]
+        sel.register(s, selectors.EVENT_READ)
+
+    def finish(fd, result):
+        i, s = live.pop(fd)[:2]
+        sel.unregister(s)
+        s.close()                   # RST
+        if isinstance(result, dict) and attempts[i] < tries:
+            todo.append(i)
+            return
+        out[i] = result
+
+    while todo or live:
+        while todo and len(live) < inflight:
+            start(todo.pop())
+        for key, _ev in sel.select(timeout=0.2):
+            fd = key.fd
+            rec = live[fd]
+            try:
+                chunk = rec[1].recv(256)
+            except OSError as e:
+                finish(fd, {"error": f"{type(e).__name__}: {e}"})
+                continue
+            if not chunk:
+                finish(fd, {"error": "closed before the greeting"})
+                continue
+            rec[2] += chunk
+            if rec[2].endswith(b"\n"):
+                name, host, sport = rec[2].decode().split()
+                finish(fd, [name, host, int(sport)])
+        now = time.monotonic()
+        for fd in [fd for fd, r in live.items() if r[3] < now]:
+            finish(fd, {"error": "timeout"})
+    sel.close()
+    return out
+
+
+class _Stream:
+    """One long-lived TCP echo connection streaming checked data."""
+
+    def __init__(self, src, vip, port, chunk, interval, timeout):
+        self.vip, self.port = vip, port
+        self.chunk, self.interval = chunk, interval
+        self.s = _connect(src, vip, port, timeout)
+        self.cport = self.s.getsockname()[1]
+        self.server, self.seen_client, self.seen_port = _readline(self.s).decode().split()
+        self.rec = {"client": src, "cport": self.cport, "vip": vip, "vport": port,
+                    "server": self.server, "seen_client": self.seen_client,
+                    "seen_port": int(self.seen_port)}
+        self.sent = hashlib.sha256()
+        self.got = hashlib.sha256()
+        self.nbytes = 0
+        self.rounds = 0
+        self.error = None
+        self.done = False
+        self.last_ok = time.monotonic()
+        self.max_gap = 0.0
+
+    def run(self, stop):
+        try:
+            while not stop.is_set():
+                data = os.urandom(self.chunk)
+                self.s.sendall(data)
+                self.sent.update(data)
+                got = b""
+                while len(got) < len(data):
+                    c = self.s.recv(len(data) - len(got))
+                    if not c:
+                        raise ConnectionError("closed by peer")
+                    got += c
+                self.got.update(got)
+                if got != data:
+                    raise ValueError("echoed data differs")
+                self.nbytes += len(data)
+                self.rounds += 1
+                now = time.monotonic()
+                self.max_gap = max(self.max_gap, now - self.last_ok)
+                self.last_ok = now
+                time.sleep(self.interval)
+            # the end: half-close, the echo server answers with EOF
+            self.s.shutdown(socket.SHUT_WR)
+            rest = self.s.recv(65536)
+            if rest:
+                raise ValueError(f"{len(rest)} unexpected bytes at the end")
+            self.done = True
+        except socket.timeout:
+            self.error = "timeout"
+        except ConnectionResetError:
+            self.error = "reset"
+        except (OSError, ValueError) as e:
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.s.close()
+
+    def report(self):
+        return {**self.rec, "rounds": self.rounds, "bytes": self.nbytes,
+                "error": self.error, "done": self.done,
+                "intact": self.sent.hexdigest() == self.got.hexdigest() and self.error is None,
+                "max_gap": round(self.max_gap, 3)}
+
+
+def stream(vip_ports=(), sources=(), count=50, chunk=1024, interval=0.05, timeout=20.0):
+    """count connections, round robin over vip_ports [[vip, port], ...] and
+    the sources of the right family; a thread each."""
+    conns = []
+    for i in range(count):
+        vip, port = vip_ports[i % len(vip_ports)]
+        srcs = [a for a in sources if (":" in a) == (":" in vip)]
+        conns.append(_Stream(srcs[(i // len(vip_ports)) % len(srcs)], vip, port,
+                             chunk, interval, timeout))
+    stop = threading.Event()
+    threads = [threading.Thread(target=c.run, args=(stop,), daemon=True) for c in conns]
+    for t in threads:
+        t.start()
+    print(json.dumps({"flows": [c.rec for c in conns]}), flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "report":
+            print(json.dumps([c.report() for c in conns]), flush=True)
+        elif cmd == "finish":
+            stop.set()
+            for t in threads:
+                t.join(timeout + 5)
+            print(json.dumps([c.report() for c in conns]), flush=True)
+        elif cmd == "quit":
+            break
+    stop.set()
+    return None
+
+
+def rate(vip, port=80, sources=(), rate=100.0, seconds=10.0, timeout=3.0, inflight=256):
+    """New HTTP/1.0 connections at `rate` per second for `seconds`
+    (round robin over the sources; kernel-chosen ports), non-blocking, so a
+    slow one does not hold the others back.  -> counts."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    fam = _family(vip)
+    live = {}
+    ok = failed = started = 0
+    errors = {}
+    t0 = time.monotonic()
+    end = t0 + seconds
+    req = b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n"
+
+    def fail(fd, why):
+        nonlocal failed
+        s = live.pop(fd)[0]
+        sel.unregister(s)
+        s.close()
+        failed += 1
+        errors[why] = errors.get(why, 0) + 1
+
+    while True:
+        now = time.monotonic()
+        due = min(int((now - t0) * rate) + 1, int(seconds * rate))
+        while started < due and len(live) < inflight:
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.bind((sources[started % len(sources)], 0))
+            s.connect_ex((vip, port))
+            live[s.fileno()] = [s, b"", now + timeout, False]
+            sel.register(s, selectors.EVENT_WRITE)
+            started += 1
+        if now >= end and not live:
+            break
+        for key, ev in sel.select(timeout=0.01):
+            fd = key.fd
+            rec = live.get(fd)
+            if rec is None:
+                continue
+            s = rec[0]
+            if not rec[3]:
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    fail(fd, os.strerror(err))
+                    continue
+                try:
+                    s.send(req)
+                except OSError as e:
+                    fail(fd, type(e).__name__)
+                    continue
+                rec[3] = True
+                sel.modify(s, selectors.EVENT_READ)
+                continue
+            try:
+                chunk = s.recv(4096)
+            except OSError as e:
+                fail(fd, type(e).__name__)
+                continue
+            if chunk:
+                rec[1] += chunk
+                continue
+            live.pop(fd)
+            sel.unregister(s)
+            s.close()
+            if b'"server"' in rec[1]:
+                ok += 1
+            else:
+                failed += 1
+                errors["bad answer"] = errors.get("bad answer", 0) + 1
+        now = time.monotonic()
+        for fd in [fd for fd, r in live.items() if r[2] < now]:
+            fail(fd, "timeout")
+        if now > end + timeout + 1:
+            for fd in list(live):
+                fail(fd, "timeout")
+    sel.close()
+    return {"started": started, "ok": ok, "failed": failed, "errors": errors,
+            "seconds": time.monotonic() - t0}
 
 
 def main(argv=None):

@@ -12,6 +12,9 @@ client's own address and port):
 * TCP echo (`--echo`): first a line `NAME ADDR PORT\\n`, then every byte back.
 * TCP hash (`--hash`): reads to EOF, then answers
   `NAME ADDR PORT SHA256HEX LENGTH\\n`.
+* More TCP echo services (`--more-echo 7001-7008`, off by default): the same
+  as `--echo` on each of those ports (tests give each service its own
+  real-server port, so that replies without an entry stay unambiguous).
 * UDP discard (`--discard`, off by default): a socket that is never read.
 * UDP echo (`--udp-echo`): answers each datagram with `NAME ADDR PORT\\n`
   followed by the datagram.
@@ -119,7 +122,8 @@ async def serve(args):
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     servers = []
-    for port, handler in ((args.http, srv.http), (args.echo, srv.echo), (args.hash, srv.hash)):
+    more = [(p, srv.echo) for p in _ports(args.more_echo)]
+    for port, handler in [(args.http, srv.http), (args.echo, srv.echo), (args.hash, srv.hash)] + more:
         if port:
             servers.append(await asyncio.start_server(handler, sock=_listen_tcp(port)))
     if args.udp_echo:
@@ -142,6 +146,17 @@ async def serve(args):
         s.close()
 
 
+def _ports(spec):
+    """'7001-7003,7010' -> [7001, 7002, 7003, 7010]."""
+    out = []
+    for part in (spec or "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="userlb.lab.servers")
     p.add_argument("--name", required=True)
@@ -149,6 +164,7 @@ def main(argv=None):
     p.add_argument("--echo", type=int, default=7)
     p.add_argument("--hash", type=int, default=9)
     p.add_argument("--udp-echo", type=int, default=7)
+    p.add_argument("--more-echo", default="", help="more TCP echo ports: 7001-7008,7010")
     p.add_argument("--discard", type=int, default=0, help="UDP port of a sink that is never read")
     p.add_argument("--lab", default="", help="lab tag (lets `lab down` recognise its processes)")
     args = p.parse_args(argv)
