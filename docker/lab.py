@@ -152,13 +152,13 @@ def my_sources():
 
 def traffic_flows(requests=120, udp=48):
     from userlb.lab import client as c
-    SOURCES4, SOURCES6 = my_sources()
+    s4, s6 = my_sources()
     flows = []
     h4 = requests - requests // 2
-    flows += c.http(VIP4, port=HTTP, count=h4, sources=SOURCES4)
-    flows += c.http(VIP6, port=HTTP, count=requests - h4, sources=SOURCES6)
-    flows += c.udp(VIP4, port=UDP_ECHO, count=udp - udp // 2, sources=SOURCES4)
-    flows += c.udp(VIP6, port=UDP_ECHO, count=udp // 2, sources=SOURCES6)
+    flows += c.http(VIP4, port=HTTP, count=h4, sources=s4)
+    flows += c.http(VIP6, port=HTTP, count=requests - h4, sources=s6)
+    flows += c.udp(VIP4, port=UDP_ECHO, count=udp - udp // 2, sources=s4)
+    flows += c.udp(VIP6, port=UDP_ECHO, count=udp // 2, sources=s6)
     return flows
 
 
