@@ -26,6 +26,7 @@
 #   COMPOSE_PROJECT_NAME   compose project name (default userlb)
 #   ULB_CACHE              where the base tarball is cached (default REPO/.cache/docker)
 #   ULB_MIRROR             Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#   ULB_TMP                parent of a private engine's directory (default /tmp; keep it short)
 #   PYTHON                 host Python that builds the wheels (default REPO/.venv/bin/python or
 #                          python3); its X.Y must be the image's (3.11 for bookworm)
 set -euo pipefail
@@ -321,7 +322,7 @@ cmd_run_demo() {
     take_lock
     local priv="" rc=0
     if ! engine_ok; then
-        priv=$(mktemp -d /tmp/ulbd-XXXXXX)
+        priv=$(mktemp -d "${ULB_TMP:-/tmp}/ulbd-XXXXXX")
         say "no Docker engine reachable: starting a private one in $priv"
         DOCKER_HOST=$(cmd_daemon_start "$priv") || { cmd_daemon_stop "$priv"; exit 1; }
         export DOCKER_HOST
@@ -366,7 +367,7 @@ main() {
         run-demo) cmd_run_demo "$@" ;;
         daemon-start) cmd_daemon_start "$@" ;;
         daemon-stop) cmd_daemon_stop "$@" ;;
-        *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2 ;;
     esac
 }
 

@@ -138,7 +138,8 @@ class Engine:
 
     def __init__(self):
         self.sfx = secrets.token_hex(3)
-        self.dir = tempfile.mkdtemp(prefix="ulbd-", dir="/tmp")
+        # short: unix socket paths below it (ULB_TMP: another parent, e.g. if /tmp is small)
+        self.dir = tempfile.mkdtemp(prefix="ulbd-", dir=os.environ.get("ULB_TMP", "/tmp"))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
         self.env.update(COMPOSE_PROJECT_NAME=f"ulbt{self.sfx}", ULB_BRIDGE=f"u{self.sfx}",
                         ULB_IMAGE=f"userlb-lab:t{self.sfx}", PYTHON=sys.executable,
