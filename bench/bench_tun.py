@@ -296,8 +296,20 @@ def main(argv=None):
     for p in ("1", "4"):
         k, u = res.get(f"tcp{p}_kernel_route"), res.get(f"tcp{p}_userlb_offload")
         if k and u:
+            # ratio of the medians, and the median of the per-run ratios
+            # (each run measures both back to back: less sensitive to load swings)
+            paired = [a / b for a, b in zip(u, k) if b]
             emit(f"tcp{'' if p == '1' else p}.userlb_offload_vs_kernel.ratio",
-                 round(median(u) / median(k), 3), "ratio")
+                 round(median(u) / median(k), 3), "ratio",
+                 paired_median=round(median(paired), 3), runs=[round(x, 3) for x in paired])
+    for mode in OFFLOAD_MODES[1:]:
+        for p in ("1", "4"):
+            xs = res.get(f"tcp{p}_{mode}_cpu")
+            if xs:
+                # the forwarder's CPU time (user + system, incl. the kernel work
+                # done in its read/write calls) per second of the iperf3 run
+                emit(f"tcp{'' if p == '1' else p}.{mode}.cpu_util", round(median(xs), 3),
+                     "cpu", runs=[round(x, 3) for x in xs])
     if res.get("load"):
         emit("host.loadavg1", round(median(res["load"]), 2), "load",
              runs=[round(x, 2) for x in res["load"]])
@@ -313,15 +325,22 @@ def measure_offloads(lab, args, res):
     res.setdefault("load", []).append(os.getloadavg()[0])
     for run in range(args.runs):
         for mode in OFFLOAD_MODES:
+            pid = None
             if mode != "kernel_route":
-                forwarder(lab, "userlb", [] if mode == "userlb_offload" else ["--no-offload"])
+                pid = forwarder(lab, "userlb",
+                                [] if mode == "userlb_offload" else ["--no-offload"]).pid
             try:
                 dst = RIP if mode == "kernel_route" else VIP
                 for p in (1, 4):
+                    c0, t0 = cpu_seconds(pid), time.monotonic()
                     g = measure_tcp(lab, args.tcp_seconds, dst=dst, parallel=p)
+                    cpu = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
                     res.setdefault(f"tcp{p}_{mode}", []).append(g)
+                    if pid:
+                        res.setdefault(f"tcp{p}_{mode}_cpu", []).append(cpu)
                     print(f"run {run}: {mode}: {p} stream(s): {g:.2f} Gbit/s "
-                          f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                          + (f"(userlb CPU {cpu:.0%}) " if pid else "")
+                          + f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
             finally:
                 if mode != "kernel_route":
                     stop(lab, "director")

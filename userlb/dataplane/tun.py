@@ -94,8 +94,12 @@ class TunDevice:
             self.name = self.name.decode()
         try:
             if self.vnet:
-                fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-                self.offload_flags = set_offload(self.fd)
+                try:
+                    fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                    self.offload_flags = set_offload(self.fd)
+                except OSError as e:
+                    raise TunError(f"cannot set up offloads on TUN device {self.name!r}: "
+                                   f"{e.strerror} (try --no-offload)") from None
             else:
                 fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
             os.set_blocking(self.fd, False)
