@@ -241,3 +241,18 @@ def test_cli_kill_and_start_director(tmp_path):
         assert p.returncode == 1 and "no director 3" in p.stderr
     finally:
         run("down", "--all")
+
+
+# ---------------------------------------------------------------------- demo
+
+def test_failover_demo_counts_connections(all_up):
+    """`userlb lab demo --directors 3` on a lab: connections counted before
+    and after the failover, none lost (sloppy TCP is switched back off)."""
+    import io
+    buf = io.StringIO()
+    assert ecmp.demo(all_up, connections=20, out=buf, seconds=1.0)
+    text = buf.getvalue()
+    assert "start    connections alive: 20/20" in text
+    assert "kill 2   connections alive: 20/20" in text
+    assert "after: 20/20 connections completed with their data intact" in text
+    assert "lost: 0" in text

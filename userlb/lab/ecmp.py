@@ -231,8 +231,10 @@ def demo(lab, connections=30, out=sys.stdout, seconds=1.5):
     for c in r["carriers"]:
         for k in c:
             per[k] = per.get(k, 0) + 1
-    p("  connections per director before: " +
-      ", ".join(f"d{k}: {per.get(k, 0)}" for k in sorted(set(kill) | set(r["alive"]))))
+    moved = sum(1 for c in r["carriers"] if not c & set(r["alive"]))
+    p("  connection entries per director before: " +
+      ", ".join(f"d{k}: {per.get(k, 0)}" for k in sorted(set(kill) | set(r["alive"]))) +
+      f"; {moved} connections lived on the directors that get killed")
     for what, n in r["timeline"]:
         p(f"  {what:<8} connections alive: {n}/{connections}")
     final = r["final"]
@@ -247,14 +249,15 @@ def demo(lab, connections=30, out=sys.stdout, seconds=1.5):
     return not lost
 
 
-def demo_main(k, suffix=None, connections=30, out=sys.stdout):
+def demo_main(k, suffix=None, connections=30, out=sys.stdout, temp=False):
     """`userlb lab demo --directors K`: on the current lab (or --lab) if it has
-    K directors, all of them running; else on a temporary lab.  The killed
-    directors are started again afterwards when the lab is kept."""
+    K directors, all of them running; else (or with temp=True) on a temporary
+    lab.  The killed directors are started again afterwards when the lab is
+    kept."""
     lab = None
     try:
-        cur = Lab.load(suffix)
-        if cur.n_directors == k and len(cur.running_directors()) == k:
+        cur = None if temp else Lab.load(suffix)
+        if cur is not None and cur.n_directors == k and len(cur.running_directors()) == k:
             lab = cur
     except LabError:
         if suffix:
