@@ -268,6 +268,7 @@ def test_compose_config(engine):
         assert any(dev.split(":")[0] == "/dev/net/tun" for dev in d["devices"])
         assert str(d["sysctls"]["net.ipv4.ip_forward"]) == "1"
         assert str(d["sysctls"]["net.ipv6.conf.all.forwarding"]) == "1"
+        assert str(d["sysctls"]["net.ipv4.conf.default.rp_filter"]) == "0"
         assert (d["networks"]["front"]["ipv4_address"], d["networks"]["front"]["ipv6_address"]) == front
         assert (d["networks"]["back"]["ipv4_address"], d["networks"]["back"]["ipv6_address"]) == back
     for name, a4, a6 in lab.SERVERS:
