@@ -28,6 +28,11 @@ alternating run by run:
   tcp.userlb_offload.gbps     `userlb run` (default: virtio-net header, TSO/USO)
   tcp.userlb_nooffload.gbps   `userlb run --no-offload`
   tcp4.*.gbps                 the same with 4 parallel streams (iperf3 -P 4)
+  udp_gso.*.gbps              bulk UDP sent with UDP_SEGMENT (63000-byte sends of
+                              1400-byte segments; USO on the TUN where the kernel
+                              has it) to a never-read sink: Gbit/s arriving at the
+                              real server's interface
+  tcp*.userlb_*.cpu_util      the forwarder's CPU time per second of the run
   tcp.userlb_offload_vs_kernel.ratio   done-when of issue 10: >= 0.75
 
 plus host.loadavg1 before and after (the machine is shared).  The
@@ -178,6 +183,47 @@ def measure_tcp(lab, seconds, dst=VIP, parallel=1):
             srv.wait()
 
 
+UDP_GSO_SENDER = r"""
+import socket, sys, time
+dst, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.setsockopt(17, 103, 1400)          # UDP_SEGMENT: the kernel (or the NIC) segments
+    buf = b"u" * (1400 * 45)             # 63000 bytes per send
+except OSError:
+    buf = b"u" * 1400
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    try:
+        s.sendto(buf, (dst, port))
+    except OSError:
+        pass
+"""
+
+
+def rx_bytes(lab, ns):
+    p = lab.exec(ns, ["cat", "/sys/class/net/eth0/statistics/rx_bytes"])
+    return int(p.stdout)
+
+
+def measure_udp_gso(lab, seconds, dst=VIP):
+    """A bulk UDP transfer sent with UDP_SEGMENT (USO where the path has it)
+    to the never-read UDP sink; Gbit/s arriving at the real server's
+    interface in the middle of the run."""
+    server = lab.servers[0][0]
+    gen = subprocess.Popen(["ip", "netns", "exec", lab.client, "taskset", "-c", GEN_CPU,
+                            sys.executable, "-c", UDP_GSO_SENDER, dst, str(UDP_PORT),
+                            str(seconds + 1.5)])
+    try:
+        time.sleep(0.75)
+        b0, t0 = rx_bytes(lab, server), time.monotonic()
+        time.sleep(seconds)
+        b1, t1 = rx_bytes(lab, server), time.monotonic()
+    finally:
+        gen.wait(timeout=seconds + 30)
+    return (b1 - b0) * 8 / (t1 - t0) / 1e9
+
+
 def rules():
     return (f"-A -u {VIP}:{UDP_PORT} -s sh -b sh-port\n"
             f"-a -u {VIP}:{UDP_PORT} -r {RIP}:{UDP_PORT} -m -w 1\n"
@@ -280,6 +326,7 @@ def main(argv=None):
     for mode in OFFLOAD_MODES:
         names[f"tcp1_{mode}"] = (f"tcp.{mode}.gbps", "Gbit/s")
         names[f"tcp4_{mode}"] = (f"tcp4.{mode}.gbps", "Gbit/s")
+        names[f"udp_{mode}"] = (f"udp_gso.{mode}.gbps", "Gbit/s")
     for key, (name, unit) in names.items():
         if key in res:
             v = median(res[key])
@@ -341,6 +388,10 @@ def measure_offloads(lab, args, res):
                     print(f"run {run}: {mode}: {p} stream(s): {g:.2f} Gbit/s "
                           + (f"(userlb CPU {cpu:.0%}) " if pid else "")
                           + f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                g = measure_udp_gso(lab, args.tcp_seconds, dst=dst)
+                res.setdefault(f"udp_{mode}", []).append(g)
+                print(f"run {run}: {mode}: UDP with UDP_SEGMENT: {g:.2f} Gbit/s",
+                      file=sys.stderr, flush=True)
             finally:
                 if mode != "kernel_route":
                     stop(lab, "director")
