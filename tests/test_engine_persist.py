@@ -438,3 +438,18 @@ def test_templates_count_toward_max_entries():
     eng.max_entries = 5
     assert syn(eng, "198.51.100.1", 1, 0.0) in (RIP1, RIP2)
     assert len(eng) == 5
+
+
+# ------------------------------------------------------------------ helpers
+
+def test_mask6_and_retry_expiry():
+    from userlb.dataplane.conntrack import RETRY, mask6, retry_expiry
+    a = ip("2001:db8:c:d:e:f:1:2")
+    assert mask6(a, 128) == a
+    assert mask6(a, 64) == ip("2001:db8:c:d::")
+    assert mask6(a, 52) == ip("2001:db8:c::")
+    assert mask6(a, 1) == ip("::")
+    t = Template(0, None, 10.0, 100)                    # due at 110
+    assert retry_expiry(t, 110.0) == 110.0 + RETRY
+    assert retry_expiry(t, 169.9) == 170.0
+    assert retry_expiry(t, 170.0) == 230.0

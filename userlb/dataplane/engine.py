@@ -759,7 +759,8 @@ class Engine:
             if self.ct.full():
                 return self._drop(R_CONN_LIMIT)
             if svc.flags & SVC_F_PERSISTENT:
-                tpl = self._template(svc, proto, caddr, now)
+                tkey = self._tpl_key(svc, proto, caddr)
+                tpl = self._template(svc, tkey, now)
                 if tpl is None:
                     ct = self.ct
                     if ct.count + 1 >= ct.max_entries:     # room for a template and the entry
@@ -767,7 +768,7 @@ class Engine:
                     dest = sched.schedule(caddr, cport)
                     if dest is None:
                         return self._no_dest(buf, r)
-                    tpl = self._new_template(svc, proto, caddr, dest, now)
+                    tpl = self._new_template(svc, tkey, dest, now)
                 else:
                     dest = tpl.xl.dest
                 return self._schedule_controlled(buf, r, svc, key, dest, tpl, now, reasm)
@@ -800,17 +801,19 @@ class Engine:
 
     # ---------------------------------------------------------------- persistence
 
-    def _template(self, svc, proto, caddr, now):
-        """The client's live, valid template for `svc`, restarted to its
-        timeout (kernel ip_vs_sched_persist + ip_vs_check_template), or None."""
+    @staticmethod
+    def _tpl_key(svc, proto, caddr):
+        """(proto, client & netmask, 0, VIP, vport -- 0 for port 21) as a key."""
         m = svc.netmask
-        if type(caddr) is int:
-            c = caddr & m
-        else:
-            c = mask6(caddr, m)
+        c = caddr & m if type(caddr) is int else mask6(caddr, m)
         vport = svc.port
+        return tpl_key(proto, c, svc.addr, 0 if vport == _FTP_PORT else vport)
+
+    def _template(self, svc, tkey, now):
+        """The client's live, valid template (key `tkey`), restarted to its
+        timeout (kernel ip_vs_sched_persist + ip_vs_check_template), or None."""
         ct = self.ct
-        tpl = ct.template(tpl_key(proto, c, svc.addr, 0 if vport == _FTP_PORT else vport), now)
+        tpl = ct.template(tkey, now)
         if tpl is None:
             return None
         d = tpl.xl.dest
@@ -820,12 +823,8 @@ class Engine:
         tpl.last = now
         return tpl
 
-    def _new_template(self, svc, proto, caddr, dest, now):
-        m = svc.netmask
-        c = caddr & m if type(caddr) is int else mask6(caddr, m)
-        vport = svc.port
-        t = Template(tpl_key(proto, c, svc.addr, 0 if vport == _FTP_PORT else vport),
-                     self._xlate(svc, dest), now, svc.timeout)
+    def _new_template(self, svc, tkey, dest, now):
+        t = Template(tkey, self._xlate(svc, dest), now, svc.timeout)
         dest.persistconns += 1
         dest.conn_bound()
         self.ct.add_template(t)
