@@ -6,15 +6,32 @@ entries() and the -L -c listing, invalid templates, the entry limit.  Manual
 driver does."""
 import pytest
 
+import test_engine_helpers
 from test_engine_helpers import (CIP, CIP6, RIP1, RIP2, RIP6_1, RIP6_2, VIP, VIP6, add_dest,
-                                 del_dest, engine_with, expect_rewritten, ip, make_service,
-                                 run, tcp4, tcp6, udp4)
+                                 del_dest, expect_rewritten, ip, make_service, run, tcp4, tcp6,
+                                 udp4)
 from userlb.control import listing
 from userlb.dataplane.conntrack import Template
 from userlb.dataplane.engine import V_DROP, V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT
 
 RIP3 = "10.1.0.3"
+_KW = {}
+
+
+@pytest.fixture(autouse=True, params=["fast", "general"])
+def path(request):
+    """Every test twice: IPv4 new flows through the fast path's
+    _new4_persist, and (dec_ttl=True: no fast path) through _schedule."""
+    _KW.clear()
+    if request.param == "general":
+        _KW["dec_ttl"] = True
+    yield request.param
+    _KW.clear()
+
+
+def engine_with(*services, **kw):
+    return test_engine_helpers.engine_with(*services, **dict(_KW, **kw))
 
 
 def persistent(proto, vip, vport, dests, sched="rr", timeout=360, netmask=None, **kw):
@@ -102,7 +119,9 @@ def test_template_restarted_by_every_new_connection():
     assert templates(eng)[0][8] == 150.0
 
 
-def test_established_packets_of_a_persistent_connection_take_the_fast_path_rewrite():
+def test_established_packets_of_a_persistent_connection_take_the_fast_path_rewrite(path):
+    if path == "general":
+        pytest.skip("the rewrite without TTL change is the fast path's")
     svc = persistent(IPPROTO_TCP, VIP, 80, [(RIP1, 8080, 1)])
     eng = engine_with(svc)
     p = tcp4(CIP, 40000, VIP, 80, "S")

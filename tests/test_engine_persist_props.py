@@ -14,6 +14,7 @@ the netmask changed.  Checked after every step:
 """
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 
 from test_engine_helpers import (VIP, add_dest, del_dest, engine_with, ip, make_service, run,
                                  tcp4, udp4)
@@ -24,8 +25,10 @@ from userlb.model import IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT
 CLIENTS = ["192.0.2.1", "192.0.2.200", "198.51.100.1", "198.51.100.9"]
 SERVERS = ["10.1.0.%d" % i for i in range(1, 4)]
 
+# (.., with_ip_options): an IPv4 header with options takes the general path
 _conn = st.tuples(st.just("conn"), st.sampled_from(CLIENTS), st.integers(1024, 1100),
-                  st.sampled_from([IPPROTO_TCP, IPPROTO_UDP]))
+                  st.sampled_from([IPPROTO_TCP, IPPROTO_UDP]), st.booleans())
+_OPTS = [IPOption_NOP(), IPOption_NOP(), IPOption_NOP(), IPOption_EOL()]
 ops = st.lists(st.one_of(
     _conn, _conn, _conn, _conn,          # mostly connections
     st.tuples(st.just("wait"), st.integers(1, 40)),
@@ -78,7 +81,7 @@ def test_random_operations_keep_persistence_and_counters(seq):
                 eng.expire(float(sec))
             now += op[1]
         elif kind == "conn":
-            _, client, sport, proto = op
+            _, client, sport, proto, with_opts = op
             svc = svcs[proto]
             port = svc.port
             ca = ip(client)
@@ -98,15 +101,18 @@ def test_random_operations_keep_persistence_and_counters(seq):
             else:
                 d = svc.sched.schedule(ca, sport)
                 want = d.addr if d is not None else None
-            mk = tcp4 if proto == IPPROTO_TCP else udp4
-            pkt = mk(client, sport, VIP, port, "S") if proto == IPPROTO_TCP else \
-                mk(client, sport, VIP, port)
+            kw = {"options": _OPTS} if with_opts else {}
+            if proto == IPPROTO_TCP:
+                pkt = tcp4(client, sport, VIP, port, "S", **kw)
+            else:
+                pkt = udp4(client, sport, VIP, port, **kw)
             v, out = run(eng, pkt, now)
             if want is None:
                 assert v != V_FORWARD
             else:
                 assert v == V_FORWARD, eng.last_reason
                 assert int.from_bytes(out[16:20], "big") == want
+                assert (out[0] == 0x46) == with_opts
                 if persistent:
                     after = [r for r in eng.entries(now)
                              if r[7] in ("NONE", "ASSURED") and r[0] == proto

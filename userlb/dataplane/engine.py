@@ -90,8 +90,8 @@ new connection (conn_reuse_mode): it moves the existing entry by the state
 table, to the same server.  A template's key has the vport of the service,
 except for port 21 (the kernel's FTP rule: vport and dport 0).  Switching a
 service to non-persistent (``-E``) or changing its netmask leaves the
-existing templates to expire.  New persistent connections take the general
-path (not ``_new4``); their packets then take the fast path as any entry.
+existing templates to expire.  New connections of persistent services take
+``_new4_persist`` on the IPv4 fast path, ``_schedule`` on the general path.
 Differences from the kernel: a UDP template is not marked ASSURED by a reply
 (the UDP fast path is left alone; only the ``-L -c`` state name differs); a
 template is retried while it still counts a controlled connection that has
@@ -545,7 +545,8 @@ class Engine:
                 return self._drop(R_CONN_LIMIT)
         else:
             if svc.flags & SVC_F_PERSISTENT:
-                return None                 # the general path (_schedule) does persistence
+                return self._new4_persist(buf, n, svc, key, sd, pp, flags, ipc, l4c, coff,
+                                          tlen, now)
             if ct.count >= ct.max_entries:
                 return self._drop(R_CONN_LIMIT)
             dest = sched.schedule(sd >> 32, pp >> 16)
@@ -586,6 +587,68 @@ class Engine:
         ss.inbytes += tlen
         gs.inpkts += 1
         gs.inbytes += tlen
+        self.out_len = tlen
+        return V_FORWARD
+
+    def _new4_persist(self, buf, n, svc, key, sd, pp, flags, ipc, l4c, coff, tlen, now):
+        """`_new4` for a persistent service: the destination of the client's
+        template, or the scheduler's (then a new template); the entry is
+        controlled by the template.  (`_schedule` does the same on the
+        general path.)"""
+        ct = self.ct
+        if ct.count >= ct.max_entries:
+            return self._drop(R_CONN_LIMIT)
+        caddr = sd >> 32
+        proto = 6 if coff == 36 else 17
+        tkey = self._tpl_key(svc, proto, caddr)
+        tpl = self._template(svc, tkey, now)
+        if tpl is None:
+            if ct.count + 1 >= ct.max_entries:     # room for a template and the entry
+                return self._drop(R_CONN_LIMIT)
+            dest = svc.sched.schedule(caddr, pp >> 16)
+            if dest is None:
+                return self._no_dest(buf, parse(buf, 0, n))
+            tpl = self._new_template(svc, tkey, dest, now)
+        else:
+            dest = tpl.xl.dest
+        xl = self._xl_cache.get(dest)
+        if xl is None or xl.svc is not svc:
+            xl = self._xlate(svc, dest)
+        x = (ipc ^ 0xFFFF) + xl.ipd_in
+        _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + xl.sd_in)
+        x = (l4c ^ 0xFFFF) + xl.l4d_in
+        x = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
+        _pack_I(buf, 20, pp + xl.pp_in)
+        _pack_H(buf, coff, x or 0xFFFF if coff == 26 else x)
+        svc.forwarded = True
+        if coff == 36:
+            st = _NEXT_IN[flags << 4]                      # first transition from NONE
+            if st == ESTABLISHED:
+                tpl.state = TPL_ASSURED
+        else:
+            st = UDP
+        e = Entry(key, xl.okey4 | caddr << 32 | pp >> 16, xl, st, now, self._tmo[st])
+        e.control = tpl
+        tpl.n_control += 1
+        if IS_ACTIVE[st]:
+            dest.activeconns += 1
+        else:
+            dest.inactconns += 1
+        if dest.u_threshold:
+            dest.conn_bound()
+        ct.add(e)
+        s = xl.dstats
+        s.conns += 1
+        s.inpkts += 1
+        s.inbytes += tlen
+        s = xl.sstats
+        s.conns += 1
+        s.inpkts += 1
+        s.inbytes += tlen
+        s = self.stats
+        s.conns += 1
+        s.inpkts += 1
+        s.inbytes += tlen
         self.out_len = tlen
         return V_FORWARD
 
