@@ -65,6 +65,7 @@ RIP = "10.20.0.11"
 UDP_PORT = 5000
 TCP_PORT = 5201
 FWD_CPU, GEN_CPU = "1", "0"
+FWD_NICE = 0
 
 
 # ------------------------------------------------------------- child: bare loop
@@ -233,10 +234,14 @@ def rules():
 
 def forwarder(lab, kind, extra=()):
     if kind == "bare":
-        argv = ["taskset", "-c", FWD_CPU, sys.executable, str(HERE / "bench_tun.py"),
+        argv = (["taskset", "-c", FWD_CPU] if FWD_CPU != "none" else []) + [
+                sys.executable, str(HERE / "bench_tun.py"),
                 "--child", "bare", "--tun", "ulb0", "--vip", VIP, "--rip", RIP, "--lab", lab.tag]
         return lab.start("bare", lab.director, argv, ready="ready")
-    argv = ["taskset", "-c", FWD_CPU] + lab.director_argv(extra=list(extra))
+    pin = ["taskset", "-c", FWD_CPU] if FWD_CPU != "none" else []
+    if FWD_NICE:
+        pin = ["nice", "-n", str(FWD_NICE)] + pin
+    argv = pin + lab.director_argv(extra=list(extra))
     return lab.start("director", lab.director, argv, ready="ready", log=lab.director_log)
 
 
@@ -251,11 +256,17 @@ def median(xs):
 
 
 def main(argv=None):
+    global FWD_CPU, FWD_NICE
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tcp-seconds", type=int, default=5)
     ap.add_argument("--only", default="a,b,c,tcp,offload")
+    ap.add_argument("--fwd-cpu", default=FWD_CPU,
+                    help="CPU the forwarder is pinned to (default 1; 'none': not pinned)")
+    ap.add_argument("--fwd-nice", type=int, default=0,
+                    help="nice value of `userlb run` (default 0; e.g. -10 on a machine "
+                         "whose other users keep the forwarder's CPU busy)")
     ap.add_argument("--child")
     ap.add_argument("--tun")
     ap.add_argument("--vip")
@@ -264,6 +275,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.child == "bare":
         return child_bare(args)
+    FWD_CPU = args.fwd_cpu
+    FWD_NICE = args.fwd_nice
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         print("bench_tun: needs root and /dev/net/tun; skipped", file=sys.stderr)
         return 0
