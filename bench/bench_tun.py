@@ -66,6 +66,7 @@ UDP_PORT = 5000
 TCP_PORT = 5201
 FWD_CPU, GEN_CPU = "1", "0"
 FWD_NICE = 0
+SERVER_ON_GEN_CPU = False
 
 
 # ------------------------------------------------------------- child: bare loop
@@ -165,7 +166,9 @@ def measure_pps(lab, seconds, pid=None):
 
 def measure_tcp(lab, seconds, dst=VIP, parallel=1):
     server = lab.servers[0][0]
-    srv = subprocess.Popen(["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-p", str(TCP_PORT)],
+    pin = ["taskset", "-c", GEN_CPU] if SERVER_ON_GEN_CPU else []
+    srv = subprocess.Popen(["ip", "netns", "exec", server] + pin +
+                           ["iperf3", "-s", "-1", "-p", str(TCP_PORT)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.3)
     try:
@@ -256,7 +259,7 @@ def median(xs):
 
 
 def main(argv=None):
-    global FWD_CPU, FWD_NICE
+    global FWD_CPU, FWD_NICE, SERVER_ON_GEN_CPU
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
@@ -267,6 +270,9 @@ def main(argv=None):
     ap.add_argument("--fwd-nice", type=int, default=0,
                     help="nice value of `userlb run` (default 0; e.g. -10 on a machine "
                          "whose other users keep the forwarder's CPU busy)")
+    ap.add_argument("--pin-server", action="store_true",
+                    help="pin the iperf3 server to the generator's CPU too (default: not "
+                         "pinned; on 2 cores it then lands next to the client or the forwarder)")
     ap.add_argument("--child")
     ap.add_argument("--tun")
     ap.add_argument("--vip")
@@ -277,6 +283,7 @@ def main(argv=None):
         return child_bare(args)
     FWD_CPU = args.fwd_cpu
     FWD_NICE = args.fwd_nice
+    SERVER_ON_GEN_CPU = args.pin_server
     if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
         print("bench_tun: needs root and /dev/net/tun; skipped", file=sys.stderr)
         return 0
