@@ -172,6 +172,28 @@ def test_stateless_reply_without_entry_translated():
     assert lab.svc.stats.outpkts == 1 and len(lab.eng) == 0
 
 
+def test_reply_of_removed_backend_translated_without_entry():
+    """Behind ECMP the reply of a flow may reach a director that has no entry
+    for it: while the old table still refers to a removed backend, its
+    replies are translated; once every slot has merged, they are not."""
+    lab = Lab()
+    k = lab.key(lambda o, c: o == c == ip(B))
+    lab.send(k, "A", 1.0)                 # the service has forwarded (rule 5)
+    lab.remove(B, 1000.0)
+    rep = tcp4(B, 80, fmt(k), 40000, "A", payload=b"data")
+    v, out = run(lab.eng, rep, 1001.0)
+    assert v == V_FORWARD
+    expect_rewritten(rep, out, src=VIPT, sport=80)
+    assert len(lab.eng) == 0
+    # T later every slot has merged; the next change drops B from the tables
+    lab.svc.sched.sweep(1901.0)
+    lab.weight(A, 2, 1902.0)
+    lab.svc.sched.sweep(2803.0)
+    lab.weight(A, 1, 2804.0)
+    v, out = run(lab.eng, rep, 2805.0)
+    assert v != V_FORWARD
+
+
 def test_entries_survive_backend_removal_in_mhs():
     lab = Lab()
     lab.send(lab.key(lambda o, c: o == c), "S", 10.0)

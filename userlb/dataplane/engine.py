@@ -243,6 +243,19 @@ class Engine:
                 cache[d] = xl
                 k = (svc.protocol, d.addr, xl.dport)
                 owners.setdefault(k, []).append(xl)
+            # a stateless (mhs) service keeps forwarding to removed backends
+            # while its old table refers to them: their replies must still be
+            # translated on a director without an entry for the flow
+            referenced = getattr(svc.sched, "referenced_dests", None)
+            if referenced is not None:
+                for d in referenced():
+                    if d in cache or d.af != svc.af:
+                        continue
+                    xl = old_cache.get(d)
+                    if xl is None or xl.svc is not svc or not xl.stateless:
+                        xl = Xlate(svc, d, self._dec_ttl)
+                    cache[d] = xl
+                    owners.setdefault((svc.protocol, d.addr, xl.dport), []).append(xl)
         rs_tab = {}
         for k, xls in owners.items():
             rs_tab[k] = xls[0] if len({id(x.svc) for x in xls}) == 1 else None

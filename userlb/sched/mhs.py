@@ -161,6 +161,12 @@ class MHSScheduler(Scheduler):
         self._ids.clear()
         self._free.clear()
 
+    def referenced_dests(self):
+        """Backends the tables still refer to, removed ones included (rule
+        12): their replies must still be translated by a director that has
+        no entry for the flow."""
+        return [d for d in self._st[3] if d is not None]
+
     def _read_T(self):
         t = self.timeouts()
         return max(t[0], t[1])
