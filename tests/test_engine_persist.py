@@ -119,20 +119,27 @@ def test_template_restarted_by_every_new_connection():
     assert templates(eng)[0][8] == 150.0
 
 
-def test_established_packets_of_a_persistent_connection_take_the_fast_path_rewrite(path):
-    if path == "general":
-        pytest.skip("the rewrite without TTL change is the fast path's")
+def test_established_packets_of_a_persistent_connection_are_rewritten(path):
+    """Both directions of a controlled connection are rewritten (fast path:
+    TTL untouched; general path, dec_ttl=True: TTL decremented)."""
     svc = persistent(IPPROTO_TCP, VIP, 80, [(RIP1, 8080, 1)])
     eng = engine_with(svc)
+
+    def check(p, out, **changes):
+        if path == "general":
+            p = p.copy()
+            p.ttl -= 1
+        expect_rewritten(p, out, **changes)
+
     p = tcp4(CIP, 40000, VIP, 80, "S")
     v, out = run(eng, p, 0.0)
-    expect_rewritten(p, out, dst=RIP1, dport=8080)
+    check(p, out, dst=RIP1, dport=8080)
     rp = tcp4(RIP1, 8080, CIP, 40000, "SA")
     v, out = run(eng, rp, 0.1)
-    expect_rewritten(rp, out, src=VIP, sport=80)
+    check(rp, out, src=VIP, sport=80)
     p = tcp4(CIP, 40000, VIP, 80, "A", payload=b"GET /")
     v, out = run(eng, p, 0.2)
-    expect_rewritten(p, out, dst=RIP1, dport=8080)
+    check(p, out, dst=RIP1, dport=8080)
     (c,) = conns(eng)
     assert c[7] == "ESTABLISHED"
     (t,) = templates(eng)
