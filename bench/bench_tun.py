@@ -35,7 +35,12 @@ alternating run by run:
   tcp*.userlb_*.cpu_util      the forwarder's CPU time per second of the run
   tcp.userlb_offload_vs_kernel.ratio   done-when of issue 10: >= 0.75
 
-plus host.loadavg1 before and after (the machine is shared).  The
+plus host.loadavg1 before and after (the machine is shared).  On 2 cores the
+single-stream userlb figure depends on where the unpinned iperf3 server lands
+(next to the forwarder: ~6 Gbit/s with the forwarder ~50% busy; next to the
+client: ~10 Gbit/s); --pin-server puts it on the generator's CPU, so that the
+forwarder has CPU 1 to itself (the kernel's forwarding then shares CPU 0 with
+both endpoints).  The
 forwarder (bare loop or userlb) is pinned to CPU 1 and the generator to
 CPU 0 with taskset; the kernel's softirq work lands where it lands.
 Also printed: tun.userlb_vs_bare.ratio (done-when of issue 6: >= 0.70), and
