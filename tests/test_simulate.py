@@ -550,3 +550,37 @@ def test_s8_add_order_and_flap_do_not_matter_for_mhs(files):
     assert outs[0] == outs[1] == outs[2]
     assert len(outs[0].splitlines()) == 10000
     assert {x.split(" -> ")[1] for x in outs[0].splitlines()} == {A, C, "10.0.0.4:80"}
+
+
+def test_s7_weight_zero_equals_removal(files):
+    """MHS.md S7 through simulate: after B is set to weight 0, the table that
+    decides a SYN (the candidate table) equals the one built from {A, C}; the
+    same holds once the service forwards and T has passed."""
+    abc = ("-A -t 10.0.0.100:80 -s mhs\n"
+           "-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+           "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n"
+           "-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m\n")
+    ac = abc.replace("-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n", "")
+    zero = files("zero", abc + "-e -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 0\n")
+    removed = files("removed", ac)
+    _, t_zero, e1 = run(["--rules", zero, "--table", "10.0.0.100:80"])
+    _, t_ac, e2 = run(["--rules", removed, "--table", "10.0.0.100:80"])
+    assert e1 == e2 == ""
+    assert t_zero == t_ac and len(t_ac.splitlines()) == 4093
+    assert B not in t_zero
+    # with time: the service forwards first, B goes to weight 0 at t=1000;
+    # after T (900 s) every flow goes where the {A, C} table sends it
+    keys = [f"tcp 10.{i // 250}.{i % 250}.9:{2000 + i} 10.0.0.100:80" for i in range(300)]
+    text = ("@1 tcp 192.0.2.1:1000 10.0.0.100:80 syn\n"
+            "@1000 -e -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 0\n"
+            + "".join(f"@1901 {k} syn\n" for k in keys))
+    rc, out, err = run(["--rules", files("abc", abc)], stdin=text)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1 + len(keys)
+    got = [line.split(" -> ")[1].split()[0] for line in lines[1:]]
+    assert all(line.endswith(" noentry") for line in lines[1:])   # slots merged: stateless
+    want = [line.split(" -> ")[1] for line in
+            run(["--rules", removed], stdin="".join(k + "\n" for k in keys))[1].splitlines()]
+    assert got == want
+    assert B not in got
