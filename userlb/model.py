@@ -97,9 +97,12 @@ def parse_endpoint(text, default_port=None):
             raise ConfigError(f"missing port in {text!r}")
         port = default_port
     else:
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        try:
+            port = int(port_text) if port_text.isdigit() else -1
+        except ValueError:        # '\u00b2' is a digit int() refuses; too many digits
+            port = -1
+        if not 0 <= port <= 65535:
             raise ConfigError(f"invalid port in {text!r}")
-        port = int(port_text)
     return af, addr, port
 
 

@@ -111,7 +111,12 @@ def main(argv, stdin=None, stdout=None, stderr=None):
             return 0
         req = {"argv": words}
         if cmd.cmd == ia.RESTORE:
-            req["stdin"] = stdin.read()
+            try:
+                req["stdin"] = stdin.read()
+            except UnicodeDecodeError as e:
+                print(f"userlb adm: -R: standard input is not UTF-8 text ({e.reason} "
+                      f"at byte {e.start})", file=stderr)
+                return P.STATUS_SYNTAX
 
     try:
         resp = P.request(path, req)

@@ -75,7 +75,10 @@ def read_rules(path):
     """Parse a rules file into a fresh Config; ConfigError/OSError on failure."""
     from ..control.config import Config
     with open(path) as f:
-        text = f.read()
+        try:
+            text = f.read()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     cfg = Config()
     cfg.load_rules(text)
     return cfg

@@ -212,7 +212,7 @@ def is_timed(events):
 
 def load_config(path, clock=None):
     with open(path) as fh:
-        text = fh.read()
+        text = _utf8(fh.read)
     cfg = Config(clock=clock if clock is not None else ManualClock(0.0))
     cfg.load_rules(text)
     return cfg
@@ -542,9 +542,17 @@ def _parser():
 
 def _read(path, stdin):
     if path in (None, "-"):
-        return stdin.read()
+        return _utf8(stdin.read)
     with open(path) as fh:
-        return fh.read()
+        return _utf8(fh.read)
+
+
+def _utf8(read):
+    """read() -> text; ConfigError (not a traceback) for bytes that are not UTF-8."""
+    try:
+        return read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def main(argv=None, stdin=None, stdout=None, stderr=None):

@@ -281,7 +281,10 @@ def _number(text, lo, hi):
     """ipvsadm's string_to_number: a decimal integer within [lo, hi] or None."""
     if text is None or not _INT_RE.fullmatch(text):
         return None
-    n = int(text)
+    try:
+        n = int(text)
+    except ValueError:            # more digits than int() takes from a string
+        return None
     return n if lo <= n <= hi else None
 
 

@@ -68,6 +68,8 @@ def decode(line):
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"not a JSON line: {e}") from None
+    except RecursionError:
+        raise ProtocolError("not a JSON line: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("a request must be a JSON object")
     return obj
