@@ -135,3 +135,52 @@ def test_simulate_bad_port_in_flow_and_table(files, port):
     rc = simulate.main(["--rules", str(ok), "--table", f"10.0.0.1:{port}"],
                        stdin=io.StringIO(""), stdout=out, stderr=err)
     assert rc == 1 and "invalid port" in err.getvalue()
+
+
+# ------------------------------------------------ an idle client at shutdown
+
+def test_idle_client_at_shutdown_is_not_an_error(tmp_path):
+    """A client that connected and never sent anything when the director
+    stops: its handler is cancelled; that must not be reported as an
+    exception ("Exception in callback ... CancelledError", Python 3.11)."""
+    import asyncio
+    import socket
+    path = str(tmp_path / "c.sock")
+    errors = []
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        srv = await ControlServer(path, Config(), None).start()
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        await asyncio.sleep(0.05)        # the handler is now waiting for a line
+        srv.close()
+        return s
+
+    s = asyncio.run(main())
+    s.close()
+    assert errors == []
+
+
+# ------------------------------------------------ userlb run: --mtu, SIGUSR1
+
+@pytest.mark.parametrize("mtu", ["-5", "10", "70000", "99999999999"])
+def test_run_bad_mtu_is_refused_before_the_device(mtu, capsys):
+    import signal
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = run.main(["--no-routes", "--tun", "rvbad0", "--mtu", mtu])
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert rc == 2
+    assert "--mtu" in capsys.readouterr().err
+
+
+def test_run_sigusr1_unwritable_stats_file_is_logged(tmp_path, capsys):
+    class D:
+        listing_text = staticmethod(lambda: "listing\n")
+    d = D()
+    path = str(tmp_path / "missing-dir" / "stats")
+    d.args = type("A", (), {"stats_file": path})()
+    run.Director.dump_stats(d)           # no exception out of the signal handler
+    assert path in capsys.readouterr().err

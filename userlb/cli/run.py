@@ -227,9 +227,12 @@ class Director:
         path = self.args.stats_file
         if path:
             tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "w") as f:
+                    f.write(text)
+                os.replace(tmp, path)
+            except OSError as e:
+                log(f"SIGUSR1: cannot write {path}: {e.strerror}")
         else:
             sys.stderr.write(text)
             sys.stderr.flush()
@@ -292,6 +295,9 @@ def main(argv):
             return 1
     else:
         cfg = Config()
+    if args.mtu is not None and args.mtu != 0 and not 68 <= args.mtu <= 65535:
+        log(f"--mtu: {args.mtu} is not a TUN device MTU (68..65535)")
+        return 2
     for p in args.reply_from:
         try:
             import ipaddress

@@ -297,6 +297,11 @@ class ControlServer:
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # the director is stopping with this client connected; ending
+            # quietly keeps Python 3.11's stream callback from reporting the
+            # cancelled handler as an "Exception in callback"
+            pass
         finally:
             try:
                 writer.close()
