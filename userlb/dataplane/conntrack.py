@@ -330,6 +330,8 @@ class ConnTable:
             due = sorted(k for k in wheel if k <= upto)
         else:
             due = range(start + 1, upto + 1)
+        if self._swept is None or upto > self._swept:
+            self._swept = upto    # before re-scheduling: never into a bucket <= upto
         n = 0
         for s in due:
             lst = wheel.pop(s, None)
@@ -347,8 +349,6 @@ class ConnTable:
                         n += 1
                 else:
                     self.schedule(e, s)
-        if self._swept is None or upto > self._swept:
-            self._swept = upto
         return n
 
     def live_entries(self, now=None):

@@ -355,6 +355,8 @@ class Engine:
     # ---------------------------------------------------------------- packets
 
     def process(self, buf, n, now):
+        if n > len(buf):
+            n = len(buf)                   # as packet.parse: never read past the buffer
         # ---- fast path: IPv4 without options, unfragmented TCP/UDP, live entry
         if n >= 28 and buf[0] == 0x45 and self._fast:
             tlen, frag, proto, ipc, sd = _IP4F.unpack_from(buf, 0)
@@ -941,6 +943,9 @@ class Engine:
     # ---------------------------------------------------------------- ICMP
 
     def _icmp_error(self, buf, r, now, reasm):
+        if r[16] == 12 and r[0] == 4:
+            # IPv4 Parameter Problem: not one of the errors IPVS handles (§5.4)
+            return self._drop(R_ICMP_IGNORED)
         inner = r[18]
         iproto = inner[1]
         if (iproto != 6 and iproto != 17) or inner[12] == 2:
