@@ -253,7 +253,9 @@ def test_save_clear_restore_round_trip_keeps_serving(lab, restore):
     # are gone with -C... the Dest objects come back from the trash): compare
     # the shape
     assert [x[:47] for x in adm.out("-L", "-n").split("\n")] == [x[:47] for x in listing.split("\n")]
-    assert servers_of(http(lab, count=9)) == ["s1", "s2", "s3"]
+    # mh-port with kernel-chosen source ports: 45 requests miss one of three
+    # equal servers with probability 3 * (2/3)**45 < 1e-7 (9 missed one in ~13)
+    assert servers_of(http(lab, count=45)) == ["s1", "s2", "s3"]
 
 
 def test_bad_commands_change_nothing_on_the_running_director(lab):
