@@ -729,14 +729,17 @@ class Lab:
 
 
 class ClientSession:
-    """Drives `userlb.lab.client session` over its stdin/stdout."""
+    """Drives a long-running `userlb.lab.client MODE` (session, stream) in the
+    client namespace over its stdin/stdout: one JSON line per command."""
 
-    def __init__(self, lab, kw):
+    def __init__(self, lab, kw, mode="session", close_timeout=10.0):
         env = dict(os.environ)
         env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[2]) + \
             (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.mode = mode
+        self.close_timeout = close_timeout
         self.p = subprocess.Popen(["ip", "netns", "exec", lab.client, sys.executable, "-m",
-                                   "userlb.lab.client", "session", json.dumps(kw)],
+                                   "userlb.lab.client", mode, json.dumps(kw)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env=env)
         self.flows = self._read()["flows"]
@@ -745,7 +748,7 @@ class ClientSession:
         line = self.p.stdout.readline()
         if not line:
             err = self.p.stderr.read() if self.p.poll() is not None else ""
-            raise LabError(f"client session ended: {err.strip()}")
+            raise LabError(f"client {self.mode} ended: {err.strip()}")
         return json.loads(line)
 
     def _cmd(self, word):
@@ -767,7 +770,7 @@ class ClientSession:
             try:
                 self.p.stdin.write("quit\n")
                 self.p.stdin.close()
-                self.p.wait(timeout=10)
+                self.p.wait(timeout=self.close_timeout)
             except (OSError, subprocess.TimeoutExpired):
                 self.p.kill()
                 self.p.wait()

@@ -17,14 +17,10 @@ director computes the same answer from the same configuration:
 * `demo(...)` / `demo_main(...)`: `userlb lab demo --directors K` and the
   failover part of `make demo`.
 """
-import json
-import os
-import pathlib
-import subprocess
 import sys
 import time
 
-from . import ECHO, EXTRA_ECHO, VIP4, VIP6, Lab, LabError
+from . import ECHO, EXTRA_ECHO, VIP4, VIP6, ClientSession, Lab, LabError
 
 # the consistency services: VIP port == real-server port (each its own port,
 # so that replies without an entry are unambiguous), one scheduler variant each
@@ -100,58 +96,20 @@ def consistency(lab, port, count=500, base_port=10000, directors=None, timeout=1
 
 # ------------------------------------------------------------------ failover
 
-class Streams:
+class Streams(ClientSession):
     """`userlb.lab.client stream` in the client namespace, driven over its
     stdin/stdout: long-lived TCP echo connections with checked data."""
 
     def __init__(self, lab, vip_ports, count=50, chunk=1024, interval=0.05, timeout=20.0,
                  sources=None):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(pathlib.Path(__file__).resolve().parents[2]) + \
-            (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         kw = dict(vip_ports=vip_ports, sources=sources or lab.clients4 + lab.clients6,
                   count=count, chunk=chunk, interval=interval, timeout=timeout)
         self.timeout = timeout
-        self.p = subprocess.Popen(["ip", "netns", "exec", lab.client, sys.executable, "-m",
-                                   "userlb.lab.client", "stream", json.dumps(kw)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env)
-        self.flows = self._read()["flows"]
-
-    def _read(self):
-        line = self.p.stdout.readline()
-        if not line:
-            err = self.p.stderr.read() if self.p.poll() is not None else ""
-            raise LabError(f"client stream ended: {err.strip()}")
-        return json.loads(line)
-
-    def _cmd(self, word):
-        self.p.stdin.write(word + "\n")
-        self.p.stdin.flush()
-        return self._read()
-
-    def report(self):
-        return self._cmd("report")
+        super().__init__(lab, kw, mode="stream", close_timeout=timeout + 10)
 
     def finish(self):
         """Stop streaming, half-close, wait for every echo's EOF; the final report."""
         return self._cmd("finish")
-
-    def close(self):
-        if self.p.poll() is None:
-            try:
-                self.p.stdin.write("quit\n")
-                self.p.stdin.close()
-                self.p.wait(timeout=self.timeout + 10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.p.kill()
-                self.p.wait()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _endpoint(text):
