@@ -38,6 +38,14 @@ SVC_F_SCHED3 = 0x0020   # flag-3
 
 DEFAULT_PERSISTENCE_TIMEOUT = 360
 
+# `ipvsadm --set` defaults (seconds): TCP ESTABLISHED, TCP FIN_WAIT, UDP -- the
+# one home of these three numbers (docs/ipvs.md §4.3); dataplane/tcpstate.py
+# builds its per-state table around them.
+DEFAULT_TCP_TIMEOUT = 900
+DEFAULT_TCPFIN_TIMEOUT = 120
+DEFAULT_UDP_TIMEOUT = 300
+DEFAULT_TIMEOUTS = (DEFAULT_TCP_TIMEOUT, DEFAULT_TCPFIN_TIMEOUT, DEFAULT_UDP_TIMEOUT)
+
 
 # ---------------------------------------------------------------- addresses
 
@@ -118,6 +126,10 @@ class Stats:
 
     def as_tuple(self):
         return (self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
+
+    def zero(self):
+        """``ipvsadm -Z``: every counter back to 0 (the one place that does it)."""
+        self.conns = self.inpkts = self.outpkts = self.inbytes = self.outbytes = 0
 
 
 class Dest:

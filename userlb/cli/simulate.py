@@ -247,11 +247,11 @@ TABLE_SCHEDULERS = "mh, mh-backport, sh, mhs"
 def table_of(svc):
     """Per slot (addr, port) or None.  ConfigError if the scheduler has no
     lookup table."""
-    get = getattr(svc.sched, "table_endpoints", None)
-    if get is None:
+    table = svc.sched.table_endpoints()
+    if table is None:
         raise ConfigError(f"scheduler '{svc.sched_name}' has no lookup table "
                           f"(--table works with {TABLE_SCHEDULERS})")
-    return [_ep(x) for x in get()]
+    return [_ep(x) for x in table]
 
 
 # ------------------------------------------------------------------ modes
@@ -484,7 +484,7 @@ def _ep_key(item):
 
 
 def _try_table(svc):
-    if svc is None or not hasattr(svc.sched, "table_endpoints"):
+    if svc is None or svc.sched.table_endpoints() is None:
         return None
     return table_of(svc)
 

@@ -32,7 +32,7 @@ Kernel semantics reproduced (IPVS.md §1.5, §1.6, §1.8, §4.4, §6):
   omitted --, flags, persistence, netmask, userlb options).  The scheduler
   object is re-created (base.create) when the name or the userlb options
   change; otherwise it is kept (it reads svc.flags at lookup time, and gets
-  `upd_service()` called if it defines one).
+  `upd_service()` called).
 * -a inserts at the HEAD of svc.dests and sets last_weight = weight; a
   destination deleted earlier from the same service is revived from the
   "trash" (the same Dest object, counters kept), as the kernel does.
@@ -281,9 +281,7 @@ class Config:
                 if old is not None:
                     old.done_service()
             else:
-                upd = getattr(svc.sched, "upd_service", None)
-                if upd is not None:
-                    upd()
+                svc.sched.upd_service()
             self._emit("edit-service", svc)
         elif cmd == ia.DEL_SERVICE:
             self._delete_service(self.services[c.service_key])

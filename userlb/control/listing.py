@@ -196,10 +196,9 @@ def title(stats=False, rate=False, thresholds=False, persistent_conn=False,
 
 
 def _mhs_suffix(svc, mhs_entries):
-    us = getattr(svc.sched, "unstable_slots", None)
-    if us is None:
+    n = svc.sched.unstable_slots()
+    if n is None:
         return ""
-    n = us()
     if not isinstance(n, int):
         n = len(n)
     out = f" unstable {n}"

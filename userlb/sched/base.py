@@ -53,8 +53,24 @@ def dest_unavailable(d):
 
 
 class Scheduler:
+    """Base class of every scheduler; the capabilities below are declared
+    here with their defaults, so callers never probe with getattr:
+
+    * ``stateless``: True when the scheduler implements ``schedule_sl``
+      (mhs: forward without a connection entry while its tables agree).
+    * ``schedule_sl(caddr, cport, is_tcp, syn, now)`` -> (Dest or None,
+      need_state): only for stateless schedulers.
+    * ``referenced_dests()``: the destinations its tables still point to
+      (a removed mhs backend stays referenced by the old table); default:
+      the service's destinations.
+    * ``table_endpoints()``: per lookup slot the Dest or None, for the
+      table schedulers (mh, mh-backport, sh, mhs); None for the others.
+    * ``unstable_slots(now)``: the number of slots whose old and new
+      tables disagree (mhs); None for the others.
+    * ``upd_service()``: the service's flags or options changed.
+    """
+
     name = ""
-    #: True for schedulers that implement schedule_sl (mhs)
     stateless = False
 
     def __init__(self, svc, clock=None):
@@ -73,8 +89,24 @@ class Scheduler:
     def upd_dest(self, dest):
         self.update()
 
+    def upd_service(self):
+        """The service's flags changed; schedulers read svc.flags at lookup
+        time, so by default there is nothing to do."""
+
     def update(self):
         """Rebuild whatever depends on the destination list."""
 
     def schedule(self, caddr, cport):
         raise NotImplementedError
+
+    def schedule_sl(self, caddr, cport, is_tcp, syn, now):
+        raise NotImplementedError(f"{self.name} is not a stateless scheduler")
+
+    def referenced_dests(self):
+        return self.svc.dests
+
+    def table_endpoints(self):
+        return None
+
+    def unstable_slots(self, now=None):
+        return None
