@@ -19,7 +19,7 @@ server (its interface's rx counter), for:
 and one iperf3 TCP stream (client -> server) through userlb and through the
 kernel (tcp.userlb.gbps, tcp.nft_dnat.gbps).  Medians of --runs runs.
 
-TUN offloads (issue 10; `--only offload`, part of the default): iperf3 TCP,
+TUN offloads (`--only offload`, part of the default): iperf3 TCP,
 one stream and 4 parallel streams, in the same lab and the same run,
 alternating run by run:
 
@@ -33,7 +33,7 @@ alternating run by run:
                               has it) to a never-read sink: Gbit/s arriving at the
                               real server's interface
   tcp*.userlb_*.cpu_util      the forwarder's CPU time per second of the run
-  tcp.userlb_offload_vs_kernel.ratio   done-when of issue 10: >= 0.75
+  tcp.userlb_offload_vs_kernel.ratio   target: >= 0.75
 
 plus host.loadavg1 before and after (the machine is shared).  On 2 cores the
 single-stream userlb figure depends on where the unpinned iperf3 server lands
@@ -43,7 +43,7 @@ forwarder has CPU 1 to itself (the kernel's forwarding then shares CPU 0 with
 both endpoints).  The
 forwarder (bare loop or userlb) is pinned to CPU 1 and the generator to
 CPU 0 with taskset; the kernel's softirq work lands where it lands.
-Also printed: tun.userlb_vs_bare.ratio (done-when of issue 6: >= 0.70), and
+Also printed: tun.userlb_vs_bare.ratio (target: >= 0.70), and
 the forwarder's CPU time per delivered packet (tun.*.cpu_us_per_pkt, from
 /proc/PID/stat; includes the kernel work done in its write() calls) with
 tun.userlb_vs_bare.cpu_ratio = bare us / userlb us -- the same comparison,

@@ -217,7 +217,7 @@ def test_timeouts_and_sloppy_tcp(lab, restore):
     assert adm.out("-L", "--timeout") == "Timeout (tcp tcpfin udp): 1800 60 120\n"
     assert adm.out("--show-settings").split("\n")[0] == "sloppy_tcp = 0"
     # a lone mid-stream ACK creates no entry normally, one with sloppy TCP
-    # (IPVS.md 4.1)
+    # (docs/ipvs.md §4.1)
     assert _ack_entry(lab, 41001) == []
     assert adm.out("--sloppy-tcp", "on").split("\n")[0] == "sloppy_tcp = 1"
     assert adm.out("--show-settings").split("\n")[0] == "sloppy_tcp = 1"

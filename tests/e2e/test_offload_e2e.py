@@ -1,4 +1,4 @@
-"""End-to-end with and without TUN offloads (issue 10).
+"""End-to-end with and without TUN offloads.
 
 tests/test_e2e.py runs `userlb run` with its default (offloads on) over veth
 links -- where a receiver trusts a partial checksum it is handed, so a wrong

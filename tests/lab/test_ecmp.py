@@ -1,4 +1,4 @@
-"""Active-active directors behind ECMP (issue 8), in network namespaces.
+"""Active-active directors behind ECMP, in network namespaces.
 
 One lab for the module: 3 directors behind a router with L4-hashed multipath
 routes (both to the VIPs and, for the real servers' replies, back to the

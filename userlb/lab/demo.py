@@ -12,14 +12,13 @@ import json
 import subprocess
 import sys
 
-from .base import HTTP, UDP_ECHO, VIP4, VIP6, short
-from .base import endpoint as _ep
+from .base import HTTP, UDP_ECHO, VIP4, VIP6, endpoint, short
 
 
 def predict(rules_path, flows):
     """flows: records with proto, client, cport, vip, vport -> list of 'RIP:PORT' | None."""
-    lines = "".join(f"{f['proto']} {_ep(f['client'], f['cport'])} {_ep(f['vip'], f['vport'])}\n"
-                    for f in flows)
+    lines = "".join(f"{f['proto']} {endpoint(f['client'], f['cport'])} "
+                    f"{endpoint(f['vip'], f['vport'])}\n" for f in flows)
     p = subprocess.run([sys.executable, "-m", "userlb.cli.main", "simulate", "--rules", rules_path,
                         "--flows", "-", "--json"], input=lines, text=True,
                        capture_output=True)
@@ -101,8 +100,8 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
       f"as predicted by `userlb simulate`: {as_predicted}, "
       f"real server saw the client's own address and port: {seen_ok}")
     for f, why in bad[:10]:
-        p(f"  MISMATCH {f['proto']} {_ep(f['client'], f.get('cport', 0))} -> "
-          f"{_ep(f['vip'], f['vport'])}: {why}")
+        p(f"  MISMATCH {f['proto']} {endpoint(f['client'], f.get('cport', 0))} -> "
+          f"{endpoint(f['vip'], f['vport'])}: {why}")
     p("")
     adm = lab.adm("-L", "-n", "--stats")
     try:
