@@ -10,7 +10,6 @@ checksums."""
 import json
 
 import pytest
-
 from helpers.netns import needs_root, ns_python
 from test_vnet import complete, pseudo_sum
 
@@ -90,7 +89,7 @@ else:
 
 
 def _probe(netns, mode):
-    code = "import os; os.environ['PROBE_MODE'] = %r\n" % mode + PROBE
+    code = f"import os; os.environ['PROBE_MODE'] = {mode!r}\n" + PROBE
     p = ns_python(netns, code, timeout=60)
     return json.loads(p.stdout.strip().splitlines()[-1])
 

@@ -10,7 +10,6 @@ four real servers, s4 spare), real traffic through it.
   added/edited/deleted, timeouts, -Z -- and not one established connection
   is lost or sees a wrong byte.
 """
-import json
 import os
 import random
 import subprocess
@@ -18,9 +17,9 @@ import sys
 import time
 
 import pytest
-
 from helpers.netns import make_lab, needs_root
-from userlb.lab import ECHO, HASH, HTTP, VIP4, VIP6
+
+from userlb.lab import ECHO, HASH, HTTP, VIP4, VIP6, ClientSession
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
 
@@ -48,6 +47,7 @@ class Adm:
     def inproc(self, *args):
         """The same client code in this process (no interpreter start-up)."""
         import io
+
         from userlb.cli import adm
         out, err = io.StringIO(), io.StringIO()
         rc = adm.main(["--control", self.path] + [str(a) for a in args], stdout=out, stderr=err)
@@ -102,7 +102,7 @@ def test_socket_and_listing_of_the_running_director(lab):
     assert any(x.startswith(f"TCP  {VIP4}:{HTTP} mh (") for x in out)
     assert any(x.startswith(f"TCP  [{VIP6}]:{ECHO} mh (") for x in out)
     a4, _ = srv_addr(lab, "s1")
-    assert "  -> %-28s %-7s %-6d" % (f"{a4}:{HTTP}", "Masq", 1) in "\n".join(out)
+    assert f"  -> {f'{a4}:{HTTP}':<28} {'Masq':<7} {1:<6d}" in "\n".join(out)
     # -S reads back: same rules as the lab's file, in ipvsadm's sorted order
     saved = lab.ladm.out("-S", "-n")
     assert sorted(saved.splitlines()) == sorted(
@@ -192,7 +192,8 @@ def test_stats_zero_rate_and_connection_listing(lab, restore):
     # -c: the closed connections linger (TIME_WAIT / CLOSE / FIN_WAIT...)
     conns_out = adm.out("-L", "-n", "-c").split("\n")
     assert conns_out[:2] == ["IPVS connection entries",
-                             "pro expire state       source             virtual            destination"]
+                             "pro expire state       source             virtual            "
+                             "destination"]
     mine = [line for line in conns_out[2:] if f" {VIP4}:{HTTP} " in line]
     assert len(mine) >= 10
     # rates: the estimator runs every 2 s; traffic in the last seconds shows
@@ -216,7 +217,7 @@ def test_timeouts_and_sloppy_tcp(lab, restore):
     assert adm.out("-L", "--timeout") == "Timeout (tcp tcpfin udp): 1800 60 120\n"
     assert adm.out("--show-settings").split("\n")[0] == "sloppy_tcp = 0"
     # a lone mid-stream ACK creates no entry normally, one with sloppy TCP
-    # (IPVS.md 4.1)
+    # (docs/ipvs.md §4.1)
     assert _ack_entry(lab, 41001) == []
     assert adm.out("--sloppy-tcp", "on").split("\n")[0] == "sloppy_tcp = 1"
     assert adm.out("--show-settings").split("\n")[0] == "sloppy_tcp = 1"
@@ -252,7 +253,8 @@ def test_save_clear_restore_round_trip_keeps_serving(lab, restore):
     # ActiveConn/InActConn columns may differ (entries of the same Dests
     # are gone with -C... the Dest objects come back from the trash): compare
     # the shape
-    assert [x[:47] for x in adm.out("-L", "-n").split("\n")] == [x[:47] for x in listing.split("\n")]
+    assert [x[:47] for x in adm.out("-L", "-n").split("\n")] == \
+        [x[:47] for x in listing.split("\n")]
     # mh-port with kernel-chosen source ports: 45 requests miss one of three
     # equal servers with probability 3 * (2/3)**45 < 1e-7 (9 missed one in ~13)
     assert servers_of(http(lab, count=45)) == ["s1", "s2", "s3"]
@@ -262,7 +264,8 @@ def test_bad_commands_change_nothing_on_the_running_director(lab):
     adm = lab.ladm
     before = adm.out("-S", "-n")
     assert adm("-A", "-t", f"{VIP4}:{HTTP}", check=False)[1:] == ("", "Service already exists\n")
-    rc, out, err = adm("-R", check=False, stdin=f"-A -t {VIP4}:1234\n-a -t {VIP4}:1235 -r 10.20.0.11 -m\n")
+    rc, out, err = adm("-R", check=False,
+                       stdin=f"-A -t {VIP4}:1234\n-a -t {VIP4}:1235 -r 10.20.0.11 -m\n")
     assert rc == 255 and err == f"line 2: Service not defined: -a -t {VIP4}:1235 -r 10.20.0.11 -m\n"
     assert adm("-e", "-t", f"{VIP4}:{HTTP}", "-r", "10.20.0.99:80", "-m", check=False)[0] == 255
     assert adm("-a", "-t", f"{VIP4}:{HTTP}", "-r", "10.20.0.99", "-w", "x", check=False)[0] == 2
@@ -288,38 +291,12 @@ def _flags(rng, sched):
     return ["-b", ",".join(chosen)] if chosen else []
 
 
-class Session:
+def _session(lab, vip_ports, per_source=2):
     """userlb.lab.client.session in the client namespace: long-lived TCP echo
     connections, each exchanging checked messages continuously."""
-
-    def __init__(self, lab, vip_ports, per_source=2):
-        env = dict(os.environ)
-        env["PYTHONPATH"] = ROOT
-        kw = {"vip_ports": vip_ports, "sources": lab.clients4[:2] + lab.clients6[:2],
-              "per_source": per_source, "interval": 0.002, "timeout": 10.0}
-        self.p = subprocess.Popen(["ip", "netns", "exec", lab.client, sys.executable, "-m",
-                                   "userlb.lab.client", "session", json.dumps(kw)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env)
-        line = self.p.stdout.readline()
-        if not line:
-            raise AssertionError(f"session did not start: {self.p.stderr.read()}")
-        self.flows = json.loads(line)["flows"]
-
-    def report(self):
-        self.p.stdin.write("report\n")
-        self.p.stdin.flush()
-        return json.loads(self.p.stdout.readline())
-
-    def close(self):
-        if self.p.poll() is None:
-            try:
-                self.p.stdin.write("quit\n")
-                self.p.stdin.flush()
-                self.p.wait(15)
-            except (OSError, subprocess.TimeoutExpired):
-                self.p.kill()
-                self.p.wait()
+    kw = {"vip_ports": vip_ports, "sources": lab.clients4[:2] + lab.clients6[:2],
+          "per_source": per_source, "interval": 0.002, "timeout": 10.0}
+    return ClientSession(lab, kw, close_timeout=15.0)
 
 
 def test_100_random_changes_lose_no_established_connection(lab, restore):
@@ -332,7 +309,7 @@ def test_100_random_changes_lose_no_established_connection(lab, restore):
     adm("-a", "-t", f"{VIP4}:{HASH}", "-r", f"{a4s4}:{HASH}", "-m", "-w", "0")
     adm("-a", "-t", f"[{VIP6}]:{HASH}", "-r", f"[{a6s4}]:{HASH}", "-m", "-w", "0")
 
-    sess = Session(lab, [["tcp", VIP4, ECHO], ["tcp", VIP6, ECHO]], per_source=3)
+    sess = _session(lab, [["tcp", VIP4, ECHO], ["tcp", VIP6, ECHO]], per_source=3)
     try:
         carrying = {(f["vip"], f["server"]) for f in sess.flows}
         assert len(sess.flows) == 12
@@ -403,7 +380,8 @@ def test_100_random_changes_lose_no_established_connection(lab, restore):
                         args = ["-d", "-t", osvc, "-r", ep(ovip, n, 80)]
                         cur.discard((n, 80))
                     else:
-                        args = ["-a", "-t", osvc, "-r", ep(ovip, n, 80), "-m", "-w", rng.randint(0, 9)]
+                        args = ["-a", "-t", osvc, "-r", ep(ovip, n, 80), "-m", "-w",
+                                rng.randint(0, 9)]
                         cur.add((n, 80))
             elif kind == "set":
                 args = ["--set", rng.randint(600, 3600), rng.choice([0, 60, 120]), 0]

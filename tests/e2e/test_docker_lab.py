@@ -59,7 +59,7 @@ IS_ROOT = os.geteuid() == 0
 
 def run(argv, env=None, timeout=900, check=True, input=None):
     p = subprocess.run([str(a) for a in argv], env=env, timeout=timeout, text=True, input=input,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       capture_output=True)
     if check and p.returncode:
         raise AssertionError(f"{' '.join(map(str, argv))}: exit {p.returncode}\n"
                              f"stdout: {p.stdout[-4000:]}\nstderr: {p.stderr[-4000:]}")
@@ -74,11 +74,12 @@ def test_rules_file_is_generated_from_lab_py():
 
 def test_rules_file_loads_and_covers_both_vips():
     from userlb.lab.demo import predict
+    cases = [("tcp", lab.SOURCES4[0], lab.VIP4, lab.HTTP),
+             ("udp", lab.SOURCES4[1], lab.VIP4, lab.UDP_ECHO),
+             ("tcp", lab.SOURCES6[0], lab.VIP6, lab.HTTP),
+             ("udp", lab.SOURCES6[1], lab.VIP6, lab.UDP_ECHO)]
     flows = [{"proto": p, "client": c, "cport": 40000 + i, "vip": v, "vport": port}
-             for i, (p, c, v, port) in enumerate([("tcp", lab.SOURCES4[0], lab.VIP4, lab.HTTP),
-                                                   ("udp", lab.SOURCES4[1], lab.VIP4, lab.UDP_ECHO),
-                                                   ("tcp", lab.SOURCES6[0], lab.VIP6, lab.HTTP),
-                                                   ("udp", lab.SOURCES6[1], lab.VIP6, lab.UDP_ECHO)])]
+             for i, (p, c, v, port) in enumerate(cases)]
     dests = predict(str(DOCKER_DIR / "lab.rules"), flows)
     assert [lab.server_of(d) in {s[0] for s in lab.SERVERS} for d in dests] == [True] * 4
 
@@ -110,9 +111,9 @@ def snapshot():
         "nft": _cmd(["nft", "list", "ruleset"]),
         "iptables": _cmd(["iptables", "-S"]) + _cmd(["iptables", "-t", "nat", "-S"]),
         "ip6tables": _cmd(["ip6tables", "-S"]) + _cmd(["ip6tables", "-t", "nat", "-S"]),
-        "routes": [l for l in (_cmd(["ip", "route", "show", "table", "all"]) +
+        "routes": [x for x in (_cmd(["ip", "route", "show", "table", "all"]) +
                                _cmd(["ip", "-6", "route", "show", "table", "all"])).splitlines()
-                   if "10.98." in l or "fd00:98:" in l or "10.99." in l or "fd00:99:" in l],
+                   if "10.98." in x or "fd00:98:" in x or "10.99." in x or "fd00:99:" in x],
         "key.json": os.path.exists("/etc/docker/key.json"),
         "run-containerd": os.path.exists("/run/containerd"),
         "ip_forward": pathlib.Path("/proc/sys/net/ipv4/ip_forward").read_text(),
@@ -140,7 +141,8 @@ class Engine:
         self.sfx = secrets.token_hex(3)
         # short: unix socket paths below it (ULB_TMP: another parent, e.g. if /tmp is small)
         self.dir = tempfile.mkdtemp(prefix="ulbd-", dir=os.environ.get("ULB_TMP", "/tmp"))
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("DOCKER_", "COMPOSE_"))}
         self.env.update(COMPOSE_PROJECT_NAME=f"ulbt{self.sfx}", ULB_BRIDGE=f"u{self.sfx}",
                         ULB_IMAGE=f"userlb-lab:t{self.sfx}", PYTHON=sys.executable,
                         ULB_DIRECTORS="2")
@@ -245,6 +247,11 @@ def _ep(addr, port):
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
+def _addrs(svc, net):
+    """A compose service's (IPv4, IPv6) address on network net."""
+    return svc["networks"][net]["ipv4_address"], svc["networks"][net]["ipv6_address"]
+
+
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.timeout(1200)
@@ -269,25 +276,25 @@ def test_compose_config(engine):
         assert str(d["sysctls"]["net.ipv4.ip_forward"]) == "1"
         assert str(d["sysctls"]["net.ipv6.conf.all.forwarding"]) == "1"
         assert str(d["sysctls"]["net.ipv4.conf.default.rp_filter"]) == "0"
-        assert (d["networks"]["front"]["ipv4_address"], d["networks"]["front"]["ipv6_address"]) == front
-        assert (d["networks"]["back"]["ipv4_address"], d["networks"]["back"]["ipv6_address"]) == back
+        assert _addrs(d, "front") == front
+        assert _addrs(d, "back") == back
     for name, a4, a6 in lab.SERVERS:
         s = svcs[name]
         assert s["command"] == ["server", name]
         assert "NET_ADMIN" in s["cap_add"]
         assert set(s["networks"]) == {"back"}
-        assert (s["networks"]["back"]["ipv4_address"], s["networks"]["back"]["ipv6_address"]) == (a4, a6)
+        assert _addrs(s, "back") == (a4, a6)
     for n, (addr, _s4, _s6, _gw) in lab.CLIENTS.items():
         c = svcs[CLIENTS[n]]
         assert c["command"] == (["client"] if n == "1" else ["client", n])
         assert c.get("environment", {}).get("ULB_CLIENT", "1") == n
         assert set(c["networks"]) == {"front"}
-        assert (c["networks"]["front"]["ipv4_address"], c["networks"]["front"]["ipv6_address"]) == addr
+        assert _addrs(c, "front") == addr
     nets = cfg["networks"]
     assert [x["subnet"] for x in nets["front"]["ipam"]["config"]] == [lab.FRONT4, lab.FRONT6]
     assert [x["subnet"] for x in nets["back"]["ipam"]["config"]] == [lab.BACK4, lab.BACK6]
-    assert [nets[n]["driver_opts"]["com.docker.network.bridge.name"] for n in ("front", "back")] == \
-        engine.bridges
+    bridge = "com.docker.network.bridge.name"
+    assert [nets[n]["driver_opts"][bridge] for n in ("front", "back")] == engine.bridges
 
 
 @pytest.mark.slow
@@ -304,7 +311,7 @@ def test_flows_reach_the_servers_simulate_predicts(flows):
     assert {f["client"] for f in flows} == set(lab.CLIENTS[n][1] + lab.CLIENTS[n][2])
     predicted = predict(str(DOCKER_DIR / "lab.rules"), flows)
     wrong = [(f["proto"], _ep(f["client"], f["cport"]), _ep(f["vip"], f["vport"]), f["server"], d)
-             for f, d in zip(flows, predicted) if lab.server_of(d) != f["server"]]
+             for f, d in zip(flows, predicted, strict=False) if lab.server_of(d) != f["server"]]
     assert not wrong, wrong[:10]
 
 
@@ -391,8 +398,8 @@ def test_teardown_leaves_nothing(engine):
     assert not errors, errors
     assert not os.path.exists(engine.dir)
     assert not _processes_mentioning(engine.dir)
-    assert not [l for l in pathlib.Path("/proc/self/mounts").read_text().splitlines()
-                if engine.dir in l]
+    assert not [x for x in pathlib.Path("/proc/self/mounts").read_text().splitlines()
+                if engine.dir in x]
     new_links = {n for n in after["links"] - engine.before["links"]
                  if n.startswith(("veth", "br-", "docker", f"u{engine.sfx}"))}
     assert not new_links

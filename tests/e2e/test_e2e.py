@@ -7,16 +7,13 @@ server behind a router whose server-side link has MTU 1280 (PMTU discovery).
 The tests run in file order; the ones that change the configuration or
 restart the director come last and restore it.
 """
-import json
 import re
-import signal
-import subprocess
 import sys
 import time
 
 import pytest
-
 from helpers.netns import make_lab, needs_root
+
 from userlb.lab import ECHO, HASH, HTTP, UDP_ECHO, VIP4, VIP6
 from userlb.lab import demo as lab_demo
 

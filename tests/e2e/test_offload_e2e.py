@@ -1,4 +1,4 @@
-"""End-to-end with and without TUN offloads (issue 10).
+"""End-to-end with and without TUN offloads.
 
 tests/test_e2e.py runs `userlb run` with its default (offloads on) over veth
 links -- where a receiver trusts a partial checksum it is handed, so a wrong
@@ -15,19 +15,23 @@ partial sum would go unnoticed there.  This module re-runs its TCP/UDP
 * ``no_offload``: `userlb run --no-offload` (no virtio-net header).
 """
 import ctypes
-import os
 import fcntl
+import os
 import re
 import socket
 import struct
 
 import pytest
-
 from helpers.netns import make_lab, needs_root
-from test_e2e import (test_fragmented_udp_datagram_ipv4, test_pmtu_discovery_through_the_director,  # noqa: F401
-                      test_pmtu_with_a_small_tun_mtu, test_tcp_flows_go_where_simulate_predicts,
-                      test_tcp_payload_intact_both_directions,
-                      test_udp_flows_go_where_simulate_predicts)
+from test_e2e import (  # noqa: F401
+    test_fragmented_udp_datagram_ipv4,
+    test_pmtu_discovery_through_the_director,
+    test_pmtu_with_a_small_tun_mtu,
+    test_tcp_flows_go_where_simulate_predicts,
+    test_tcp_payload_intact_both_directions,
+    test_udp_flows_go_where_simulate_predicts,
+)
+
 from userlb.lab import ECHO, VIP4, VIP6
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
@@ -49,8 +53,9 @@ def _set_in_ns(lab, ns, cmd, skip=("lo",)):
     """Turn checksum feature `cmd` off on every interface of namespace ns
     (but `skip`); returns the names changed."""
     import sys
+    here = os.path.dirname(__file__)
     code = ("import os, sys\n"
-            f"sys.path[:0] = {[os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]!r}\n"
+            f"sys.path[:0] = {[here, os.path.dirname(here)]!r}\n"
             "from test_offload_e2e import ethtool_set\n"
             "done = []\n"
             "for name in sorted(os.listdir('/sys/class/net')):\n"
@@ -102,7 +107,7 @@ def test_director_mode_and_offload_counters(lab):
     else:
         assert re.search(r"offloads csum\+tso4\+tso6", log), log
     before = _counters(lab)
-    for v6, vip, srcs in ((False, VIP4, lab.clients4), (True, VIP6, lab.clients6)):
+    for _v6, vip, srcs in ((False, VIP4, lab.clients4), (True, VIP6, lab.clients6)):
         r = lab.client_py("transfer", vip=vip, port=ECHO, size=8 << 20, src=srcs[1])
         assert r["errors"] == [] and r["recv_sha256"] == r["sent_sha256"]
         assert r["received"] == 8 << 20

@@ -6,10 +6,8 @@ the only reasons to skip; everything else must work (CI runs as root).
 Namespaces are created with unique names (random suffix) and always removed.
 """
 import os
-import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -27,7 +25,7 @@ def ns_python(ns, code, timeout=60, check=True):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], text=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env)
+                       capture_output=True, timeout=timeout, env=env)
     if check and p.returncode:
         raise AssertionError(f"exit {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
     return p

@@ -1,4 +1,4 @@
-"""Active-active directors behind ECMP (issue 8), in network namespaces.
+"""Active-active directors behind ECMP, in network namespaces.
 
 One lab for the module: 3 directors behind a router with L4-hashed multipath
 routes (both to the VIPs and, for the real servers' replies, back to the
@@ -15,11 +15,10 @@ import sys
 from collections import Counter
 
 import pytest
-
 from helpers.netns import make_lab, needs_root
-from userlb.lab import ECHO, VIP4, VIP6, ROUTER_REPLY_TABLE
+
+from userlb.lab import ECHO, ROUTER_REPLY_TABLE, VIP4, VIP6, ecmp
 from userlb.lab import demo as lab_demo
-from userlb.lab import ecmp
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
 
@@ -70,14 +69,16 @@ def _svc_stats(text, vip_port):
 def test_router_multipath_routes_and_same_rules(lab):
     r = lab.router
     for fam in ("ipv4", "ipv6"):
-        assert lab.exec(r, ["sysctl", "-n", f"net.{fam}.fib_multipath_hash_policy"]).stdout.strip() == "1"
+        policy = lab.exec(r, ["sysctl", "-n", f"net.{fam}.fib_multipath_hash_policy"]).stdout
+        assert policy.strip() == "1"
     v4 = lab.exec(r, ["ip", "route", "show", f"{VIP4}/32"]).stdout
     v6 = lab.exec(r, ["ip", "-6", "route", "show", f"{VIP6}/128"]).stdout
     back4 = lab.exec(r, ["ip", "route", "show", "table", str(ROUTER_REPLY_TABLE)]).stdout
     back6 = lab.exec(r, ["ip", "-6", "route", "show", "table", str(ROUTER_REPLY_TABLE)]).stdout
     for k in range(1, K + 1):
-        assert f"nexthop via 10.30.{k}.2 dev d{k}" in v4 and f"nexthop via 10.30.{k}.2 dev d{k}" in back4
-        assert f"nexthop via fd00:30:{k}::2 dev d{k}" in v6 and f"nexthop via fd00:30:{k}::2 dev d{k}" in back6
+        hop4, hop6 = f"nexthop via 10.30.{k}.2 dev d{k}", f"nexthop via fd00:30:{k}::2 dev d{k}"
+        assert hop4 in v4 and hop4 in back4
+        assert hop6 in v6 and hop6 in back6
     # every director runs with the same rules
     saved = {k: lab.adm("-S", "-n", k=k).stdout for k in range(1, K + 1)}
     assert saved[1] and all(s == saved[1] for s in saved.values())
@@ -107,8 +108,9 @@ def test_flows_spread_and_replies_reach_other_directors(lab):
 
 # --------------------------------------------------------------- consistency
 
-@pytest.mark.parametrize("port,sched,flags", [pytest.param(*s, id=f"{s[1]}{'-' + s[2] if s[2] else ''}")
-                                              for s in ecmp.SERVICES])
+@pytest.mark.parametrize("port,sched,flags",
+                         [pytest.param(*s, id=f"{s[1]}{'-' + s[2] if s[2] else ''}")
+                          for s in ecmp.SERVICES])
 def test_same_flows_same_server_on_every_director(all_up, port, sched, flags):
     """1,000 flows (500 IPv4, 500 IPv6; the same client address and port each
     time) sent to each director separately get the same real server on every
@@ -131,7 +133,7 @@ def test_same_flows_same_server_on_every_director(all_up, port, sched, flags):
     # and where they went is what `userlb simulate` predicts from the rules
     recs = []
     for fam, vip in (("v4", VIP4), ("v6", VIP6)):
-        for (src, sport), a in zip(r["flows"][fam], r["answers"][1][fam]):
+        for (src, sport), a in zip(r["flows"][fam], r["answers"][1][fam], strict=False):
             recs.append({"proto": "tcp", "client": src, "cport": sport, "vip": vip, "vport": port,
                          "server": a[0], "seen_client": a[1], "seen_port": a[2]})
     assert lab_demo.check_flows(lab, recs) == []
@@ -142,7 +144,7 @@ def test_same_flows_same_server_on_every_director(all_up, port, sched, flags):
 # ------------------------------------------------------------------ failover
 
 def _by_carrier(res):
-    return [(c, f) for c, f in zip(res["carriers"], res["final"])]
+    return [(c, f) for c, f in zip(res["carriers"], res["final"], strict=False)]
 
 
 def test_failover_mh_needs_sloppy_tcp(all_up):
@@ -194,7 +196,8 @@ def test_failover_mhs_with_backend_changes(all_up):
             for cmd in (["-d", "-t", f"{VIP4}:{port}", "-r", f"{s4[1]}:{port}"],
                         ["-a", "-t", f"{VIP4}:{port}", "-r", f"{s5[1]}:{port}", "-m", "-w", "1"],
                         ["-d", "-t", f"[{VIP6}]:{port}", "-r", f"[{s4[2]}]:{port}"],
-                        ["-a", "-t", f"[{VIP6}]:{port}", "-r", f"[{s5[2]}]:{port}", "-m", "-w", "1"]):
+                        ["-a", "-t", f"[{VIP6}]:{port}", "-r", f"[{s5[2]}]:{port}",
+                         "-m", "-w", "1"]):
                 resp = lab.control_request({"argv": cmd}, k=k)
                 assert resp["ok"], resp
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers.netns import needs_root
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
@@ -53,7 +52,7 @@ def test_lab_cli_up_demo_down(tmp_path):
 
 def test_failed_up_removes_everything(tmp_path, monkeypatch):
     import userlb.lab as lab_mod
-    monkeypatch.setattr(lab_mod, "STATE_ROOT", tmp_path)
+    monkeypatch.setattr(lab_mod.core, "STATE_ROOT", tmp_path)
     before = _namespaces()
     started = {}
 
@@ -75,7 +74,7 @@ def test_failed_up_removes_everything(tmp_path, monkeypatch):
 
 def test_failed_link_setup_removes_everything(tmp_path, monkeypatch):
     import userlb.lab as lab_mod
-    monkeypatch.setattr(lab_mod, "STATE_ROOT", tmp_path)
+    monkeypatch.setattr(lab_mod.core, "STATE_ROOT", tmp_path)
     before = _namespaces()
     lab = lab_mod.Lab(n_servers=1, n_clients=1, far_mtu=50)    # an MTU the kernel refuses
     with pytest.raises(lab_mod.LabError):

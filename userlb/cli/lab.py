@@ -79,7 +79,7 @@ def main(argv):
     if os.geteuid() != 0:
         print("userlb lab: needs root (network namespaces, /dev/net/tun)", file=sys.stderr)
         return 1
-    from ..lab import Lab, LabError
+    from ..lab import VIP4, VIP6, Lab, LabError
     from ..lab import demo as lab_demo
     try:
         if args.action == "up":
@@ -94,14 +94,14 @@ def main(argv):
             else:
                 print(f"lab {lab.tag} is up: client {lab.client}, director {lab.director}, "
                       f"servers {' '.join(s[0] for s in lab.servers)}")
-            print(f"  VIPs 10.99.0.1 and fd00:99::1; rules {lab.rules_path}")
-            print(f"  try: ip netns exec {lab.client} curl -s http://10.99.0.1/")
+            print(f"  VIPs {VIP4} and {VIP6}; rules {lab.rules_path}")
+            print(f"  try: ip netns exec {lab.client} curl -s http://{VIP4}/")
             return 0
         if args.action == "demo":
             if args.directors is not None and args.directors >= 2:
                 from ..lab import ecmp
                 return ecmp.demo_main(args.directors, suffix=args.lab,
-                                          connections=args.connections)
+                                      connections=args.connections)
             lab = Lab.load(args.lab)
             res = lab_demo.run(lab, requests=args.requests, udp_flows=args.udp_flows)
             return 0 if res["ok"] else 1

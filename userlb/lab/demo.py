@@ -12,20 +12,16 @@ import json
 import subprocess
 import sys
 
-from . import HTTP, UDP_ECHO, VIP4, VIP6
-
-
-def _ep(addr, port):
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+from .base import HTTP, UDP_ECHO, VIP4, VIP6, endpoint, short
 
 
 def predict(rules_path, flows):
     """flows: records with proto, client, cport, vip, vport -> list of 'RIP:PORT' | None."""
-    lines = "".join(f"{f['proto']} {_ep(f['client'], f['cport'])} {_ep(f['vip'], f['vport'])}\n"
-                    for f in flows)
+    lines = "".join(f"{f['proto']} {endpoint(f['client'], f['cport'])} "
+                    f"{endpoint(f['vip'], f['vport'])}\n" for f in flows)
     p = subprocess.run([sys.executable, "-m", "userlb.cli.main", "simulate", "--rules", rules_path,
                         "--flows", "-", "--json"], input=lines, text=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                       capture_output=True)
     if p.returncode:
         raise RuntimeError(f"userlb simulate failed: {p.stderr.strip()}")
     return [r["dest"] for r in json.loads(p.stdout)]
@@ -36,7 +32,7 @@ def server_names(lab):
     import ipaddress
     out = {}
     for ns, a4, a6 in lab.servers + ([lab.far] if lab.far else []):
-        name = ns.rsplit("-", 1)[1]
+        name = short(ns)
         out[a4] = name
         out[str(ipaddress.ip_address(a6))] = name
     return out
@@ -55,7 +51,7 @@ def check_flows(lab, flows, rules_path=None):
     rules_path: the rules to predict with (default: the lab's rules file)."""
     names = server_names(lab)
     ok_flows = [f for f in flows if "error" not in f]
-    for f, d in zip(ok_flows, predict(rules_path or lab.rules_path, ok_flows)):
+    for f, d in zip(ok_flows, predict(rules_path or lab.rules_path, ok_flows), strict=False):
         f["predicted"] = dest_name(names, d)
     bad = []
     for f in flows:
@@ -73,11 +69,12 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
     flows = []
     flows += lab.client_py("http", vip=VIP4, port=HTTP, count=requests - half, sources=lab.clients4)
     flows += lab.client_py("http", vip=VIP6, port=HTTP, count=half, sources=lab.clients6)
-    flows += lab.client_py("udp", vip=VIP4, port=UDP_ECHO, count=udp_flows // 2, sources=lab.clients4)
+    flows += lab.client_py("udp", vip=VIP4, port=UDP_ECHO, count=udp_flows // 2,
+                           sources=lab.clients4)
     flows += lab.client_py("udp", vip=VIP6, port=UDP_ECHO, count=udp_flows - udp_flows // 2,
                            sources=lab.clients6)
     bad = check_flows(lab, flows)
-    names = sorted({s[0].rsplit("-", 1)[1] for s in lab.servers[:lab.config_servers]})
+    names = sorted({short(s[0]) for s in lab.servers[:lab.config_servers]})
     groups = [("HTTP v4", "tcp", False), ("HTTP v6", "tcp", True),
               ("UDP v4", "udp", False), ("UDP v6", "udp", True)]
     p = lambda *a: print(*a, file=out)   # noqa: E731
@@ -98,12 +95,13 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
     seen_ok = sum(1 for f in flows if "error" not in f
                   and (f["seen_client"], f["seen_port"]) == (f["client"], f["cport"]))
     p("")
+    as_predicted = sum(1 for f in flows if f.get("predicted") == f.get("server"))
     p(f"flows: {len(flows)}, answered: {sum(1 for f in flows if 'error' not in f)}, "
-      f"as predicted by `userlb simulate`: {sum(1 for f in flows if f.get('predicted') == f.get('server'))}, "
+      f"as predicted by `userlb simulate`: {as_predicted}, "
       f"real server saw the client's own address and port: {seen_ok}")
     for f, why in bad[:10]:
-        p(f"  MISMATCH {f['proto']} {_ep(f['client'], f.get('cport', 0))} -> "
-          f"{_ep(f['vip'], f['vport'])}: {why}")
+        p(f"  MISMATCH {f['proto']} {endpoint(f['client'], f.get('cport', 0))} -> "
+          f"{endpoint(f['vip'], f['vport'])}: {why}")
     p("")
     adm = lab.adm("-L", "-n", "--stats")
     try:

@@ -1,4 +1,4 @@
-"""Active-active directors behind ECMP (issue 8): consistency, failover, demo.
+"""Active-active directors behind ECMP: consistency, failover, demo.
 
 Runs against a lab with K >= 2 directors (`Lab(directors=K)`, see
 userlb.lab): a router spreads the flows over the directors with a kernel
@@ -20,7 +20,10 @@ director computes the same answer from the same configuration:
 import sys
 import time
 
-from . import ECHO, EXTRA_ECHO, VIP4, VIP6, ClientSession, Lab, LabError
+from .base import ECHO, EXTRA_ECHO, VIP4, VIP6, LabError, short
+from .core import Lab
+from .rules import VIPS, rips, sched_opts, service_lines
+from .sessions import Streams
 
 # the consistency services: VIP port == real-server port (each its own port,
 # so that replies without an entry are unambiguous), one scheduler variant each
@@ -37,20 +40,12 @@ PORT_OF = {(sched, flags): port for port, sched, flags in SERVICES}
 
 def service_rules(servers, weights=None, services=SERVICES):
     """ipvsadm -R lines for `services` on both VIPs; servers: [(ns, a4, a6)]."""
-    weights = weights or [1] * len(servers)
     lines = []
-    for vip in (VIP4, f"[{VIP6}]"):
-        v6 = vip.startswith("[")
+    for vip, v6 in VIPS:
         for port, sched, flags in services:
-            lines.append(f"-A -t {vip}:{port} -s {sched}" + (f" -b {flags}" if flags else ""))
-            for (_ns, a4, a6), w in zip(servers, weights):
-                rip = f"[{a6}]" if v6 else a4
-                lines.append(f"-a -t {vip}:{port} -r {rip}:{port} -m -w {w}")
+            lines += service_lines("-t", vip, port, sched_opts(sched, flags), rips(servers, v6),
+                                   weights)
     return "\n".join(lines) + "\n"
-
-
-def short(ns):
-    return ns.rsplit("-", 1)[1]
 
 
 # ---------------------------------------------------------------- consistency
@@ -95,22 +90,6 @@ def consistency(lab, port, count=500, base_port=10000, directors=None, timeout=1
 
 
 # ------------------------------------------------------------------ failover
-
-class Streams(ClientSession):
-    """`userlb.lab.client stream` in the client namespace, driven over its
-    stdin/stdout: long-lived TCP echo connections with checked data."""
-
-    def __init__(self, lab, vip_ports, count=50, chunk=1024, interval=0.05, timeout=20.0,
-                 sources=None):
-        kw = dict(vip_ports=vip_ports, sources=sources or lab.clients4 + lab.clients6,
-                  count=count, chunk=chunk, interval=interval, timeout=timeout)
-        self.timeout = timeout
-        super().__init__(lab, kw, mode="stream", close_timeout=timeout + 10)
-
-    def finish(self):
-        """Stop streaming, half-close, wait for every echo's EOF; the final report."""
-        return self._cmd("finish")
-
 
 def _endpoint(text):
     host, port = text.rsplit(":", 1)
@@ -179,7 +158,8 @@ def demo(lab, connections=30, out=sys.stdout, seconds=1.5):
         raise LabError("cannot switch sloppy TCP on: " +
                        "; ".join(r.stderr.strip() for r in res.values() if r.returncode))
     kill = list(lab.alive[:-1])
-    p(f"failover demo: {len(lab.alive)} directors ({', '.join(short(lab.director_ns[k - 1]) for k in lab.alive)}) "
+    names = ", ".join(short(lab.director_ns[k - 1]) for k in lab.alive)
+    p(f"failover demo: {len(lab.alive)} directors ({names}) "
       f"behind an ECMP router, sloppy TCP on, scheduler mh")
     p(f"{connections} long-lived TCP connections stream checked data to {VIP4}:{ECHO} and "
       f"[{VIP6}]:{ECHO}; killing directors {', '.join(map(str, kill))} one after another")

@@ -1,5 +1,5 @@
-"""The mhs experiment (issue 8; the mhs patch's README reports the same kind
-of numbers): connection entries and CPU time of each director, `mh` against
+"""The mhs experiment (the mhs patch's README reports the same kind of
+numbers): connection entries and CPU time of each director, `mh` against
 `mhs`, while some real servers flap.
 
     python -m userlb.lab.experiment [--servers 20] [--directors 2] [--rate 100]
@@ -39,7 +39,10 @@ import pathlib
 import sys
 import time
 
-from . import VIP4, HTTP, Lab, LabError
+from .base import HTTP, VIP4, LabError, short
+from .core import Lab
+from .rules import service_lines
+from .sessions import client_argv
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -51,8 +54,8 @@ def cpu_seconds(pid):
 
 
 def rules(servers, sched):
-    lines = [f"-A -t {VIP4}:{HTTP} -s {sched} -b mh-port"]
-    lines += [f"-a -t {VIP4}:{HTTP} -r {a4}:{HTTP} -m -w 1" for _ns, a4, _a6 in servers]
+    lines = service_lines("-t", VIP4, HTTP, f"-s {sched} -b mh-port",
+                          [a4 for _ns, a4, _a6 in servers])
     return "\n".join(lines) + "\n"
 
 
@@ -94,8 +97,7 @@ def run_one(lab, sched, pct, args, log=print):
     cpu0 = {k: cpu_seconds(pids[k]) for k in ks}
     kw = dict(vip=VIP4, port=HTTP, sources=lab.clients4, rate=args.rate, seconds=args.seconds,
               timeout=3.0)
-    load = lab.start("load", lab.client, [sys.executable, "-m", "userlb.lab.client", "rate",
-                                          json.dumps(kw)])
+    load = lab.start("load", lab.client, client_argv("rate", kw))
     t0 = time.monotonic()
     samples = []               # (t, {k: entries})
     next_sample = 0.0
@@ -128,7 +130,7 @@ def run_one(lab, sched, pct, args, log=print):
         res = json.loads(f.read().strip().splitlines()[-1])
     # samples while the load ran (t <= seconds)
     inrun = [s for s in samples if s[0] <= args.seconds + 0.5]
-    row = {"sched": sched, "flap_pct": pct, "flapping": [s[0].rsplit("-", 1)[1] for s in flapping],
+    row = {"sched": sched, "flap_pct": pct, "flapping": [short(s[0]) for s in flapping],
            "removals": flaps, "connections": res["started"], "ok": res["ok"],
            "failed": res["failed"], "errors": res["errors"], "cpu": cpu,
            "entries_mean": {k: sum(s[1][k] for s in inrun) / len(inrun) for k in ks},
@@ -230,10 +232,11 @@ def write_doc(rows, args, ks, png_ok, cmd, elapsed):
                       f"entries (done-when: 0) -- {'met' if mx == 0 else 'NOT met'}.")
     top = max(r["flap_pct"] for r in rows)
     if ("mh", top) in by and ("mhs", top) in by and top:
-        worst = max(by[("mhs", top)]["entries_mean"][k] / max(by[("mh", top)]["entries_mean"][k], 1e-9)
-                    for k in ks)
+        mhs, mh = by[("mhs", top)]["entries_mean"], by[("mh", top)]["entries_mean"]
+        worst = max(mhs[k] / max(mh[k], 1e-9) for k in ks)
         checks.append(f"* {top}% flapping: mhs holds at most **{worst:.3f}** of mh's mean entries "
-                      f"per director (done-when: below 0.2) -- {'met' if worst < 0.2 else 'NOT met'}.")
+                      f"per director (done-when: below 0.2) -- "
+                      f"{'met' if worst < 0.2 else 'NOT met'}.")
     failed = {(r["sched"], r["flap_pct"]): r["failed"] for r in rows}
     failed_text = ("none in any run." if not any(failed.values()) else
                    "; ".join(f"{k[0]} {k[1]}%: {v}" for k, v in failed.items()) + ".")
@@ -283,7 +286,7 @@ samples are in `{out.name}.json`.
   unstable at that moment: none when nothing changes, and, while servers
   flap, about (share of slots that are unstable) x (share of the time they
   are) of the connections.  A flap that returns makes every slot stable at
-  once (MHS.md rule 12).
+  once (docs/mhs-spec.md rule 12).
 * CPU: the directors' CPU time includes everything they do (packets, entry
   creation and expiry, the control socket).  The difference between `mh` and
   `mhs` is the cost of creating, updating and expiring the entries; at this
@@ -379,8 +382,8 @@ def main(argv=None):
     print(table(rows, args, ks))
     print()
     print(ratios(rows, ks))
-    print(f"\nwrote {md}" + (f", {out.with_suffix('.png')}" if png_ok else " (no matplotlib: no plot)")
-          + f", {out.with_suffix('.json')}")
+    png = f", {out.with_suffix('.png')}" if png_ok else " (no matplotlib: no plot)"
+    print(f"\nwrote {md}{png}, {out.with_suffix('.json')}")
     return 0
 
 

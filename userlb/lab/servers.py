@@ -47,60 +47,60 @@ def _listen_tcp(port):
     return s
 
 
+def _handler(work):
+    """An asyncio stream handler running work(self, reader, writer, host,
+    port) -- host/port: the client as this server sees it -- that ends
+    quietly when the client goes away and always closes the connection."""
+    async def handle(self, reader, writer):
+        host, port = _peer(writer.get_extra_info("peername"))
+        try:
+            await work(self, reader, writer, host, port)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+    return handle
+
+
 class Servers:
     def __init__(self, name):
         self.name = name.encode()
 
-    async def http(self, reader, writer):
-        host, port = _peer(writer.get_extra_info("peername"))
-        try:
-            while True:
-                line = await reader.readline()
-                if not line or line in (b"\r\n", b"\n"):
-                    break
-            body = json.dumps({"server": self.name.decode(), "client": host, "port": port}) + "\n"
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-                         % (len(body), body.encode()))
+    @_handler
+    async def http(self, reader, writer, host, port):
+        while True:
+            line = await reader.readline()
+            if not line or line in (b"\r\n", b"\n"):
+                break
+        body = json.dumps({"server": self.name.decode(), "client": host, "port": port}) + "\n"
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body.encode()))
+        await writer.drain()
+
+    @_handler
+    async def echo(self, reader, writer, host, port):
+        writer.write(b"%s %s %d\n" % (self.name, host.encode(), port))
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            writer.write(data)
             await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
 
-    async def echo(self, reader, writer):
-        host, port = _peer(writer.get_extra_info("peername"))
-        try:
-            writer.write(b"%s %s %d\n" % (self.name, host.encode(), port))
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def hash(self, reader, writer):
-        host, port = _peer(writer.get_extra_info("peername"))
+    @_handler
+    async def hash(self, reader, writer, host, port):
         h = hashlib.sha256()
         n = 0
-        try:
-            while True:
-                data = await reader.read(262144)
-                if not data:
-                    break
-                h.update(data)
-                n += len(data)
-            writer.write(b"%s %s %d %s %d\n" % (self.name, host.encode(), port,
-                                                h.hexdigest().encode(), n))
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
+        while True:
+            data = await reader.read(262144)
+            if not data:
+                break
+            h.update(data)
+            n += len(data)
+        writer.write(b"%s %s %d %s %d\n" % (self.name, host.encode(), port,
+                                            h.hexdigest().encode(), n))
+        await writer.drain()
 
 
 class UdpEcho(asyncio.DatagramProtocol):
@@ -123,7 +123,8 @@ async def serve(args):
         loop.add_signal_handler(sig, stop.set)
     servers = []
     more = [(p, srv.echo) for p in _ports(args.more_echo)]
-    for port, handler in [(args.http, srv.http), (args.echo, srv.echo), (args.hash, srv.hash)] + more:
+    tcp = [(args.http, srv.http), (args.echo, srv.echo), (args.hash, srv.hash)] + more
+    for port, handler in tcp:
         if port:
             servers.append(await asyncio.start_server(handler, sock=_listen_tcp(port)))
     if args.udp_echo:

@@ -1,0 +1,62 @@
+"""The steering into the TUN device (userlb/dataplane/steering.py):
+`TunRoutes` on a real TUN device inside a fresh network namespace (root only)."""
+import json
+
+from helpers.netns import needs_root, ns_python
+
+ROUTES_CODE = r"""
+import json, subprocess
+from userlb.dataplane.steering import TunRoutes, read_sysctl
+from userlb.dataplane.tun import TunDevice
+from userlb.model import parse_addr
+
+def snap():
+    out = {}
+    for fam in ("-4", "-6"):
+        out["rule" + fam] = subprocess.run(["ip", fam, "rule"], capture_output=True,
+                                           text=True).stdout
+        out["route" + fam] = subprocess.run(["ip", fam, "route", "show", "table", "all"],
+                                            capture_output=True, text=True).stdout
+    out["fwd"] = read_sysctl("net.ipv4.ip_forward"), read_sysctl("net.ipv6.conf.all.forwarding")
+    return out
+
+d = TunDevice("ulbt1")
+before = snap()
+r = TunRoutes(d.name, d.index, vips=[parse_addr("10.99.0.1")[1], parse_addr("fd00:99::1")[1]],
+              sources=[parse_addr("10.20.0.11")[1], parse_addr("fd00:20::b")[1], "10.30.0.0/16"],
+              table=4242, priority=9000)
+r.install()
+during = snap()
+changed = r.update(vips=[parse_addr("10.99.0.2")[1]], sources=[parse_addr("10.20.0.12")[1]])
+updated = snap()
+same = r.update(vips=[parse_addr("10.99.0.2")[1]], sources=[parse_addr("10.20.0.12")[1]])
+r.remove()
+after = snap()
+d.close()
+print(json.dumps({"before": before, "during": during, "after": after, "updated": updated,
+                  "changed": changed, "same": same}))
+"""
+
+
+@needs_root
+def test_tun_routes_install_and_remove_exactly(netns):
+    res = json.loads(ns_python(netns, ROUTES_CODE).stdout)
+    b, d, a = res["before"], res["during"], res["after"]
+    assert "10.99.0.1 dev ulbt1" in d["route-4"]
+    assert "fd00:99::1 dev ulbt1" in d["route-6"]
+    assert "default dev ulbt1 table 4242" in d["route-4"]
+    assert "default dev ulbt1 table 4242" in d["route-6"]
+    assert "9000:\tfrom all iif ulbt1 lookup main" in d["rule-4"]
+    assert "9000:\tfrom all iif lo lookup main" in d["rule-4"]
+    assert "9001:\tfrom 10.20.0.11 lookup 4242" in d["rule-4"]
+    assert "9001:\tfrom 10.30.0.0/16 lookup 4242" in d["rule-4"]
+    assert "9001:\tfrom fd00:20::b lookup 4242" in d["rule-6"]
+    assert d["fwd"] == ["1", "1"]
+    assert a == b                   # rules, routes and sysctls exactly as before
+    u = res["updated"]
+    assert res["changed"] is True and res["same"] is False
+    assert "10.99.0.2 dev ulbt1" in u["route-4"] and "10.99.0.1 dev" not in u["route-4"]
+    assert "fd00:99::1" not in u["route-6"] and "table 4242" not in u["route-6"]
+    assert "9001:\tfrom 10.20.0.12 lookup 4242" in u["rule-4"]
+    assert "10.20.0.11" not in u["rule-4"] and "10.30.0.0/16" not in u["rule-4"]
+    assert "lookup 4242" not in u["rule-6"] and "ulbt1" not in u["rule-6"]
