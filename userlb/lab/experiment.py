@@ -286,7 +286,7 @@ samples are in `{out.name}.json`.
   unstable at that moment: none when nothing changes, and, while servers
   flap, about (share of slots that are unstable) x (share of the time they
   are) of the connections.  A flap that returns makes every slot stable at
-  once (docs/mhs-spec.md rule 12).
+  once ([mhs-spec.md](mhs-spec.md) rule 12).
 * CPU: the directors' CPU time includes everything they do (packets, entry
   creation and expiry, the control socket).  The difference between `mh` and
   `mhs` is the cost of creating, updating and expiring the entries; at this
