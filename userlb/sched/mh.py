@@ -160,7 +160,7 @@ class MHScheduler(TableScheduler):
         if type(caddr) is int:
             v = caddr
         else:                             # IPv6: XOR of the four words
-            v = int.from_bytes(caddr, "big")
+            v = int.from_bytes(caddr, "big")  # type: ignore[arg-type]
             v = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) & _m32
         if flags & 0x10:                  # SVC_F_SCHED2: mh-port
             v = (v + cport) & _m32
@@ -203,7 +203,7 @@ class MHBackportScheduler(MHScheduler):
 
     def schedule(self, caddr: Addr, cport: int, _sip: type[siphash13] = siphash13,
                  _pack: Callable[[int], bytes] = _pack, _k: bytes = MH_KEY1,
-                 _m32: int = M32, _fold: Callable[[bytes], int] = fold) -> Dest | None:
+                 _m32: int = M32, _fold: Callable[[Addr], int] = fold) -> Dest | None:
         table, m = self._state
         v = ((caddr if type(caddr) is int else _fold(caddr)) + cport) & _m32
         d = table[(_sip(_pack(v), key=_k).intdigest() & _m32) % m]

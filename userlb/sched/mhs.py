@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 A service keeps two Maglev tables of M slots, `old` and `cand`, plus a timer
 per slot.  `cand` is always `build(current backends)`: the `mh` construction
-of IPVS.md §1 over the backends with weight > 0, walked in *canonical order*
+of docs/ipvs.md §1 over the backends with weight > 0, walked in *canonical order*
 (numeric address, every IPv4 before every IPv6, then port), with the
 *current* weights.  `old` is what the slot forwarded to before the last
 changes.  A slot is *stable* when both agree; the forwarding decision for a
@@ -13,11 +13,11 @@ backend change makes `cand` differ from `old`; it stays so for T seconds,
 then it is merged (`old[i] = cand[i]`), lazily when it is looked up or by
 `sweep()`.  While a slot is unstable, SYNs go to the candidate and other TCP
 segments to the old backend, and those flows get a connection entry so
-that they stick (the decision table of MHS.md rule 10, see `schedule_sl`).
+that they stick (the decision table of docs/mhs-spec.md rule 10, see `schedule_sl`).
 
 Representation
 --------------
-* A backend is identified by its `(addr, port)` key (MHS.md rule 12): every
+* A backend is identified by its `(addr, port)` key (docs/mhs-spec.md rule 12): every
   key gets a small integer id, and the tables hold ids (-1 = empty slot).  A
   backend that is removed and re-added gets its old id back as long as some
   slot of `old` still refers to it, so a flap that returns makes the slots
@@ -111,7 +111,7 @@ def check_service(svc: Service) -> int:
 
 @register
 class MHSScheduler(Scheduler):
-    """Two-table stateless Maglev (MHS.md).
+    """Two-table stateless Maglev (docs/mhs-spec.md).
 
     `timeouts` (attribute or constructor argument): a callable returning the
     `ipvsadm --set` triple (tcp, tcpfin, udp) in seconds (only the first two

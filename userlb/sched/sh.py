@@ -1,4 +1,4 @@
-"""`sh`: the kernel's source hashing scheduler (IPVS.md §3), flow for flow.
+"""`sh`: the kernel's source hashing scheduler (docs/ipvs.md §3), flow for flow.
 
 * Table: 2**bits buckets (default bits 8 -> 256).  Rebuilt on init and after
   every add/del/upd by walking `svc.dests` (kernel list order, newest first)
@@ -122,7 +122,7 @@ class SHScheduler(TableScheduler):
         if type(caddr) is int:
             x = caddr
         else:                             # IPv6: XOR of the four words
-            x = int.from_bytes(caddr, "big")
+            x = int.from_bytes(caddr, "big")  # type: ignore[arg-type]
             x = (x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) & 0xFFFFFFFF
         if flags & 0x10:                  # SVC_F_SCHED2: sh-port
             x = (x + cport) & 0xFFFFFFFF
