@@ -73,6 +73,9 @@ class Scheduler:
       (mhs: forward without a connection entry while its tables agree).
     * ``schedule_sl(caddr, cport, is_tcp, syn, now)`` -> (Dest or None,
       need_state): only for stateless schedulers.
+    * ``sweep(now)``: the engine's periodic call for stateless schedulers
+      (mhs merges the slots whose timer expired); returns how many slots
+      it merged.  Default: nothing to do.
     * ``referenced_dests()``: the destinations its tables still point to
       (a removed mhs backend stays referenced by the old table); default:
       the service's destinations.
@@ -118,6 +121,9 @@ class Scheduler:
     def schedule_sl(self, caddr: Addr, cport: int, is_tcp: bool, syn: bool,
                     now: float) -> tuple[Dest | None, bool]:
         raise NotImplementedError(f"{self.name} is not a stateless scheduler")
+
+    def sweep(self, now: float) -> int:
+        return 0
 
     def referenced_dests(self) -> list[Dest]:
         dests: list[Dest] = self.svc.dests

@@ -12,7 +12,10 @@ from math import gcd
 
 from .hashing import MH_KEY1, MH_KEY2, mh_hashkey
 
+#: the table sizes M: the kernel's primes for CONFIG_IP_VS_MH_TAB_INDEX 8..17
+#: (the one list; mh, mh-backport and mhs validate against it in options.py)
 PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+#: M of the kernel's default build (TAB_INDEX 12)
 DEFAULT_SIZE = 4093
 
 

@@ -20,14 +20,15 @@ mh (kernel >= 4.18)
 
 Per-service option (userlb extension, `svc.options`)
 ----------------------------------------------------
-* `mh_table_size`: the table size M, one of maglev.PRIMES
-  (251 509 1021 2039 4093 8191 16381 32749 65521 131071); default 4093, the
-  kernel's default build (CONFIG_IP_VS_MH_TAB_INDEX=12).  Any other value is
-  refused with ConfigError (`validate_options()`; also raised by the
-  constructor and by update()).  TAB_BITS (weight scaling) follows M as in a
-  kernel built with the matching CONFIG_IP_VS_MH_TAB_INDEX
-  (maglev.tab_bits(M) = INDEX // 2), so a userlb service with size M matches
-  a kernel built for M flow for flow.  An int or a decimal string is accepted.
+* `mh_table_size`: the table size M, one of maglev.PRIMES (the primes the
+  kernel's CONFIG_IP_VS_MH_TAB_INDEX 8..17 selects); default
+  maglev.DEFAULT_SIZE, the kernel's default build (TAB_INDEX 12).  Any other
+  value is refused with ConfigError (options.table_size(), shared with
+  mh-backport and mhs; `validate_options()`, the constructor and update()).
+  TAB_BITS (weight scaling) follows M as in a kernel built with the matching
+  CONFIG_IP_VS_MH_TAB_INDEX (maglev.tab_bits(M) = INDEX // 2), so a userlb
+  service with size M matches a kernel built for M flow for flow.  An int or
+  a decimal string is accepted.
 
 Tools API (`userlb simulate --table` etc.; control plane only, not hot path)
 --------------------------------------------------------------------------
