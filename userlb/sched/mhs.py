@@ -35,8 +35,9 @@ Interface
 ---------
 * `MHSScheduler(svc, clock, timeouts=None)`: `timeouts` is a callable
   returning the `ipvsadm --set` triple (tcp, tcpfin, udp); T = max(tcp,
-  tcpfin) is read at construction and re-read at every change (default
-  (900, 120, 300) -> T = 900).  `clock.now()` timestamps the changes.
+  tcpfin) is read at construction and re-read at every change (default:
+  model.DEFAULT_TIMEOUTS, the ipvsadm defaults).  `clock.now()` timestamps
+  the changes.
   Raises ConfigError for persistence (-p) or a bad `mh_table_size`.
 * `add_dest / del_dest / upd_dest(dest)`: after svc.dests changed.
 * `schedule_sl(caddr, cport, is_tcp, syn, now) -> (dest | None, need_state)`:
