@@ -24,10 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     from ..clock import Clock
-    from ..model import Dest, Service
-
-#: an address as the data plane carries it: IPv4 as int, IPv6 as 16 bytes
-Addr = int | bytes
+    from ..model import Addr, Dest, Service
 
 _S = TypeVar("_S", bound="type[Scheduler]")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Addr, Scheduler, register
+from .base import Scheduler, register
 
 if TYPE_CHECKING:
-    from ..model import Dest
+    from ..model import Addr, Dest
 
 
 @register

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from siphash24 import siphash13
+
+if TYPE_CHECKING:
+    from ..model import Addr
 
 M32 = 0xFFFFFFFF
 _U32LE = struct.Struct("<I")
@@ -56,7 +60,7 @@ def hsiphash_u32(v: int, key: bytes, _sip: type[siphash13] = siphash13,
     return _sip(_pack(v), key=key).intdigest() & _m
 
 
-def fold(addr: int | bytes) -> int:
+def fold(addr: Addr) -> int:
     """Fold an address to 32 bits: IPv4 int as is; IPv6 = XOR of its 4 words."""
     if type(addr) is int:
         return addr
@@ -64,7 +68,7 @@ def fold(addr: int | bytes) -> int:
     return a ^ b ^ c ^ d
 
 
-def fold_af(addr: int | bytes, af: int) -> int:
+def fold_af(addr: Addr, af: int) -> int:
     """fold() with an explicit (service) address family, as the kernel does
     for mixed-family destinations (docs/ipvs.md §1.3, §10): an IPv4 address in an
     IPv6 service folds to itself (its other words are 0); an IPv6 address in
@@ -77,7 +81,7 @@ def fold_af(addr: int | bytes, af: int) -> int:
     return a ^ b ^ c ^ d
 
 
-def mh_hashkey(addr: int | bytes, port: int, key: bytes, offset: int = 0) -> int:
+def mh_hashkey(addr: Addr, port: int, key: bytes, offset: int = 0) -> int:
     """The kernel's ip_vs_mh_hashkey(): hsiphash of (offset + port + fold(addr))."""
     a = addr if type(addr) is int else fold(addr)
     return siphash13(_U32LE.pack((offset + port + a) & M32), key=key).intdigest() & M32

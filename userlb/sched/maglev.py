@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import gcd
+from typing import TYPE_CHECKING
 
 from .hashing import MH_KEY1, MH_KEY2, mh_hashkey
+
+if TYPE_CHECKING:
+    from ..model import Addr
 
 #: the table sizes M: the kernel's primes for CONFIG_IP_VS_MH_TAB_INDEX 8..17
 #: (the one list; mh, mh-backport and mhs validate against it in options.py)
@@ -47,7 +51,7 @@ def turns(weights: Sequence[int], bits: int) -> list[int]:
     return out
 
 
-def permutation(addr: int | bytes, port: int, m: int) -> tuple[int, int]:
+def permutation(addr: Addr, port: int, m: int) -> tuple[int, int]:
     """(offset, skip) of a destination."""
     offset = mh_hashkey(addr, port, MH_KEY1) % m
     skip = mh_hashkey(addr, port, MH_KEY2) % (m - 1) + 1
@@ -98,7 +102,7 @@ def populate(offsets: Sequence[int], skips: Sequence[int], nturns: Sequence[int]
             perm[i] = c
 
 
-def build(endpoints: Sequence[tuple[int | bytes, int]], weights: Sequence[int],
+def build(endpoints: Sequence[tuple[Addr, int]], weights: Sequence[int],
           m: int = DEFAULT_SIZE, bits: int | None = None,
           perms: Sequence[tuple[int, int]] | None = None) -> list[int]:
     """Table for destinations `endpoints` [(addr, port), ...] in walk order

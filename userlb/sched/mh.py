@@ -62,13 +62,13 @@ from siphash24 import siphash13
 
 from ..model import SVC_F_SCHED1, SVC_F_SCHED2
 from . import maglev
-from .base import Addr, TableScheduler, register
+from .base import TableScheduler, register
 from .hashing import _U32LE, M32, MH_KEY1, MH_KEY2, fold, fold_af
 from .options import OPT_TABLE_SIZE, table_size
 
 if TYPE_CHECKING:
     from ..clock import Clock
-    from ..model import Dest, Service
+    from ..model import Addr, Dest, Service
 
 __all__ = ["OPT_TABLE_SIZE", "MHBackportScheduler", "MHScheduler", "table_size",
            "validate_options"]

@@ -64,13 +64,13 @@ from ..clock import MonotonicClock
 from ..errors import ConfigError
 from ..model import DEFAULT_TIMEOUTS, SVC_F_PERSISTENT, SVC_F_SCHED2
 from . import maglev
-from .base import Addr, Scheduler, register
+from .base import Scheduler, register
 from .hashing import _U32LE, M32, MH_KEY1, fold
 from .options import table_size
 
 if TYPE_CHECKING:
     from ..clock import Clock
-    from ..model import Dest, Service
+    from ..model import Addr, Dest, Service
 
 INF = float("inf")
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Addr, CursorScheduler, register
+from .base import CursorScheduler, register
 
 if TYPE_CHECKING:
-    from ..model import Dest
+    from ..model import Addr, Dest
 
 
 @register

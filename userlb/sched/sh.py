@@ -31,12 +31,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import Addr, TableScheduler, register
+from .base import TableScheduler, register
 from .hashing import GOLDEN_RATIO_32, M32, fold_af
 from .options import int_option
 
 if TYPE_CHECKING:
-    from ..model import Dest
+    from ..model import Addr, Dest
 
 OPT_TAB_BITS = "sh_tab_bits"
 OPT_HASH = "sh_hash"

@@ -19,11 +19,11 @@ from __future__ import annotations
 from math import gcd
 from typing import TYPE_CHECKING
 
-from .base import Addr, CursorScheduler, register
+from .base import CursorScheduler, register
 
 if TYPE_CHECKING:
     from ..clock import Clock
-    from ..model import Dest, Service
+    from ..model import Addr, Dest, Service
 
 
 @register
