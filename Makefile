@@ -1,4 +1,5 @@
-# userlb: the two commands of the README are `make demo` and `make test`.
+# userlb: the two commands of the README are `make demo` and `make test`;
+# `make lint` (ruff + mypy, configured in pyproject.toml) runs before the tests in CI.
 # Each one creates/updates the local virtualenv (.venv) and installs the Debian
 # packages it needs (as root, with apt-get) when they are missing.
 
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEBS   := iproute2 iperf3 socat curl nftables procps
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench sysdeps venv clean
+.PHONY: test lint demo bench sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,15 @@ sysdeps:
 test: venv sysdeps
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
+# ruff over the code, tests, benchmarks and the docker lab; mypy (strict on model,
+# sched, control, clock).  Both always run; the target fails if either does.
+LINT_PATHS := userlb tests bench docker
+lint: venv
+	@rc=0; \
+	$(VPY) -m ruff check $(LINT_PATHS) || rc=1; \
+	$(VPY) -m mypy || rc=1; \
+	exit $$rc
+
 demo: venv sysdeps
 	$(VPY) -m userlb.cli.main demo
 
@@ -38,7 +48,7 @@ bench: venv sysdeps
 	$(VPY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .cache/mypy .cache/ruff
 
 # The container lab (docker/README.md): installs docker.io, docker-compose and
 # debootstrap if missing, builds the images (base image made with debootstrap,

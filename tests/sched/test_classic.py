@@ -176,7 +176,7 @@ def test_wrr_weight0_never_chosen():
 # ------------------------------------------------------------------ lc / wlc / sed / nq
 
 def conns(ds, *pairs):
-    for d, (a, i) in zip(ds, pairs):
+    for d, (a, i) in zip(ds, pairs, strict=False):
         d.activeconns, d.inactconns = a, i
 
 

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from userlb.sched import hashing as h
 
@@ -19,7 +20,8 @@ def _data(v):
 
 
 def _ids(vs):
-    return [f"{v['bits']}-{v['key']}-{v.get('func', 'bytes')}-{v['len']}-{i}" for i, v in enumerate(vs)]
+    return [f"{v['bits']}-{v['key']}-{v.get('func', 'bytes')}-{v['len']}-{i}"
+            for i, v in enumerate(vs)]
 
 
 V64 = [v for v in VECTORS["vectors"] if v["bits"] == 64]

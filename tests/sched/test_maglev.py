@@ -1,6 +1,7 @@
 """userlb.sched.maglev: the spec's turns examples (IPVS.md §1.5), the
 permutation worked examples (§1.4) and population invariants (§1.7)."""
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from userlb.sched import maglev
 

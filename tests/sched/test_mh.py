@@ -17,11 +17,19 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from userlb.errors import ConfigError
-from userlb.model import (IPPROTO_TCP, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service,
-                          parse_addr, parse_endpoint)
+from userlb.model import (
+    IPPROTO_TCP,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    Dest,
+    Service,
+    parse_addr,
+    parse_endpoint,
+)
 from userlb.sched import base, maglev, mh
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "mh_vectors.json").read_text())
@@ -96,7 +104,7 @@ def build_scenario(s, sched_name="mh", options=None):
     svc, added = replay(s["reproduce_with"], sched_name, options)
     # the replay must agree with the scenario's own description of the result
     assert len(added) == len(s["dests"])
-    for d, spec in zip(added, s["dests"]):
+    for d, spec in zip(added, s["dests"], strict=True):
         assert (d.addr, d.port) == (parse_addr(spec["addr"])[1], spec["port"])
         assert d.weight == spec["weight"]
         if "last_weight" in spec:
@@ -122,7 +130,7 @@ def test_vector_table(s):
     expected = [added[i] if i >= 0 else None for i in s["table"]]
     got = sched.table_endpoints()
     assert len(got) == len(expected)
-    mismatches = [i for i, (a, b) in enumerate(zip(got, expected)) if a is not b]
+    mismatches = [i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a is not b]
     assert mismatches == []
     counts = {str(added.index(d)): got.count(d) for d in added if got.count(d)}
     assert counts == s["table_counts"]
@@ -168,7 +176,7 @@ def test_reverse_add_order_differs_by_five_slots():
     svc2, _ = build_scenario(s2)
     t1 = [d.key for d in svc1.sched.table_endpoints()]
     t2 = [d.key for d in svc2.sched.table_endpoints()]
-    assert sum(x != y for x, y in zip(t1, t2)) == 5
+    assert sum(x != y for x, y in zip(t1, t2, strict=True)) == 5
 
 
 def test_edit_to_weight0_keeps_table():
@@ -350,11 +358,11 @@ def build_random(af, m, specs, sched_name="mh"):
     svc = Service(IPPROTO_TCP, vip, 80, sched_name, options={"mh_table_size": m})
     svc.sched = base.create(sched_name, svc)
     objs = [add_dest(svc, a, p, w) for a, p, w, _, _, _ in specs]
-    for d, (_, _, _, ew, ov, dl) in zip(objs, specs):
+    for d, (_, _, _, ew, ov, _dl) in zip(objs, specs, strict=True):
         if ew is not None:
             edit_dest(svc, d, ew)
         d.overloaded = ov
-    for d, spec in zip(objs, specs):
+    for d, spec in zip(objs, specs, strict=True):
         if spec[5] == 0:
             del_dest(svc, d)
     return svc
@@ -495,7 +503,7 @@ def test_balance_weighted(m, weights, rnd):
     assume(sum(t) <= m)
     table = svc.sched.table_endpoints()
     r = m // sum(t)
-    for d, ti in zip(svc.dests, t):
+    for d, ti in zip(svc.dests, t, strict=True):
         assert r * ti <= table.count(d) <= (r + 1) * ti
 
 
@@ -511,7 +519,7 @@ def _removal_churn(m, addrs, victim_index):
     assert victim not in after and None not in after
     # every slot of the victim now belongs to a survivor (checked above);
     # count the survivors' slots that changed owner
-    return sum(1 for a, b in zip(before, after) if a is not victim and a is not b)
+    return sum(1 for a, b in zip(before, after, strict=True) if a is not victim and a is not b)
 
 
 # Removing one of N equal-weight destinations redistributes the removed
@@ -571,7 +579,8 @@ def test_table_size_option_accepts_primes(m):
     assert mh.table_size({"mh_table_size": str(m)}) == m
 
 
-@pytest.mark.parametrize("bad", [0, 1, 250, 4092, 4094, 65537, -4093, "x", "4093.0", 4093.0, True, [4093]])
+@pytest.mark.parametrize("bad", [0, 1, 250, 4092, 4094, 65537, -4093, "x", "4093.0", 4093.0,
+                                 True, [4093]])
 def test_table_size_option_rejects(bad):
     with pytest.raises(ConfigError, match="mh_table_size"):
         mh.validate_options({"mh_table_size": bad})

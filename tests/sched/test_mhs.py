@@ -12,11 +12,33 @@ import pathlib
 import pytest
 
 from helpers.mhs import (
-    ACK, FIN, RST, SYN, A, B, C, D, Director, ToyDirector, canonical, ep, eps,
-    expected_table, ip, key_where, slot_of)
+    ACK,
+    FIN,
+    RST,
+    SYN,
+    A,
+    B,
+    C,
+    D,
+    Director,
+    ToyDirector,
+    canonical,
+    ep,
+    eps,
+    expected_table,
+    ip,
+    key_where,
+    slot_of,
+)
 from userlb.errors import ConfigError
-from userlb.model import (IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT, SVC_F_SCHED1,
-                          SVC_F_SCHED2, SVC_F_SCHED3)
+from userlb.model import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    SVC_F_SCHED3,
+)
 from userlb.sched import base, maglev
 from userlb.sched.mhs import MHSScheduler, canonical_order
 
@@ -285,7 +307,10 @@ def test_S3_readded_backend_uses_new_dest_object():
 
 # ---------------------------------------------------------------- S4
 
-def s4_slot_key(start=ip("192.168.0.1")):
+S4_START = ip("192.168.0.1")
+
+
+def s4_slot_key(start=S4_START):
     return key_where(lambda s: ABC[s] == B and AC[s] == C and ACD[s] == D, start=start)
 
 

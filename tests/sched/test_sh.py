@@ -10,11 +10,19 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from userlb.errors import ConfigError
-from userlb.model import (IPPROTO_TCP, SVC_F_SCHED1, SVC_F_SCHED2, Dest, Service,
-                          parse_addr, parse_endpoint)
+from userlb.model import (
+    IPPROTO_TCP,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    Dest,
+    Service,
+    parse_addr,
+    parse_endpoint,
+)
 from userlb.sched import base, sh
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "sh_vectors.json").read_text())
@@ -50,7 +58,7 @@ def replay(lines, options=None):
         if line.lstrip().startswith("#"):
             continue
         tok = shlex.split(line)
-        opts = dict(zip(tok[2::2], tok[3::2])) if tok[1] == "-A" else {}
+        opts = dict(zip(tok[2::2], tok[3::2], strict=False)) if tok[1] == "-A" else {}
         if tok[1] == "-A":
             _, vaddr, vport = parse_endpoint(opts.get("-t") or opts["-u"])
             svc = Service(IPPROTO_TCP, vaddr, vport, "sh", options=options)
@@ -71,8 +79,9 @@ def replay(lines, options=None):
 def build_scenario(s):
     svc, added = replay(s["reproduce_with"])
     assert len(added) == len(s["dests"])
-    for d, spec in zip(added, s["dests"]):
-        assert (d.addr, d.port, d.weight) == (parse_addr(spec["addr"])[1], spec["port"], spec["weight"])
+    for d, spec in zip(added, s["dests"], strict=True):
+        assert (d.addr, d.port, d.weight) == (parse_addr(spec["addr"])[1], spec["port"],
+                                              spec["weight"])
         d.overloaded = spec["overloaded"]
     assert [added.index(d) for d in svc.dests] == s["kernel_list_order"]
     return svc, added
@@ -84,7 +93,7 @@ def test_vector_table(s):
     assert svc.sched.table_size == s["table_size"] == 256
     want = [added[i] if i >= 0 else None for i in s["table"]]
     got = svc.sched.table_endpoints()
-    assert [i for i, (a, b) in enumerate(zip(got, want)) if a is not b] == []
+    assert [i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a is not b] == []
     assert len(got) == len(want)
 
 
@@ -187,7 +196,7 @@ def test_sh_matches_reference(ds, rnd):
     svc = Service(IPPROTO_TCP, vip, 80, "sh", options=opts)
     svc.sched = base.create("sh", svc)
     objs = [add_dest(svc, a, p, w) for a, p, w, _, _ in specs]
-    for d, (_, _, _, ov, dl) in zip(objs, specs):
+    for d, (_, _, _, ov, dl) in zip(objs, specs, strict=True):
         d.overloaded = ov
         if dl == 0:
             del_dest(svc, d)

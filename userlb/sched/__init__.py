@@ -1,12 +1,9 @@
-"""Schedulers.  Importing this package registers every concrete scheduler."""
+"""Schedulers.  Importing this package registers every concrete scheduler:
+each module of the package is imported, and the scheduler modules register
+their classes by name (base.register), so the registry is the one list of
+scheduler names."""
 import importlib
+import pkgutil
 
-# module names of the concrete schedulers; each registers itself at import
-_MODULES = ("rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "sh", "mh", "mhs")
-
-for _m in _MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_m}")
-    except ModuleNotFoundError as e:   # during development a module may not exist yet
-        if e.name != f"{__name__}.{_m}":
-            raise
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")

@@ -1,28 +1,39 @@
-"""Maglev lookup tables as pure functions, with IPVS's weighting (IPVS.md §1.4,
-§1.5, §1.7).  Used by `mh` (kernel list order, last_weight) and `mhs`
+"""Maglev lookup tables as pure functions, with IPVS's weighting (docs/ipvs.md
+§1.4, §1.5, §1.7).  Used by `mh` (kernel list order, last_weight) and `mhs`
 (canonical order, current weight).
 
 A table is a list of length M whose items are indexes into the destination
 sequence given to build(), or -1 for an empty slot.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import gcd
+from typing import TYPE_CHECKING
+
 from .hashing import MH_KEY1, MH_KEY2, mh_hashkey
 
+if TYPE_CHECKING:
+    from ..model import Addr
+
+#: the table sizes M: the kernel's primes for CONFIG_IP_VS_MH_TAB_INDEX 8..17
+#: (the one list; mh, mh-backport and mhs validate against it in options.py)
 PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+#: M of the kernel's default build (TAB_INDEX 12)
 DEFAULT_SIZE = 4093
 
 
-def tab_bits(m):
+def tab_bits(m: int) -> int:
     """IP_VS_MH_TAB_BITS of a kernel built with table size m (= TAB_INDEX / 2)."""
     return (PRIMES.index(m) + 8) // 2
 
 
-def _fls(x):
+def _fls(x: int) -> int:
     return x.bit_length()
 
 
-def turns(weights, bits):
+def turns(weights: Sequence[int], bits: int) -> list[int]:
     """Weights -> turns: gcd reduction, right shift so max/gcd fits in `bits`."""
-    from math import gcd
     g = 0
     for w in weights:
         if w > 0:
@@ -40,14 +51,15 @@ def turns(weights, bits):
     return out
 
 
-def permutation(addr, port, m):
+def permutation(addr: Addr, port: int, m: int) -> tuple[int, int]:
     """(offset, skip) of a destination."""
     offset = mh_hashkey(addr, port, MH_KEY1) % m
     skip = mh_hashkey(addr, port, MH_KEY2) % (m - 1) + 1
     return offset, skip
 
 
-def populate(offsets, skips, nturns, m):
+def populate(offsets: Sequence[int], skips: Sequence[int], nturns: Sequence[int],
+             m: int) -> list[int]:
     """The population race of §1.7 -> table of indexes (-1 = empty)."""
     table = [-1] * m
     active = [i for i, t in enumerate(nturns) if t > 0]
@@ -90,7 +102,9 @@ def populate(offsets, skips, nturns, m):
             perm[i] = c
 
 
-def build(endpoints, weights, m=DEFAULT_SIZE, bits=None, perms=None):
+def build(endpoints: Sequence[tuple[Addr, int]], weights: Sequence[int],
+          m: int = DEFAULT_SIZE, bits: int | None = None,
+          perms: Sequence[tuple[int, int]] | None = None) -> list[int]:
     """Table for destinations `endpoints` [(addr, port), ...] in walk order
     with `weights` (last_weight for mh, current weight for mhs).
 

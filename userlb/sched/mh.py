@@ -1,4 +1,4 @@
-"""`mh`: the kernel's Maglev hashing scheduler (IPVS.md §1), flow for flow,
+"""`mh`: the kernel's Maglev hashing scheduler (docs/ipvs.md §1), flow for flow,
 and `mh-backport`, the out-of-tree ip_vs_mh module for kernels before 4.18.
 
 mh (kernel >= 4.18)
@@ -20,14 +20,15 @@ mh (kernel >= 4.18)
 
 Per-service option (userlb extension, `svc.options`)
 ----------------------------------------------------
-* `mh_table_size`: the table size M, one of maglev.PRIMES
-  (251 509 1021 2039 4093 8191 16381 32749 65521 131071); default 4093, the
-  kernel's default build (CONFIG_IP_VS_MH_TAB_INDEX=12).  Any other value is
-  refused with ConfigError (`validate_options()`; also raised by the
-  constructor and by update()).  TAB_BITS (weight scaling) follows M as in a
-  kernel built with the matching CONFIG_IP_VS_MH_TAB_INDEX
-  (maglev.tab_bits(M) = INDEX // 2), so a userlb service with size M matches
-  a kernel built for M flow for flow.  An int or a decimal string is accepted.
+* `mh_table_size`: the table size M, one of maglev.PRIMES (the primes the
+  kernel's CONFIG_IP_VS_MH_TAB_INDEX 8..17 selects); default
+  maglev.DEFAULT_SIZE, the kernel's default build (TAB_INDEX 12).  Any other
+  value is refused with ConfigError (options.table_size(), shared with
+  mh-backport and mhs; `validate_options()`, the constructor and update()).
+  TAB_BITS (weight scaling) follows M as in a kernel built with the matching
+  CONFIG_IP_VS_MH_TAB_INDEX (maglev.tab_bits(M) = INDEX // 2), so a userlb
+  service with size M matches a kernel built for M flow for flow.  An int or
+  a decimal string is accepted.
 
 Tools API (`userlb simulate --table` etc.; control plane only, not hot path)
 --------------------------------------------------------------------------
@@ -52,64 +53,57 @@ Same keys, primes, permutation, turns computation and population race as
 It honours `mh_table_size` like `mh` (the module's size is a compile-time
 constant too).
 """
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
 from siphash24 import siphash13
 
-from ..errors import ConfigError
 from ..model import SVC_F_SCHED1, SVC_F_SCHED2
 from . import maglev
-from .base import Scheduler, register
-from .hashing import M32, MH_KEY1, MH_KEY2, _U32LE, fold_af
+from .base import TableScheduler, register
+from .hashing import _U32LE, M32, MH_KEY1, MH_KEY2, fold, fold_af
+from .options import OPT_TABLE_SIZE, table_size
 
-OPT_TABLE_SIZE = "mh_table_size"
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..model import Addr, Dest, Service
+
+__all__ = ["OPT_TABLE_SIZE", "MHBackportScheduler", "MHScheduler", "table_size",
+           "validate_options"]
 
 _pack = _U32LE.pack
 
-
-def table_size(options):
-    """The validated MH table size from a service's options (ConfigError)."""
-    if not options or options.get(OPT_TABLE_SIZE) is None:
-        return maglev.DEFAULT_SIZE
-    raw = options[OPT_TABLE_SIZE]
-    m = None
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        m = raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
-        m = int(raw.strip())
-    if m not in maglev.PRIMES:
-        raise ConfigError(
-            f"invalid {OPT_TABLE_SIZE} {raw!r}: must be one of "
-            + " ".join(str(p) for p in maglev.PRIMES))
-    return m
+#: (table of Dest|None, M): published by one assignment
+_State = tuple[list["Dest | None"], int]
 
 
-def validate_options(options):
+def validate_options(options: Mapping[str, object] | None) -> None:
     """Raise ConfigError if the mh options in `options` are invalid."""
     table_size(options)
 
 
-def _fold6(addr):
-    """IPv6 fold (XOR of the four words) of a 16-byte address."""
-    a = int.from_bytes(addr, "big")
-    return (a ^ (a >> 32) ^ (a >> 64) ^ (a >> 96)) & M32
-
-
 @register
-class MHScheduler(Scheduler):
+class MHScheduler(TableScheduler):
     name = "mh"
+    _state: _State
 
-    def __init__(self, svc, clock=None):
+    def __init__(self, svc: Service, clock: Clock | None = None) -> None:
+        # (addr, port, M) -> (offset, skip): the permutation cache
+        self._perms: dict[tuple[Addr, int, int], tuple[int, int]] = {}
         super().__init__(svc, clock)
-        m = table_size(svc.options)
-        self._perms = {}                  # (addr, port, M) -> (offset, skip)
-        self._state = ([None] * m, m)     # (table of Dest|None, M): one assignment
-        self.update()
 
     # ---------------------------------------------------------------- control plane
-    def _weights(self, dests):
+    def _empty_state(self) -> _State:
+        m = table_size(self.svc.options)
+        return ([None] * m, m)
+
+    def _weights(self, dests: list[Dest]) -> list[int]:
         """Weights the table is built from: last_weight (kernel >= 4.18)."""
         return [d.last_weight for d in dests]
 
-    def _perm(self, d, m):
+    def _perm(self, d: Dest, m: int) -> tuple[int, int]:
         key = (d.addr, d.port, m)
         p = self._perms.get(key)
         if p is None:
@@ -120,12 +114,13 @@ class MHScheduler(Scheduler):
             self._perms[key] = p
         return p
 
-    def update(self):
+    def update(self) -> None:
         m = table_size(self.svc.options)
-        dests = list(self.svc.dests)
+        dests: list[Dest] = list(self.svc.dests)
         if len(dests) > m:
             return                        # kernel: -EINVAL, old table kept
         nturns = maglev.turns(self._weights(dests), maglev.tab_bits(m))
+        table: list[Dest | None]
         if not any(nturns):
             table = [None] * m
         else:
@@ -138,41 +133,35 @@ class MHScheduler(Scheduler):
         self._state = (table, m)          # publish
 
     # ---------------------------------------------------------------- tools
-    @property
-    def table_size(self):
-        return self._state[1]
-
-    def table_endpoints(self):
-        """Per slot the owning Dest or None (a copy of the published table)."""
-        return list(self._state[0])
-
-    def permutations(self):
+    def permutations(self) -> list[tuple[Dest, int, int, int]]:
         m = self._state[1]
-        dests = list(self.svc.dests)
+        dests: list[Dest] = list(self.svc.dests)
         nturns = maglev.turns(self._weights(dests), maglev.tab_bits(m))
-        return [(d,) + self._perm(d, m) + (t,) for d, t in zip(dests, nturns)]
+        return [(d,) + self._perm(d, m) + (t,) for d, t in zip(dests, nturns, strict=True)]
 
-    def _hash_value(self, caddr, cport, port):
+    def _hash_value(self, caddr: Addr, cport: int, port: bool | None) -> int:
         if port is None:
             port = self._uses_port()
         a = fold_af(caddr, self.svc.af)
         return (a + (cport if port else 0)) & M32
 
-    def _uses_port(self):
+    def _uses_port(self) -> bool:
         return bool(self.svc.flags & SVC_F_SCHED2)
 
-    def slot_of(self, caddr, cport=0, port=None):
+    def slot_of(self, caddr: Addr, cport: int = 0, port: bool | None = None) -> int:
         v = self._hash_value(caddr, cport, port)
         return (siphash13(_pack(v), key=MH_KEY1).intdigest() & M32) % self._state[1]
 
     # ---------------------------------------------------------------- hot path
-    def schedule(self, caddr, cport, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
+    def schedule(self, caddr: Addr, cport: int, _sip: type[siphash13] = siphash13,
+                 _pack: Callable[[int], bytes] = _pack, _k: bytes = MH_KEY1,
+                 _m32: int = M32) -> Dest | None:
         table, m = self._state
         flags = self.svc.flags
         if type(caddr) is int:
             v = caddr
         else:                             # IPv6: XOR of the four words
-            v = int.from_bytes(caddr, "big")
+            v = int.from_bytes(caddr, "big")  # type: ignore[arg-type]
             v = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) & _m32
         if flags & 0x10:                  # SVC_F_SCHED2: mh-port
             v = (v + cport) & _m32
@@ -187,7 +176,9 @@ class MHScheduler(Scheduler):
         return None
 
 
-def _fallback(table, m, v, ihash, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
+def _fallback(table: list[Dest | None], m: int, v: int, ihash: int,
+              _sip: type[siphash13] = siphash13, _pack: Callable[[int], bytes] = _pack,
+              _k: bytes = MH_KEY1, _m32: int = M32) -> Dest | None:
     """The kernel's mh-fallback loop: re-hash with growing offsets."""
     for off in range(m):
         roff = off + ihash
@@ -205,15 +196,17 @@ def _fallback(table, m, v, ihash, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=
 class MHBackportScheduler(MHScheduler):
     name = "mh-backport"
 
-    def _weights(self, dests):
+    def _weights(self, dests: list[Dest]) -> list[int]:
         return [d.weight for d in dests]
 
-    def _uses_port(self):
+    def _uses_port(self) -> bool:
         return True
 
-    def schedule(self, caddr, cport, _sip=siphash13, _pack=_pack, _k=MH_KEY1, _m32=M32):
+    def schedule(self, caddr: Addr, cport: int, _sip: type[siphash13] = siphash13,
+                 _pack: Callable[[int], bytes] = _pack, _k: bytes = MH_KEY1,
+                 _m32: int = M32, _fold: Callable[[Addr], int] = fold) -> Dest | None:
         table, m = self._state
-        v = ((caddr if type(caddr) is int else _fold6(caddr)) + cport) & _m32
+        v = ((caddr if type(caddr) is int else _fold(caddr)) + cport) & _m32
         d = table[(_sip(_pack(v), key=_k).intdigest() & _m32) % m]
         if d is None or d.weight <= 0 or d.overloaded:
             return None

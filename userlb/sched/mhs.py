@@ -1,10 +1,10 @@
-"""mhs — Maglev Hashing Stateless (../shared/spec/MHS.md; user docs: docs/mhs.md).
+"""mhs — Maglev Hashing Stateless (docs/mhs-spec.md; user docs: docs/mhs.md).
 
 Theory of operation
 -------------------
 A service keeps two Maglev tables of M slots, `old` and `cand`, plus a timer
 per slot.  `cand` is always `build(current backends)`: the `mh` construction
-of IPVS.md §1 over the backends with weight > 0, walked in *canonical order*
+of docs/ipvs.md §1 over the backends with weight > 0, walked in *canonical order*
 (numeric address, every IPv4 before every IPv6, then port), with the
 *current* weights.  `old` is what the slot forwarded to before the last
 changes.  A slot is *stable* when both agree; the forwarding decision for a
@@ -13,11 +13,11 @@ backend change makes `cand` differ from `old`; it stays so for T seconds,
 then it is merged (`old[i] = cand[i]`), lazily when it is looked up or by
 `sweep()`.  While a slot is unstable, SYNs go to the candidate and other TCP
 segments to the old backend, and those flows get a connection entry so
-that they stick (the decision table of MHS.md rule 10, see `schedule_sl`).
+that they stick (the decision table of docs/mhs-spec.md rule 10, see `schedule_sl`).
 
 Representation
 --------------
-* A backend is identified by its `(addr, port)` key (MHS.md rule 12): every
+* A backend is identified by its `(addr, port)` key (docs/mhs-spec.md rule 12): every
   key gets a small integer id, and the tables hold ids (-1 = empty slot).  A
   backend that is removed and re-added gets its old id back as long as some
   slot of `old` still refers to it, so a flap that returns makes the slots
@@ -35,8 +35,9 @@ Interface
 ---------
 * `MHSScheduler(svc, clock, timeouts=None)`: `timeouts` is a callable
   returning the `ipvsadm --set` triple (tcp, tcpfin, udp); T = max(tcp,
-  tcpfin) is read at construction and re-read at every change (default
-  (900, 120, 300) -> T = 900).  `clock.now()` timestamps the changes.
+  tcpfin) is read at construction and re-read at every change (default:
+  model.DEFAULT_TIMEOUTS, the ipvsadm defaults).  `clock.now()` timestamps
+  the changes.
   Raises ConfigError for persistence (-p) or a bad `mh_table_size`.
 * `add_dest / del_dest / upd_dest(dest)`: after svc.dests changed.
 * `schedule_sl(caddr, cport, is_tcp, syn, now) -> (dest | None, need_state)`:
@@ -52,32 +53,42 @@ before the scheduler is asked (rule 8), entries follow the TCP state machine
 packet (rule 5).  A removed backend's Dest (`available` False) may be
 returned while `old` refers to it: it is a valid target (rule 12).
 """
-import struct
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from siphash24 import siphash13
 
 from ..clock import MonotonicClock
 from ..errors import ConfigError
-from ..model import SVC_F_PERSISTENT, SVC_F_SCHED2
+from ..model import DEFAULT_TIMEOUTS, SVC_F_PERSISTENT, SVC_F_SCHED2
 from . import maglev
 from .base import Scheduler, register
-from .hashing import MH_KEY1, M32, fold
+from .hashing import _U32LE, M32, MH_KEY1, fold
+from .options import table_size
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..model import Addr, Dest, Service
 
 INF = float("inf")
 
-#: (tcp ESTABLISHED timeout, tcp FIN_WAIT timeout, udp timeout): the
-#: `ipvsadm --set tcp tcpfin udp` defaults (IPVS.md §4.3, §4.4).
-DEFAULT_TIMEOUTS = (900, 120, 300)
+_pack = _U32LE.pack
+_NO_DEST: tuple[Dest | None, bool] = (None, False)
 
-_U32LE = struct.Struct("<I").pack
-_NO_DEST = (None, False)
+#: a callable returning the `ipvsadm --set` triple (tcp, tcpfin, udp)
+Timeouts = Callable[[], tuple[int, int, int]]
+#: the published state: (old, cand, since, dests, T)
+_State = tuple[list[int], list[int], list[float], list["Dest | None"], float]
 
 
-def default_timeouts():
+def default_timeouts() -> tuple[int, int, int]:
+    """The `ipvsadm --set` defaults (model.DEFAULT_TIMEOUTS)."""
     return DEFAULT_TIMEOUTS
 
 
-def canonical_key(endpoint):
+def canonical_key(endpoint: tuple[Addr, int]) -> tuple[int, int, bytes, int]:
     """Sort key of an (addr, port) endpoint: every IPv4 (int) before every
     IPv6 (16 bytes), each numerically by address, then by port."""
     addr, port = endpoint
@@ -86,35 +97,22 @@ def canonical_key(endpoint):
     return (1, 0, bytes(addr), port)
 
 
-def canonical_order(endpoints):
+def canonical_order(endpoints: Iterable[tuple[Addr, int]]) -> list[tuple[Addr, int]]:
     return sorted(endpoints, key=canonical_key)
 
 
-def table_size(svc):
-    """M for a service: svc.options['mh_table_size'] (one of maglev.PRIMES),
-    default 4093.  ConfigError otherwise."""
-    m = svc.options.get("mh_table_size", maglev.DEFAULT_SIZE)
-    try:
-        m = int(m)
-    except (TypeError, ValueError):
-        m = None
-    if m not in maglev.PRIMES:
-        raise ConfigError("mhs: mh_table_size must be one of "
-                          + ", ".join(str(p) for p in maglev.PRIMES))
-    return m
-
-
-def check_service(svc):
-    """Rule 1: mhs is stateless; persistence (-p) is refused [choice]."""
+def check_service(svc: Service) -> int:
+    """Rule 1: mhs is stateless; persistence (-p) is refused [choice].
+    Returns the table size M (options.table_size: ConfigError if invalid)."""
     if svc.flags & SVC_F_PERSISTENT:
         raise ConfigError("mhs: a stateless scheduler cannot be used with "
                           "persistence (-p); remove -p or choose another scheduler")
-    table_size(svc)
+    return table_size(svc.options)
 
 
 @register
 class MHSScheduler(Scheduler):
-    """Two-table stateless Maglev (MHS.md).
+    """Two-table stateless Maglev (docs/mhs-spec.md).
 
     `timeouts` (attribute or constructor argument): a callable returning the
     `ipvsadm --set` triple (tcp, tcpfin, udp) in seconds (only the first two
@@ -124,54 +122,48 @@ class MHSScheduler(Scheduler):
     name = "mhs"
     stateless = True
 
-    def __init__(self, svc, clock=None, timeouts=None):
+    clock: Clock
+
+    def __init__(self, svc: Service, clock: Clock | None = None,
+                 timeouts: Timeouts | None = None) -> None:
         super().__init__(svc, clock if clock is not None else MonotonicClock())
-        check_service(svc)
+        self.m = check_service(svc)
         self.timeouts = timeouts if timeouts is not None else default_timeouts
-        self.m = table_size(svc)
         self.bits = maglev.tab_bits(self.m)
-        self._perms = {}          # (addr, port) -> (offset, skip): build cache
-        self._ids = {}            # (addr, port) -> id
-        self._dests = []          # id -> Dest (or None when the id is free)
-        self._free = []           # free ids
+        # (addr, port) -> (offset, skip): build cache
+        self._perms: dict[tuple[Addr, int], tuple[int, int]] = {}
+        self._ids: dict[tuple[Addr, int], int] = {}     # (addr, port) -> id
+        self._dests: list[Dest | None] = []   # id -> Dest (or None when the id is free)
+        self._free: list[int] = []            # free ids
         self.T = self._read_T()
         self._next_merge = INF    # lower bound of every since[i] + T
         empty = [-1] * self.m
-        # (old, cand, since, dests, T)
-        self._st = (empty, list(empty), [INF] * self.m, self._dests, self.T)
+        self._st: _State = (empty, list(empty), [INF] * self.m, self._dests, self.T)
         self._change(initial=True)
 
     # ------------------------------------------------------------ control plane
+    # add_dest / del_dest / upd_dest: the base class calls update()
 
-    def add_dest(self, dest):
+    def update(self) -> None:
         self._change()
 
-    def del_dest(self, dest):
-        self._change()
-
-    def upd_dest(self, dest):
-        self._change()
-
-    def update(self):
-        self._change()
-
-    def done_service(self):
+    def done_service(self) -> None:
         self._st = ([-1] * self.m, [-1] * self.m, [INF] * self.m, [], self.T)
         self._dests = []
         self._ids.clear()
         self._free.clear()
 
-    def referenced_dests(self):
+    def referenced_dests(self) -> list[Dest]:
         """Backends the tables still refer to, removed ones included (rule
         12): their replies must still be translated by a director that has
         no entry for the flow."""
         return [d for d in self._st[3] if d is not None]
 
-    def _read_T(self):
+    def _read_T(self) -> float:
         t = self.timeouts()
         return max(t[0], t[1])
 
-    def _id_of(self, key, dest):
+    def _id_of(self, key: tuple[Addr, int], dest: Dest) -> int:
         i = self._ids.get(key)
         if i is None:
             if self._free:
@@ -185,9 +177,9 @@ class MHSScheduler(Scheduler):
             self._dests[i] = dest   # a re-added backend: forward to its new object
         return i
 
-    def _build_cand(self):
+    def _build_cand(self) -> list[int]:
         """cand = build(current backends): weight > 0, canonical order."""
-        live = {}
+        live: dict[tuple[Addr, int], Dest] = {}
         for d in self.svc.dests:
             if d.weight > 0:
                 live[(d.addr, d.port)] = d
@@ -208,7 +200,7 @@ class MHSScheduler(Scheduler):
                              bits=self.bits, perms=perms)
         return [ids[j] if j >= 0 else -1 for j in table]
 
-    def _change(self, initial=False):
+    def _change(self, initial: bool = False) -> None:
         """A backend was added, deleted or edited (rules 4, 5, 6)."""
         now = self.clock.now()
         T = self.T = self._read_T()
@@ -240,10 +232,10 @@ class MHSScheduler(Scheduler):
         self._gc(new_old, cand)
         self._st = (new_old, cand, new_since, self._dests, T)
 
-    def _gc(self, old, cand):
+    def _gc(self, old: list[int], cand: list[int]) -> None:
         """Forget backends that are neither configured nor referenced by a
         table slot (their ids become free)."""
-        used = set(old)
+        used: set[int | None] = set(old)
         used.update(cand)
         for d in self.svc.dests:
             used.add(self._ids.get((d.addr, d.port)))
@@ -254,7 +246,7 @@ class MHSScheduler(Scheduler):
                 self._free.append(i)
                 self._perms.pop(k, None)
 
-    def sweep(self, now):
+    def sweep(self, now: float) -> int:
         """Merge every slot whose timer has expired (rule 7's periodic sweep).
         Returns the number of slots merged.  Cheap when nothing is due."""
         if now < self._next_merge:
@@ -278,21 +270,8 @@ class MHSScheduler(Scheduler):
 
     # ------------------------------------------------------------ packet path
 
-    def slot(self, caddr, cport):
-        """The lookup slot of a key (IPVS.md §1.8): cport counts only with
-        the port flag (flag-2 / mh-port)."""
-        v = caddr if type(caddr) is int else fold(caddr)
-        if self.svc.flags & SVC_F_SCHED2:
-            v += cport
-        return (siphash13(_U32LE(v & M32), key=MH_KEY1).intdigest() & M32) % self.m
-
-    def schedule(self, caddr, cport):
-        """The backend a TCP SYN of this key would get right now (the
-        candidate table), or None.  For tools; the engine calls schedule_sl."""
-        c = self._st[1][self.slot(caddr, cport)]
-        return self._dests[c] if c >= 0 else None
-
-    def schedule_sl(self, caddr, cport, is_tcp, syn, now):
+    def schedule_sl(self, caddr: Addr, cport: int, is_tcp: bool, syn: bool,
+                    now: float) -> tuple[Dest | None, bool]:
         """Rule 7 + rule 10 for a packet without a live entry.
 
         caddr, cport: client address and source port (cport 0 for protocols
@@ -308,7 +287,7 @@ class MHSScheduler(Scheduler):
         v = caddr if type(caddr) is int else fold(caddr)
         if self.svc.flags & SVC_F_SCHED2:
             v += cport
-        i = (siphash13(_U32LE(v & M32), key=MH_KEY1).intdigest() & M32) % len(old)
+        i = (siphash13(_pack(v & M32), key=MH_KEY1).intdigest() & M32) % len(old)
         o = old[i]
         c = cand[i]
         if o == c:                                     # stable
@@ -331,9 +310,51 @@ class MHSScheduler(Scheduler):
             return (dests[c] if syn else dests[o], True)
         return (dests[c], False)                       # UDP / other
 
-    # ------------------------------------------------------------ introspection
+    # ------------------------------------------------------------ tools
 
-    def unstable_slots(self, now=None):
+    def slot_of(self, caddr: Addr, cport: int = 0, port: bool | None = None) -> int:
+        """The lookup slot of a key (docs/ipvs.md §1.8): cport counts only
+        with the port flag (flag-2 / mh-port); `port` True/False overrides
+        the service's flag (same signature as mh's)."""
+        if port is None:
+            port = bool(self.svc.flags & SVC_F_SCHED2)
+        v = caddr if type(caddr) is int else fold(caddr)
+        if port:
+            v += cport
+        return (siphash13(_pack(v & M32), key=MH_KEY1).intdigest() & M32) % self.m
+
+    def slot(self, caddr: Addr, cport: int) -> int:
+        """The lookup slot with the service's port flag."""
+        return self.slot_of(caddr, cport)
+
+    def schedule(self, caddr: Addr, cport: int) -> Dest | None:
+        """The backend a TCP SYN of this key would get right now (the
+        candidate table), or None.  For tools; the engine calls schedule_sl."""
+        c = self._st[1][self.slot(caddr, cport)]
+        return self._dests[c] if c >= 0 else None
+
+    @property
+    def table_size(self) -> int:
+        return self.m
+
+    def table_endpoints(self) -> list[Dest | None]:
+        """Per slot, the Dest (or None) that decides a SYN right now: the
+        candidate table (merges never change it).  For `userlb simulate
+        --table`; same shape as mh's table_endpoints()."""
+        dests = self._dests
+        return [dests[c] if c >= 0 else None for c in self._st[1]]
+
+    def _slots_at(self, now: float | None) -> Iterator[tuple[int, int, int, float, float]]:
+        """(slot, old id, cand id, since, merge_at) for every slot, as the
+        tables stand at `now` (default: the clock's now).  Reads only."""
+        if now is None:
+            now = self.clock.now()
+        old, cand, since, _, T = self._st
+        for i in range(self.m):
+            s = since[i]
+            yield i, old[i], cand[i], s, s + T
+
+    def unstable_slots(self, now: float | None = None) -> int:
         """How many slots are unstable at `now` (default: the clock's now);
         slots whose timer has expired count as merged.  Does not modify."""
         if now is None:
@@ -341,51 +362,24 @@ class MHSScheduler(Scheduler):
         T = self._st[4]
         return sum(1 for s in self._st[2] if s != INF and now < s + T)
 
-    def unstable(self, now=None):
+    def unstable(self, now: float | None = None
+                 ) -> list[tuple[int, Dest | None, Dest | None, float, float]]:
         """[(slot, old Dest|None, cand Dest|None, since, merge_at), ...] for
         every slot unstable at `now` (default: the clock's now)."""
         if now is None:
             now = self.clock.now()
-        old, cand, since, dests, T = self._st
-        out = []
-        for i in range(self.m):
-            s = since[i]
-            if s != INF and now < s + T:
-                o, c = old[i], cand[i]
-                out.append((i, dests[o] if o >= 0 else None,
-                            dests[c] if c >= 0 else None, s, s + T))
-        return out
+        dests = self._st[3]
+        return [(i, dests[o] if o >= 0 else None, dests[c] if c >= 0 else None, s, at)
+                for i, o, c, s, at in self._slots_at(now) if s != INF and now < at]
 
-    @property
-    def table_size(self):
-        return self.m
-
-    def slot_of(self, caddr, cport=0, port=None):
-        """The lookup slot of a key; `port` True/False overrides the
-        service's port flag (same signature as mh's)."""
-        if port is None:
-            return self.slot(caddr, cport)
-        v = caddr if type(caddr) is int else fold(caddr)
-        if port:
-            v += cport
-        return (siphash13(_U32LE(v & M32), key=MH_KEY1).intdigest() & M32) % self.m
-
-    def table_endpoints(self):
-        """Per slot, the Dest (or None) that decides a SYN right now: the
-        candidate table (merges never change it).  For `userlb simulate
-        --table`; same shape as mh's table_endpoints()."""
-        dests = self._dests
-        return [dests[c] if c >= 0 else None for c in self._st[1]]
-
-    def old_endpoints(self, now=None):
+    def old_endpoints(self, now: float | None = None) -> list[Dest | None]:
         """Per slot, the Dest (or None) of the old table as it is after
         merging every slot expired at `now` (default: the clock's now)."""
         if now is None:
             now = self.clock.now()
-        old, cand, since, dests, T = self._st
-        out = []
-        for i in range(self.m):
-            s = since[i]
-            x = cand[i] if (s != INF and now >= s + T) else old[i]
+        dests = self._st[3]
+        out: list[Dest | None] = []
+        for _, o, c, s, at in self._slots_at(now):
+            x = c if (s != INF and now >= at) else o
             out.append(dests[x] if x >= 0 else None)
         return out

@@ -1,3 +1,4 @@
+# Deliberate twin of the kernel's ip_vs_nq.c, kept line for line like sed, wlc, lc: not factored.
 """`nq`: never queue (kernel ip_vs_nq).
 
 Walking the list, skipping overloaded and weight-0 destinations: the first
@@ -5,14 +6,21 @@ one with no active connection is returned at once; otherwise the sed choice
 (overhead activeconns + 1, smallest overhead/weight by cross-multiplication,
 ties to the earlier one).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .base import Scheduler, register
+
+if TYPE_CHECKING:
+    from ..model import Addr, Dest
 
 
 @register
 class NQScheduler(Scheduler):
     name = "nq"
 
-    def schedule(self, caddr, cport):
+    def schedule(self, caddr: Addr, cport: int) -> Dest | None:
         least = None
         loh = lw = 0
         for d in self.svc.dests:

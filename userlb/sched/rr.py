@@ -9,36 +9,27 @@ deleted the cursor moves to its predecessor (the head if it was first).
 Adding a destination (at the list head) does not move the cursor; it is
 reached when the walk wraps.  Editing does not touch the cursor.
 """
-from .base import Scheduler, register
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .base import CursorScheduler, register
+
+if TYPE_CHECKING:
+    from ..model import Addr, Dest
 
 
 @register
-class RRScheduler(Scheduler):
+class RRScheduler(CursorScheduler):
     name = "rr"
 
-    def __init__(self, svc, clock=None):
-        super().__init__(svc, clock)
-        self._cur = None      # Dest the cursor is on, None = list head
-        self._pos = -1        # its index in svc.dests (-1 = head)
-
-    def _resync(self):
-        cur = self._cur
-        if cur is None:
-            self._pos = -1
-            return
-        for i, d in enumerate(self.svc.dests):
-            if d is cur:
-                self._pos = i
-                return
-        self._cur, self._pos = None, -1
-
-    def add_dest(self, dest):
+    def add_dest(self, dest: Dest) -> None:
         self._resync()
 
-    def upd_dest(self, dest):
+    def upd_dest(self, dest: Dest) -> None:
         self._resync()
 
-    def del_dest(self, dest):
+    def del_dest(self, dest: Dest) -> None:
         if self._cur is dest:
             # _pos was its index before removal: the predecessor is at _pos-1
             pos = self._pos - 1
@@ -50,15 +41,13 @@ class RRScheduler(Scheduler):
         else:
             self._resync()
 
-    def schedule(self, caddr, cport):
+    def schedule(self, caddr: Addr, cport: int) -> Dest | None:
+        cur = self._cur
+        i = self._pos
         dests = self.svc.dests
         n = len(dests)
-        cur = self._cur
-        pos = self._pos
-        if cur is not None and (pos >= n or dests[pos] is not cur):
-            self._resync()            # list changed without notification
-            cur, pos = self._cur, self._pos
-        i = pos
+        if cur is not None and (i >= n or dests[i] is not cur):
+            i = self._resync()            # list changed without notification
         left = n
         while left:
             left -= 1

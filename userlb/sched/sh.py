@@ -1,4 +1,4 @@
-"""`sh`: the kernel's source hashing scheduler (IPVS.md §3), flow for flow.
+"""`sh`: the kernel's source hashing scheduler (docs/ipvs.md §3), flow for flow.
 
 * Table: 2**bits buckets (default bits 8 -> 256).  Rebuilt on init and after
   every add/del/upd by walking `svc.dests` (kernel list order, newest first)
@@ -25,9 +25,18 @@ Invalid values raise ConfigError (`validate_options()`, constructor, update()).
 Tools: `sched.table_size`, `sched.table_endpoints()` (per bucket the Dest or
 None), `sched.slot_of(caddr, cport=0, port=None)` (first bucket probed).
 """
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from ..errors import ConfigError
-from .base import Scheduler, register
+from .base import TableScheduler, register
 from .hashing import GOLDEN_RATIO_32, M32, fold_af
+from .options import int_option
+
+if TYPE_CHECKING:
+    from ..model import Addr, Dest
 
 OPT_TAB_BITS = "sh_tab_bits"
 OPT_HASH = "sh_hash"
@@ -35,41 +44,40 @@ DEFAULT_TAB_BITS = 8
 HASH_VARIANTS = ("hash_32", "legacy")
 _LEGACY_MULT = 2654435761
 
+#: (table, bits, multiplier (0 = legacy), mask): published by one assignment
+_State = tuple[list["Dest | None"], int, int, int]
 
-def tab_bits(options):
+
+def tab_bits(options: Mapping[str, object] | None) -> int:
     raw = (options or {}).get(OPT_TAB_BITS)
     if raw is None:
         return DEFAULT_TAB_BITS
-    b = None
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        b = raw
-    elif isinstance(raw, str) and raw.strip().isdigit():
-        b = int(raw.strip())
+    b = int_option(raw)
     if b is None or not 4 <= b <= 20:
         raise ConfigError(f"invalid {OPT_TAB_BITS} {raw!r}: must be an integer 4..20")
     return b
 
 
-def hash_variant(options):
+def hash_variant(options: Mapping[str, object] | None) -> str:
     raw = (options or {}).get(OPT_HASH)
     if raw is None:
         return "hash_32"
-    if raw not in HASH_VARIANTS:
+    if not isinstance(raw, str) or raw not in HASH_VARIANTS:
         raise ConfigError(f"invalid {OPT_HASH} {raw!r}: must be one of {', '.join(HASH_VARIANTS)}")
     return raw
 
 
-def validate_options(options):
+def validate_options(options: Mapping[str, object] | None) -> None:
     tab_bits(options)
     hash_variant(options)
 
 
-def fill(dests, size):
+def fill(dests: list[Dest], size: int) -> list[Dest | None]:
     """Bucket table for `dests` in list order: max(weight, 1) consecutive
     buckets each, wrapping around the list until all buckets are filled."""
     if not dests:
         return [None] * size
-    table = []
+    table: list[Dest | None] = []
     n = len(dests)
     i = 0
     while True:
@@ -84,31 +92,21 @@ def fill(dests, size):
 
 
 @register
-class SHScheduler(Scheduler):
+class SHScheduler(TableScheduler):
     name = "sh"
+    _state: _State
 
-    def __init__(self, svc, clock=None):
-        super().__init__(svc, clock)
-        bits = tab_bits(svc.options)
-        self._state = ([None] * (1 << bits), bits, 0, 1)
-        self.update()
+    def _empty_state(self) -> _State:
+        return ([None] * (1 << tab_bits(self.svc.options)), 0, 0, 0)
 
-    def update(self):
+    def update(self) -> None:
         bits = tab_bits(self.svc.options)
         mult = GOLDEN_RATIO_32 if hash_variant(self.svc.options) == "hash_32" else 0
         size = 1 << bits
-        # (table, bits, multiplier (0 = legacy), mask)
         self._state = (fill(list(self.svc.dests), size), bits, mult, size - 1)
 
     # ---------------------------------------------------------------- tools
-    @property
-    def table_size(self):
-        return len(self._state[0])
-
-    def table_endpoints(self):
-        return list(self._state[0])
-
-    def slot_of(self, caddr, cport=0, port=None):
+    def slot_of(self, caddr: Addr, cport: int = 0, port: bool | None = None) -> int:
         if port is None:
             port = bool(self.svc.flags & 0x10)
         x = (fold_af(caddr, self.svc.af) + (cport if port else 0)) & M32
@@ -118,13 +116,13 @@ class SHScheduler(Scheduler):
         return (x * _LEGACY_MULT) & mask
 
     # ---------------------------------------------------------------- hot path
-    def schedule(self, caddr, cport):
+    def schedule(self, caddr: Addr, cport: int) -> Dest | None:
         table, bits, mult, mask = self._state
         flags = self.svc.flags
         if type(caddr) is int:
             x = caddr
         else:                             # IPv6: XOR of the four words
-            x = int.from_bytes(caddr, "big")
+            x = int.from_bytes(caddr, "big")  # type: ignore[arg-type]
             x = (x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) & 0xFFFFFFFF
         if flags & 0x10:                  # SVC_F_SCHED2: sh-port
             x = (x + cport) & 0xFFFFFFFF

@@ -14,23 +14,28 @@ Any add/del/upd resets the cursor to the head and recomputes di and mw; cw
 is kept if still valid (cw is reset to mw when cw > mw or cw == 0, else
 rounded to (cw // di) * di + 1 when di > 1), as the kernel does.
 """
-from math import gcd
+from __future__ import annotations
 
-from .base import Scheduler, register
+from math import gcd
+from typing import TYPE_CHECKING
+
+from .base import CursorScheduler, register
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..model import Addr, Dest, Service
 
 
 @register
-class WRRScheduler(Scheduler):
+class WRRScheduler(CursorScheduler):
     name = "wrr"
 
-    def __init__(self, svc, clock=None):
+    def __init__(self, svc: Service, clock: Clock | None = None) -> None:
         super().__init__(svc, clock)
-        self._cur = None          # cursor Dest, None = head
-        self._pos = -1
         self.di, self.mw = self._weights()
         self.cw = self.mw
 
-    def _weights(self):
+    def _weights(self) -> tuple[int, int]:
         g = 0
         mx = 0
         for d in self.svc.dests:
@@ -42,7 +47,7 @@ class WRRScheduler(Scheduler):
         di = g or 1
         return di, mx - (di - 1)
 
-    def update(self):
+    def update(self) -> None:
         self._cur, self._pos = None, -1
         self.di, self.mw = self._weights()
         if self.cw > self.mw or not self.cw:
@@ -50,19 +55,15 @@ class WRRScheduler(Scheduler):
         elif self.di > 1:
             self.cw = (self.cw // self.di) * self.di + 1
 
-    def schedule(self, caddr, cport):
+    def schedule(self, caddr: Addr, cport: int) -> Dest | None:
+        if self.mw == 0:
+            return None
         dests = self.svc.dests
         n = len(dests)
         cur = self._cur
         pos = self._pos
         if cur is not None and (pos >= n or dests[pos] is not cur):
-            pos = -1              # list changed without notification: restart at head
-            for k in range(n):
-                if dests[k] is cur:
-                    pos = k
-                    break
-        if self.mw == 0:
-            return None
+            pos = self._resync()  # list changed without notification
         last = pos                # -1 = head
         stop = -2                 # no stop position
         last_pass = restarted = False
