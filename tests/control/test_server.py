@@ -375,25 +375,15 @@ def test_rates_are_the_engines_estimators_stepped_by_expire(d):
         [str(x) for x in d.engine.rates.rates(udp.stats)]
 
 
-def test_server_keeps_its_own_estimators_for_an_engine_without_them():
+def test_server_keeps_its_own_estimators_when_given_some():
     from userlb.control.config import Config
     from userlb.dataplane.engine import Engine as RealEngine
+    from userlb.dataplane.stats import RateEstimators
 
-    class BareEngine:
-        """The engine interface before it had rates/zero()."""
-        def __init__(self):
-            self.inner = RealEngine()
-            self.stats = self.inner.stats
-
-        def set_services(self, services):
-            self.inner.set_services(services)
-
-        def set_timeouts(self, **kw):
-            self.inner.set_timeouts(**kw)
-
-    eng = BareEngine()
-    srv = ControlServer("/nonexistent/c.sock", Config(), eng, clock=lambda: 0.0)
-    assert srv.own_estimators and srv.estimators is not eng.inner.rates
+    eng = RealEngine()
+    srv = ControlServer("/nonexistent/c.sock", Config(), eng, clock=lambda: 0.0,
+                        estimators=RateEstimators())
+    assert srv.own_estimators and srv.estimators is not eng.rates
     assert srv.handle({"rules": STATS_RULES})["ok"]
     udp = srv.config.get_service(IPPROTO_UDP, ip(VIP), 53)
     est = srv.estimators
@@ -643,13 +633,14 @@ def test_engine_sync_flushes_changes_made_outside_requests(d):
 
 def test_engine_sync_rebuilds_once_per_batch():
     from userlb.control.config import Config
+    from userlb.dataplane.engine import Engine
 
-    class CountingEngine:
-        stats = None
+    class CountingEngine(Engine):
         sets = 0
 
         def set_services(self, services):
             self.sets += 1
+            super().set_services(services)
 
     eng = CountingEngine()
     sync = EngineSync(Config(), eng)
@@ -782,12 +773,10 @@ class _FakeDirector:
         from userlb.control.config import Config
         from userlb.dataplane.engine import Engine
 
-        class Args:
-            pass
-        self.args = Args()
-        self.args.control = control
+        self.control_path = control
         self.cfg = Config()
         self.engine = Engine()
+        self.sync = EngineSync(self.cfg, self.engine)
         self.route_updates = 0
 
     def update_routes(self):
