@@ -7,8 +7,8 @@ import sys
 import tempfile
 
 import pytest
-
 from helpers.control_server import ServedDirector, lines
+
 from userlb.cli.adm import split_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -111,6 +111,7 @@ def test_help_version_and_syntax_need_no_director():
 def test_broken_pipe_on_stdout_is_quiet(d, monkeypatch):
     """`userlb adm -Lnc | head`: the reader goes away; no traceback."""
     import io
+
     from userlb.cli import adm
 
     class ClosedPipe(io.StringIO):

@@ -137,7 +137,7 @@ def test_flows_text_and_json(files):
     rc, out, err = run(["--rules", rules], stdin=flows)          # stdin by default
     assert (rc, err) == (0, "")
     lines = out.splitlines()
-    # IPVS.md §1.8 worked example: 192.168.1.100:12345 with mh-port -> slot 3989
+    # docs/ipvs.md §1.8 worked example: 192.168.1.100:12345 with mh-port -> slot 3989
     assert lines[0].startswith("tcp 192.168.1.100:12345 10.0.0.100:80 -> 10.0.0.")
     assert lines[1] == lines[0]
     assert lines[2:] == ["udp 192.168.1.100:12345 10.0.0.100:80 -> -",
@@ -159,7 +159,7 @@ def test_vector_worked_example_slot(files):
     assert len(look) == 1 and look[0]["bucket_port"] == 3989
     d = sc["dests"][look[0]["mh-port"]]
     assert out.strip().endswith(f"-> {d['addr']}:{d['port']}")
-    # the documented slot (IPVS.md §1.8) through --table
+    # the documented slot (docs/ipvs.md §1.8) through --table
     rc, table, _ = run(["--rules", rules, "--table", "10.0.0.100:80"])
     slot = table.splitlines()[3989].split()[1]
     assert out.strip().endswith("-> " + slot)
@@ -171,7 +171,7 @@ def test_kernel_add_order_matters_and_save_order_differs(files):
     _, t1, _ = run(["--rules", fwd, "--table", "10.0.0.100:80"])
     _, t2, _ = run(["--rules", rev, "--table", "10.0.0.100:80"])
     diff = sum(1 for a, b in zip(t1.splitlines(), t2.splitlines()) if a != b)
-    assert diff == 5          # IPVS.md §1.6: 5 of 4093 slots differ
+    assert diff == 5          # docs/ipvs.md §1.6: 5 of 4093 slots differ
 
 
 def test_bad_rules_line_reports_line_and_prints_no_flows(files):
@@ -553,7 +553,7 @@ def test_s8_add_order_and_flap_do_not_matter_for_mhs(files):
 
 
 def test_s7_weight_zero_equals_removal(files):
-    """MHS.md S7 through simulate: after B is set to weight 0, the table that
+    """docs/mhs-spec.md S7 through simulate: after B is set to weight 0, the table that
     decides a SYN (the candidate table) equals the one built from {A, C}; the
     same holds once the service forwards and T has passed."""
     abc = ("-A -t 10.0.0.100:80 -s mhs\n"

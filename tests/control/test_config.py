@@ -4,8 +4,14 @@ import pytest
 from userlb.clock import ManualClock
 from userlb.control.config import FORWARDING_ERROR, Config
 from userlb.errors import ConfigError
-from userlb.model import (IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT,
-                          SVC_F_SCHED1, SVC_F_SCHED2, parse_addr)
+from userlb.model import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    parse_addr,
+)
 from userlb.sched import base
 
 VIP = parse_addr("10.0.0.100")[1]

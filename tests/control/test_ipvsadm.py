@@ -4,10 +4,20 @@ import pytest
 from userlb.control import ipvsadm as ia
 from userlb.control.ipvsadm import parse_argv, parse_line, parse_rules
 from userlb.errors import ConfigError
+from userlb.model import (
+    FWD_DROUTE,
+    FWD_MASQ,
+    FWD_TUNNEL,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    SVC_F_SCHED3,
+    parse_addr,
+)
 from userlb.sched import maglev
-from userlb.model import (FWD_DROUTE, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP,
-                          IPPROTO_UDP, SVC_F_ONEPACKET, SVC_F_PERSISTENT,
-                          SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3, parse_addr)
 
 V4 = parse_addr("10.0.0.100")[1]
 R1 = parse_addr("10.0.0.1")[1]

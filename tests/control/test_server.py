@@ -11,9 +11,9 @@ import sys
 import tempfile
 
 import pytest
-
 from helpers.control_server import ServedDirector, lines
 from helpers.engine import CIP, VIP, tcp4, udp4
+
 from userlb.control import protocol as P
 from userlb.control.server import ControlError, ControlServer, EngineSync
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, parse_addr
@@ -716,8 +716,9 @@ def test_root_is_not_allowed_unless_it_is_the_owner():
 
 def test_no_director_is_a_clear_message():
     path = os.path.join(tempfile.mkdtemp(), "nothing.sock")
-    from helpers.control_server import adm_cli
     import io
+
+    from helpers.control_server import adm_cli
     err = io.StringIO()
     rc = adm_cli.main(["--control", path, "-L", "-n"], stdout=io.StringIO(), stderr=err)
     assert rc == 2

@@ -7,7 +7,7 @@ The entry model below (ToyDirector) is a minimal stand-in for the real
 engine (rule 8 "entries first", rule 11 entry states, rule 5 "has
 forwarded"); userlb/dataplane/engine.py replaces it.  It only knows the
 INPUT direction of the IPVS TCP state table and the default timeouts
-(IPVS.md §4.2, §4.3).
+(docs/ipvs.md §4.2, §4.3).
 """
 import ipaddress
 
@@ -135,7 +135,7 @@ def eps(dests):
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
-# IPVS.md §4.2, INPUT rows only (client -> director); None = state NONE.
+# docs/ipvs.md §4.2, INPUT rows only (client -> director); None = state NONE.
 _STATES = ("NONE", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA")
 _IN = {
     "syn": "SR ES ES SR SR SR SR SR SR SR SR",
@@ -170,7 +170,7 @@ class Entry:
 
 class ToyDirector(Director):
     """TEST-ONLY: Director + a dict of connection entries.  packet() follows
-    MHS.md rules 8, 9, 10, 11 and the 'has forwarded' convention."""
+    docs/mhs-spec.md rules 8, 9, 10, 11 and the 'has forwarded' convention."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)

@@ -2,6 +2,8 @@
 per service with a lookup table, the slots each backend owns before and
 after, and where given flows go before and after (cli/simulate.py describes
 the output)."""
+from collections import defaultdict
+
 from ..model import PROTO_NAMES, format_endpoint
 from .flows import endpoint_of, lookup, table_of
 
@@ -18,53 +20,10 @@ def compare(cfg_a, cfg_b, flows):
         by_svc.setdefault(f.service_key, []).append((da, db))
     services = []
     for key in keys:
-        sa, sb = cfg_a.services.get(key), cfg_b.services.get(key)
-        ta = _try_table(sa)
-        tb = _try_table(sb)
-        fl = by_svc.get(key, [])
-        if ta is None and tb is None and not fl:
-            continue
-        backends = {}
-
-        def row(ep):
-            if ep not in backends:
-                backends[ep] = dict(slots_before=0, slots_after=0, lost=0, gained=0,
-                                    flows_before=0, flows_after=0, moved_away=0)
-            return backends[ep]
-
-        entry = {"service": f"{PROTO_NAMES[key[0]]} {format_endpoint(key[1], key[2])}",
-                 "scheduler_before": sa.sched_name if sa else None,
-                 "scheduler_after": sb.sched_name if sb else None}
-        if ta is not None or tb is not None:
-            n = max(len(ta or ()), len(tb or ()))
-            ta_ = (ta or []) + [None] * (n - len(ta or ()))
-            tb_ = (tb or []) + [None] * (n - len(tb or ()))
-            moved = 0
-            for a, b in zip(ta_, tb_):
-                if a is not None:
-                    row(a)["slots_before"] += 1
-                if b is not None:
-                    row(b)["slots_after"] += 1
-                if a != b:
-                    moved += 1
-                    if a is not None:
-                        row(a)["lost"] += 1
-                    if b is not None:
-                        row(b)["gained"] += 1
-            entry["slots"] = n
-            entry["slots_moved"] = moved
-        for a, b in fl:
-            if a is not None:
-                row(a)["flows_before"] += 1
-                if a != b:
-                    row(a)["moved_away"] += 1
-            if b is not None:
-                row(b)["flows_after"] += 1
-        entry["flows"] = len(fl)
-        entry["flows_moved"] = sum(1 for a, b in fl if a != b)
-        entry["backends"] = [dict(backend=format_endpoint(*ep), **v)
-                             for ep, v in sorted(backends.items(), key=_ep_key)]
-        services.append(entry)
+        entry = _service_entry(key, cfg_a.services.get(key), cfg_b.services.get(key),
+                               by_svc.get(key, []))
+        if entry is not None:
+            services.append(entry)
     return {"services": services,
             "flows": len(flow_res),
             "flows_moved": sum(1 for _, a, b in flow_res if a != b),
@@ -74,6 +33,54 @@ def compare(cfg_a, cfg_b, flows):
                        "before": None if a is None else format_endpoint(*a),
                        "after": None if b is None else format_endpoint(*b)}
                       for f, a, b in flow_res if a != b]}
+
+
+def _new_row():
+    return dict(slots_before=0, slots_after=0, lost=0, gained=0,
+                flows_before=0, flows_after=0, moved_away=0)
+
+
+def _service_entry(key, sa, sb, fl):
+    """One service's part of compare(), or None when it has no table in
+    either set and no flows."""
+    ta = _try_table(sa)
+    tb = _try_table(sb)
+    if ta is None and tb is None and not fl:
+        return None
+    backends = defaultdict(_new_row)
+    entry = {"service": f"{PROTO_NAMES[key[0]]} {format_endpoint(key[1], key[2])}",
+             "scheduler_before": sa.sched_name if sa else None,
+             "scheduler_after": sb.sched_name if sb else None}
+    if ta is not None or tb is not None:
+        n = max(len(ta or ()), len(tb or ()))
+        ta_ = (ta or []) + [None] * (n - len(ta or ()))
+        tb_ = (tb or []) + [None] * (n - len(tb or ()))
+        moved = 0
+        for a, b in zip(ta_, tb_, strict=True):
+            if a is not None:
+                backends[a]["slots_before"] += 1
+            if b is not None:
+                backends[b]["slots_after"] += 1
+            if a != b:
+                moved += 1
+                if a is not None:
+                    backends[a]["lost"] += 1
+                if b is not None:
+                    backends[b]["gained"] += 1
+        entry["slots"] = n
+        entry["slots_moved"] = moved
+    for a, b in fl:
+        if a is not None:
+            backends[a]["flows_before"] += 1
+            if a != b:
+                backends[a]["moved_away"] += 1
+        if b is not None:
+            backends[b]["flows_after"] += 1
+    entry["flows"] = len(fl)
+    entry["flows_moved"] = sum(1 for a, b in fl if a != b)
+    entry["backends"] = [dict(backend=format_endpoint(*ep), **v)
+                         for ep, v in sorted(backends.items(), key=_ep_key)]
+    return entry
 
 
 def _ep_key(item):
@@ -102,7 +109,8 @@ def format_compare(res, with_flows):
         if with_flows:
             lines.append(f"  flows: {s['flows']}, moved {s['flows_moved']} "
                          f"({_pct(s['flows_moved'], s['flows'])})")
-        head = f"  {'backend':<24} {'slots_before':>12} {'slots_after':>11} {'lost':>5} {'gained':>6}"
+        head = (f"  {'backend':<24} {'slots_before':>12} {'slots_after':>11} {'lost':>5} "
+                f"{'gained':>6}")
         if with_flows:
             head += f" {'flows_before':>12} {'flows_after':>11} {'moved_away':>10}"
         lines.append(head)

@@ -6,8 +6,15 @@ from ..clock import ManualClock
 from ..control import ipvsadm as ia
 from ..dataplane.packet import TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN, TH_URG
 from ..errors import ConfigError
-from ..model import (IPPROTO_TCP, PROTO_BY_NAME, PROTO_NAMES, Service, addr_af,
-                     format_endpoint, parse_endpoint)
+from ..model import (
+    IPPROTO_TCP,
+    PROTO_BY_NAME,
+    PROTO_NAMES,
+    Service,
+    addr_af,
+    format_endpoint,
+    parse_endpoint,
+)
 
 TCP_FLAG_BITS = {"FIN": TH_FIN, "SYN": TH_SYN, "RST": TH_RST, "PSH": TH_PSH, "ACK": TH_ACK,
                  "URG": TH_URG, "DATA": TH_PSH | TH_ACK}

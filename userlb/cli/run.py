@@ -45,11 +45,13 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", metavar="FILE", help="rules in ipvsadm -R syntax")
-    p.add_argument("--tun", metavar="NAME", default="userlb0", help="TUN device name (default userlb0)")
+    p.add_argument("--tun", metavar="NAME", default="userlb0",
+                   help="TUN device name (default userlb0)")
     p.add_argument("--sloppy-tcp", action="store_true",
                    help="any TCP packet but RST may create a connection (IPVS sloppy_tcp)")
     p.add_argument("--no-rst", action="store_true",
-                   help="drop (instead of answering with RST) a non-SYN TCP packet without an entry")
+                   help="drop (instead of answering with RST) a non-SYN TCP packet "
+                        "without an entry")
     p.add_argument("--no-routes", action="store_true",
                    help="install no routes/rules (you steer traffic into the device yourself)")
     p.add_argument("--reply-from", metavar="PREFIX", action="append", default=[],
@@ -203,8 +205,10 @@ class Director:
         self.control = await start_for_director(self)
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
-        log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), {ndest} real server(s)"
-            + ("" if self.routes else ", no routes") + (", sloppy TCP" if self.args.sloppy_tcp else "")
+        log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), "
+            f"{ndest} real server(s)"
+            + ("" if self.routes else ", no routes")
+            + (", sloppy TCP" if self.args.sloppy_tcp else "")
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()

@@ -23,7 +23,7 @@
 --table VIP:VPORT
                the scheduler's lookup table, one line per slot: `SLOT RIP:RPORT`
                or `SLOT -` (mh, mh-backport, sh, mhs -- for mhs the table that
-               decides a SYN right now, MHS.md).  --proto picks the service's
+               decides a SYN right now, docs/mhs-spec.md).  --proto picks the service's
                protocol (default tcp).
 --against FILE2
                disruption between two rule sets (the rules of FILE are "before",
@@ -35,16 +35,16 @@
                address:port.  Flows are read only with --flows (`--flows -`
                for stdin); without it only the tables are compared.  Example:
 
-                   service tcp 10.0.0.100:80: mh -> mh
-                     slots: 4093, moved 1364 (33.33%)
-                     flows: 1000, moved 339 (33.90%)
-                     backend              slots_before slots_after  lost gained flows_before flows_after moved_away
-                     10.0.0.1:80                  1365        2047     0    682          331         505          0
-                     10.0.0.2:80                  1364           0  1364      0          339           0        339
-                   flows (all services): 1000, moved 339 (33.90%)
+    service tcp 10.0.0.100:80: mh -> mh
+      slots: 4093, moved 1364 (33.33%)
+      flows: 1000, moved 339 (33.90%)
+      backend              slots_before slots_after  lost gained flows_before flows_after moved_away
+      10.0.0.1:80                  1365        2047     0    682          331         505          0
+      10.0.0.2:80                  1364           0  1364      0          339           0        339
+    flows (all services): 1000, moved 339 (33.90%)
 
-Timed input (packets, entries; provisional syntax, for mhs and MHS.md)
-----------------------------------------------------------------------
+Timed input (packets, entries; provisional syntax, for mhs and docs/mhs-spec.md)
+-----------------------------------------------------------------------------
 When a flow line carries TCP flag words, or any line starts with `@SECONDS`,
 the input is *timed* and every flow line is a packet sent through the real
 data plane (userlb.dataplane.engine, connection entries included) at its time:
@@ -56,7 +56,7 @@ data plane (userlb.dataplane.engine, connection entries included) at its time:
 
 * `@SECONDS` (a number >= 0) sets the time of the line; a line without it
   has the time of the previous line (0 at the start).  Lines are processed in
-  time order; at equal times rule lines apply before flow lines (MHS.md
+  time order; at equal times rule lines apply before flow lines (docs/mhs-spec.md
   conventions); output lines follow the order of the flow lines.
 * A rule line is an ipvsadm command (`-a ...`, `ipvsadm -d ...`), applied with
   the same semantics as --rules at its time.  An error stops everything
@@ -81,8 +81,17 @@ from ..control.config import Config
 from ..errors import ConfigError
 from ..model import PROTO_BY_NAME, PROTO_NAMES, format_endpoint, parse_endpoint
 from .disruption import compare, format_compare
-from .flows import (Flow, TCP_FLAG_BITS, dest_text, flags_text, is_timed,  # noqa: F401
-                    lookup, parse_flow_line, read_flows, table_of)
+from .flows import (  # noqa: F401
+    TCP_FLAG_BITS,
+    Flow,
+    dest_text,
+    flags_text,
+    is_timed,
+    lookup,
+    parse_flow_line,
+    read_flows,
+    table_of,
+)
 from .timed import TimedRun, build_packet, run_timed  # noqa: F401
 
 
@@ -140,7 +149,8 @@ def _parser():
     p.add_argument("--rules", required=True, metavar="FILE",
                    help="ipvsadm commands (ipvsadm -R syntax)")
     p.add_argument("--flows", metavar="FILE", default=None,
-                   help="flows `PROTO CLIENT:PORT VIP:VPORT`, one per line ('-' = stdin, the default)")
+                   help="flows `PROTO CLIENT:PORT VIP:VPORT`, one per line "
+                        "('-' = stdin, the default)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--table", metavar="VIP:VPORT", help="print the lookup table of this service")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp",

@@ -8,7 +8,7 @@ Theory of operation
 * `services`: dict (protocol, addr, port) -> model.Service, in creation order
   (that is also what `-L --nosort` shows; the kernel's hash order is not
   reproduced).  Each Service's `dests` list is in kernel order: the most
-  recently added destination first (IPVS.md §1.6).  A new list object is
+  recently added destination first (docs/ipvs.md §1.6).  A new list object is
   assigned on every add/delete, so a reader holding the old list never sees
   it change under its feet.
 * `timeouts`: Timeouts(tcp=900, tcpfin=120, udp=300) (`--set`, 0 = unchanged).

@@ -233,7 +233,7 @@ class ControlServer:
         self.refused_peers += 1
         try:
             await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
-        except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError):
+        except (TimeoutError, ValueError, asyncio.LimitOverrunError):
             pass
         writer.write(P.encode(P.response(
             False, error=f"permission denied: only the director's user (uid "
