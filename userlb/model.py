@@ -153,17 +153,10 @@ class Dest:
 
     def __init__(self, addr: Addr, port: int, weight: int = 1, fwd: int = FWD_MASQ,
                  u_threshold: int = 0, l_threshold: int = 0) -> None:
-        self.af = addr_af(addr)
-        self.addr = addr
-        self.port = port
-        self.weight = weight
-        self.last_weight = weight
-        self.u_threshold = u_threshold
-        self.l_threshold = l_threshold
-        self.fwd = fwd
-        self.activeconns = 0
-        self.inactconns = 0
-        self.persistconns = 0
+        self.af, self.addr, self.port = addr_af(addr), addr, port
+        self.weight = self.last_weight = weight
+        self.u_threshold, self.l_threshold, self.fwd = u_threshold, l_threshold, fwd
+        self.activeconns = self.inactconns = self.persistconns = 0
         self.overloaded = False
         self.stats = Stats()
         self.svc: Service | None = None

@@ -81,12 +81,9 @@ class EngineSync:
     def __init__(self, config: Config, engine: EngineControl,
                  estimators: Estimators | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.config = config
-        self.engine = engine
-        self.estimators = estimators
-        self.loop = loop
-        self.dirty = False
-        self._in_request = False
+        self.config, self.engine = config, engine
+        self.estimators, self.loop = estimators, loop
+        self.dirty = self._in_request = False
         self._soon: asyncio.Handle | None = None
         config.subscribe(self.on_event)
         self.track()

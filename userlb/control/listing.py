@@ -263,16 +263,24 @@ def _mhs_suffix(svc: Service, mhs_entries: EntriesOf | None) -> str:
     return out
 
 
+def _persistence(svc: Service, timeout_word: str, mask_word: str) -> str:
+    """` persistent 360 mask 255.255.255.0` (-L) or ` -p 360 -M ...` (-S); the
+    mask only when it is not the full one."""
+    if not svc.flags & SVC_F_PERSISTENT:
+        return ""
+    s = f" {timeout_word} {svc.timeout}"
+    if svc.netmask != Service.full_netmask(svc.af):
+        s += f" {mask_word} {format_netmask(svc.netmask, svc.af)}"
+    return s
+
+
 def _service_head(svc: Service, thresholds: bool, persistent_conn: bool, tun_info: bool,
                   mhs_entries: EntriesOf | None) -> str:
     """The `-L` service line: scheduler, flags, persistence, ops, mhs state."""
     s = f"{_svc_name(svc)} {svc.sched_name}"
     if svc.flags & SCHED_FLAG_BITS:
         s += f" ({','.join(sched_flag_names(svc.sched_name, svc.flags))})"
-    if svc.flags & SVC_F_PERSISTENT:
-        s += f" persistent {svc.timeout}"
-        if svc.netmask != Service.full_netmask(svc.af):
-            s += f" mask {format_netmask(svc.netmask, svc.af)}"
+    s += _persistence(svc, "persistent", "mask")
     if svc.flags & SVC_F_ONEPACKET:
         s += " ops"
     if not (thresholds or persistent_conn or tun_info):
@@ -406,11 +414,7 @@ _USERLB_OPTIONS = (("mh_table_size", "--mh-table-size"), ("sh_tab_bits", "--sh-t
 def service_rule(svc: Service) -> str:
     """`-A -t 10.0.0.100:80 -s mh -p 360 -M mask -o -b flags` + userlb options."""
     s = (f"-A {PROTO_OPTION[svc.protocol]} {format_endpoint(svc.addr, svc.port)} "
-         f"-s {svc.sched_name}")
-    if svc.flags & SVC_F_PERSISTENT:
-        s += f" -p {svc.timeout}"
-        if svc.netmask != Service.full_netmask(svc.af):
-            s += f" -M {format_netmask(svc.netmask, svc.af)}"
+         f"-s {svc.sched_name}" + _persistence(svc, "-p", "-M"))
     if svc.flags & SVC_F_ONEPACKET:
         s += " -o"
     if svc.flags & SCHED_FLAG_BITS:
