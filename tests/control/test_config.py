@@ -345,7 +345,8 @@ def test_listener_events(cfg):
 
 def test_listener_sees_the_change_done(cfg):
     seen = []
-    cfg.subscribe(lambda e, s, d: seen.append((e, KEY in cfg.services, list(s.dests) if s else None)))
+    cfg.subscribe(lambda e, s, d: seen.append((e, KEY in cfg.services,
+                                               list(s.dests) if s else None)))
     cfg.apply("-A -t 10.0.0.100:80 -s rr")
     cfg.apply("-a -t 10.0.0.100:80 -r 10.0.0.1 -m")
     assert seen[0][:2] == ("add-service", True)

@@ -251,7 +251,8 @@ def test_mh_table_size():
         c = p(f"-A -t 10.0.0.100:80 -s mh --mh-table-size {m}")
         assert c.options == {"mh_table_size": m}
     assert p("-A -t 10.0.0.100:80 -s mhs --mh-table-size=251").options == {"mh_table_size": 251}
-    assert p("-E -t 10.0.0.100:80 -s mh-backport --mh-table-size 509").options["mh_table_size"] == 509
+    assert p("-E -t 10.0.0.100:80 -s mh-backport --mh-table-size 509").options[
+        "mh_table_size"] == 509
     bad("-A -t 10.0.0.100:80 -s mh --mh-table-size 4096", "must be one of")
     bad("-A -t 10.0.0.100:80 -s mh --mh-table-size x", "must be one of")
     bad("-A -t 10.0.0.100:80 -s rr --mh-table-size 251", "only applies")

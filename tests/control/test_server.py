@@ -271,9 +271,11 @@ def test_stats_listing_and_exact(d):
     svc = d.config.get_service(IPPROTO_TCP, ip(VIP), 80)
     svc.stats.inbytes = 123456789012
     out = lines(d.ok("-L", "-n", "--stats", "-t", "10.0.0.100:80"))
-    assert out[2] == "TCP  10.0.0.100:80                       2        3        1     123G       40"
+    assert out[2] == ("TCP  10.0.0.100:80                       2        3        1     123G"
+                      "       40")
     out = lines(d.ok("-L", "-n", "--stats", "--exact", "-t", "10.0.0.100:80"))
-    assert out[2] == "TCP  10.0.0.100:80                       2        3        1 123456789012       40"
+    assert out[2] == ("TCP  10.0.0.100:80                       2        3        1 123456789012"
+                      "       40")
 
 
 def test_active_inactive_counts_and_connection_listing(d):
@@ -798,7 +800,8 @@ def test_start_for_director_serves_and_updates_routes_after_changes():
         import asyncio
         srv = await start_for_director(fd)
         loop = asyncio.get_running_loop()
-        r1 = await loop.run_in_executor(None, P.request, path, {"argv": ["-A", "-t", "10.0.0.1:80"]})
+        r1 = await loop.run_in_executor(None, P.request, path,
+                                        {"argv": ["-A", "-t", "10.0.0.1:80"]})
         r2 = await loop.run_in_executor(None, P.request, path, {"argv": ["-L", "-n"]})
         r3 = await loop.run_in_executor(None, P.request, path, {"argv": ["--set", "5", "5", "5"]})
         srv.close()
