@@ -7,7 +7,8 @@ rules file / -R stream into commands that carry their 1-based line numbers.
 A leading word `ipvsadm` is ignored everywhere.
 
 The parser mirrors ipvsadm 1.31 (the option table and the tokenizer, popt's
-part, are in ipvsadm_options.py):
+part, are in ipvsadm_options.py; the value syntax -- numbers, addresses,
+netmasks, -b flag names, scheduler names -- in ipvsadm_values.py):
 
 * exactly one command; an option given twice is an error; the ipvsadm
   table of legal command/option combinations is enforced
@@ -45,7 +46,6 @@ Only the syntax and ipvsadm-level validation is here; kernel-level semantics
 """
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -53,7 +53,6 @@ from typing import Any
 from ..errors import ConfigError
 from ..model import (
     AF_INET,
-    AF_INET6,
     DEFAULT_PERSISTENCE_TIMEOUT,
     FWD_DROUTE,
     FWD_MASQ,
@@ -62,14 +61,10 @@ from ..model import (
     IPPROTO_UDP,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    SVC_F_SCHED3,
     Addr,
     DestKey,
     Service,
     ServiceKey,
-    parse_addr,
 )
 from .ipvsadm_options import (
     ADD_SERVER,
@@ -94,6 +89,21 @@ from .ipvsadm_options import (
     check_legal,
     tokens,
 )
+from .ipvsadm_values import (
+    DEFAULT_SCHEDULER,
+    MH_LIKE,
+    SCHED_FLAG_BITS,
+    SH_LIKE,
+    check_scheduler,
+    checked,
+    format_netmask,
+    number,
+    parse_netmask,
+    parse_sched_flags,
+    parse_service_address,
+    sched_flag_names,
+    schedulers,
+)
 
 __all__ = ["ADD_SERVER", "ADD_SERVICE", "DEL_SERVER", "DEL_SERVICE", "EDIT_SERVER",
            "EDIT_SERVICE", "FLUSH", "HELP", "LIST", "RESTORE", "SAVE", "SET", "VERSION",
@@ -106,16 +116,6 @@ __all__ = ["ADD_SERVER", "ADD_SERVICE", "DEL_SERVER", "DEL_SERVICE", "EDIT_SERVE
 
 MAX_TIMEOUT = 86400 * 31          # ipvsadm's limit for -p and --set
 INT_MAX = 2 ** 31 - 1
-DEFAULT_SCHEDULER = "wlc"
-
-#: kernel schedulers userlb knows but refuses
-UNSUPPORTED_SCHEDULERS = ("lblc", "lblcr", "dh", "twos")
-#: schedulers that accept the mh-* flag names
-MH_LIKE = ("mh", "mh-backport", "mhs")
-SH_LIKE = ("sh",)
-
-SCHED_FLAG_BITS = SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
-
 #: commands that change the configuration
 MUTATING = (ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE, FLUSH, ADD_SERVER,
             DEL_SERVER, EDIT_SERVER, SET)
@@ -136,12 +136,6 @@ _SWITCHES = (("numeric", "numeric"), ("connections", "connection"),
              ("rate", "rate"), ("thresholds", "thresholds"),
              ("persistent_conn", "persistent-conn"), ("nosort", "nosort"),
              ("exact", "exact"), ("tun_info", "tun-info"))
-
-
-def schedulers() -> list[str]:
-    """The schedulers userlb implements: the registry's names."""
-    from ..sched import base
-    return list(base.names())
 
 
 class Command:
@@ -238,138 +232,6 @@ class Command:
         return f"Command({self.cmd!r}, {fields})"
 
 
-# ------------------------------------------------------------------ helpers
-
-_INT_RE = re.compile(r"[+-]?[0-9]+")
-
-
-def _number(text: str | None, lo: int, hi: int) -> int | None:
-    """ipvsadm's string_to_number: a decimal integer within [lo, hi] or None."""
-    if text is None or not _INT_RE.fullmatch(text):
-        return None
-    try:
-        n = int(text)
-    except ValueError:            # more digits than int() takes from a string
-        return None
-    return n if lo <= n <= hi else None
-
-
-def _checked(text: str | None, lo: int, hi: int, error: str) -> int:
-    """_number, or ConfigError(error)."""
-    n = _number(text, lo, hi)
-    if n is None:
-        raise ConfigError(error)
-    return n
-
-
-def parse_service_address(text: str, protocol: int | None,
-                          what: str = "virtual server") -> tuple[int, Addr, int | None]:
-    """ipvsadm's parse_service: 'host[:port]' / '[v6]:port' / bare IPv6.
-    -> (af, addr, port or None)."""
-    illegal = f"illegal {what} address[:port] specified"
-    if not text or text.isdigit():
-        raise ConfigError(illegal)
-    port_text: str | None = None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or text[end + 1:end + 2] != ":":
-            raise ConfigError(illegal)
-        host, port_text = text[1:end], text[end + 2:]
-        af, addr = _host(host, illegal, AF_INET6, illegal)
-    elif text.count(":") > 1:             # a bare IPv6 address, no port
-        af, addr = _host(text, illegal, None, illegal)
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            host, port_text = text, None
-        af, addr = _host(host, f"{illegal} (userlb does not resolve host names: {host!r})",
-                         AF_INET, illegal)
-    port = None
-    if port_text is not None:
-        port = _checked(port_text, 0, 65535,
-                        f"{illegal} (port {port_text!r}; userlb does not resolve service names)")
-    return af, addr, port
-
-
-def _host(text: str, bad: str, want_af: int | None, wrong_af: str) -> tuple[int, Addr]:
-    try:
-        af, addr = parse_addr(text)
-    except ConfigError:
-        raise ConfigError(bad) from None
-    if want_af is not None and af != want_af:
-        raise ConfigError(wrong_af)
-    return af, addr
-
-
-def parse_netmask(text: str, af: int) -> int:
-    """-M: IPv4 dotted mask -> int; IPv6 prefix length 1..128 -> int."""
-    if af == AF_INET6:
-        return _checked(text, 1, 128, "illegal ipv6 netmask specified")
-    try:
-        maf, mask = parse_addr(text)
-    except ConfigError:
-        maf, mask = None, 0
-    if maf != AF_INET or not isinstance(mask, int):
-        raise ConfigError("illegal virtual server persistent mask specified")
-    return mask
-
-
-def format_netmask(mask: int, af: int) -> str:
-    if af == AF_INET6:
-        return str(mask)
-    return ".".join(str((mask >> s) & 0xFF) for s in (24, 16, 8, 0))
-
-
-def parse_sched_flags(sched: str | None, text: str) -> int:
-    """-b: comma-separated flag names -> SVC_F_SCHED* bits (ipvsadm rules,
-    mh-* also accepted for userlb's mh-backport and mhs)."""
-    sched = sched or DEFAULT_SCHEDULER
-    flags = 0
-    names = [n for n in text.split(",") if n] or [text]
-    for name in names:
-        if name in ("flag-1", "flag-2", "flag-3"):
-            flags |= (SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3)[int(name[-1]) - 1]
-            continue
-        prefix, _, what = name.partition("-")
-        family = {"sh": SH_LIKE, "mh": MH_LIKE}.get(prefix)
-        if family is None or what not in ("fallback", "port"):
-            raise ConfigError(f"invalid scheduler flag `{name}'")
-        if sched not in family:
-            raise ConfigError(f"incompatible scheduler flag `{name}'")
-        flags |= SVC_F_SCHED1 if what == "fallback" else SVC_F_SCHED2
-    return flags
-
-
-def sched_flag_names(sched: str, flags: int) -> list[str]:
-    """SVC_F_SCHED* bits -> the -b names in ipvsadm's order: fallback, port
-    for sh / mh-like schedulers, flag-1,2,3 otherwise.  (ipvsadm drops flag-3
-    for sh and mh when printing; userlb prints it so that -S | -R round-trips.)"""
-    out = []
-    if sched in SH_LIKE or sched in MH_LIKE:
-        p = "sh" if sched in SH_LIKE else "mh"
-        if flags & SVC_F_SCHED1:
-            out.append(f"{p}-fallback")
-        if flags & SVC_F_SCHED2:
-            out.append(f"{p}-port")
-        if flags & SVC_F_SCHED3:
-            out.append("flag-3")
-    else:
-        for i, bit in enumerate((SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3)):
-            if flags & bit:
-                out.append(f"flag-{i + 1}")
-    return out
-
-
-def check_scheduler(name: str) -> None:
-    supported = schedulers()
-    if name in supported:
-        return
-    if name in UNSUPPORTED_SCHEDULERS:
-        raise ConfigError(f"scheduler '{name}' is not supported by userlb "
-                          f"(supported: {' '.join(supported)})")
-    raise ConfigError(f"Scheduler not found: '{name}' (supported: {' '.join(supported)})")
-
-
 # ------------------------------------------------------------------- parser
 
 #: option key -> (long name given, value or None)
@@ -462,7 +324,7 @@ def _service_fields(c: Command, raw: _Raw) -> None:
     if "persistent" in raw:
         c.flags |= SVC_F_PERSISTENT
         val = raw["persistent"][1]
-        c.timeout = DEFAULT_PERSISTENCE_TIMEOUT if val is None else _checked(
+        c.timeout = DEFAULT_PERSISTENCE_TIMEOUT if val is None else checked(
             val, 1, MAX_TIMEOUT, f"invalid timeout value `{val}' specified")
     if "netmask" in raw:
         c.netmask = parse_netmask(raw["netmask"][1] or "", c.af or AF_INET)
@@ -477,12 +339,12 @@ def _dest_fields(c: Command, raw: _Raw) -> None:
         c.fwd = {"masquerading": FWD_MASQ, "ipip": FWD_TUNNEL,
                  "gatewaying": FWD_DROUTE}[raw["forwarding-method"][0]]
     if "weight" in raw:
-        c.weight = _checked(raw["weight"][1], 0, 65535, "illegal weight specified")
+        c.weight = checked(raw["weight"][1], 0, 65535, "illegal weight specified")
     if "u-threshold" in raw:
-        c.u_threshold = _checked(raw["u-threshold"][1], 0, INT_MAX,
+        c.u_threshold = checked(raw["u-threshold"][1], 0, INT_MAX,
                                  "illegal u_threshold specified")
     if "l-threshold" in raw:
-        c.l_threshold = _checked(raw["l-threshold"][1], 0, INT_MAX,
+        c.l_threshold = checked(raw["l-threshold"][1], 0, INT_MAX,
                                  "illegal l_threshold specified")
 
 
@@ -490,7 +352,7 @@ def _set_timeouts(c: Command, positional: list[str]) -> list[str]:
     """--set tcp tcpfin udp; returns the positional words left."""
     if len(positional) < 3:
         raise ConfigError("--set option requires 3 timeout values")
-    tcp, fin, udp = (_checked(p, 0, MAX_TIMEOUT, f"invalid timeout value `{p}' specified")
+    tcp, fin, udp = (checked(p, 0, MAX_TIMEOUT, f"invalid timeout value `{p}' specified")
                      for p in positional[:3])
     c.set_timeouts = (tcp, fin, udp)
     return positional[3:]
@@ -511,7 +373,7 @@ def _check_service(c: Command, raw: _Raw) -> None:
     from ..sched import maglev, mh, sh
     if "mh-table-size" in raw:
         text = raw["mh-table-size"][1]
-        v = _number(text, 1, 1 << 31)
+        v = number(text, 1, 1 << 31)
         if v is None or not _accepted(mh.validate_options, {mh.OPT_TABLE_SIZE: v}):
             raise ConfigError(f"illegal --mh-table-size {text!r}: "
                               f"must be one of {' '.join(map(str, maglev.PRIMES))}")
@@ -519,7 +381,7 @@ def _check_service(c: Command, raw: _Raw) -> None:
         c.options[mh.OPT_TABLE_SIZE] = v
     if "sh-tab-bits" in raw:
         text = raw["sh-tab-bits"][1]
-        v = _number(text, 1, 1 << 31)
+        v = number(text, 1, 1 << 31)
         if v is None or not _accepted(sh.validate_options, {sh.OPT_TAB_BITS: v}):
             raise ConfigError(f"illegal --sh-tab-bits {text!r}: must be 4..20")
         _only_for(c, SH_LIKE, "--sh-tab-bits", "the sh scheduler")

@@ -58,7 +58,7 @@ from ..model import (
     format_endpoint,
 )
 from . import ipvsadm as ia
-from .ipvsadm import SCHED_FLAG_BITS, format_netmask, sched_flag_names
+from .ipvsadm_values import SCHED_FLAG_BITS, format_netmask, sched_flag_names
 
 if TYPE_CHECKING:
     from .config import Config
