@@ -159,21 +159,15 @@ class Director:
     def listing_text(self):
         from ..control import listing
         text = listing.list_all(self.cfg, numeric=True, stats=True)
-        counters = dict(self.driver.counters())
         eng = self.engine
-        try:
-            counters["entries"] = len(eng)
-            st = eng.stats
-            counters.update(conns=st.conns, inpkts=st.inpkts, outpkts=st.outpkts)
-        except (AttributeError, TypeError):
-            pass
+        st = eng.stats
+        counters = dict(self.driver.counters())
+        counters.update(entries=len(eng), conns=st.conns, inpkts=st.inpkts, outpkts=st.outpkts)
         extra = " ".join(f"{k}={v}" for k, v in counters.items())
-        drops = getattr(eng, "drops", None)
-        replies = getattr(eng, "replies", None)
-        if drops:
-            extra += "\nengine drops: " + " ".join(f"{k}={v}" for k, v in sorted(drops.items()))
-        if replies:
-            extra += "\nengine replies: " + " ".join(f"{k}={v}" for k, v in sorted(replies.items()))
+        for name, counts in (("drops", eng.drops), ("replies", eng.replies)):
+            if counts:
+                extra += f"\nengine {name}: " + " ".join(f"{k}={v}"
+                                                         for k, v in sorted(counts.items()))
         return text + f"driver: {extra}\n"
 
     def dump_stats(self):
