@@ -15,7 +15,8 @@ from helpers.control_server import ServedDirector, lines
 from helpers.engine import CIP, VIP, tcp4, udp4
 
 from userlb.control import protocol as P
-from userlb.control.server import ControlError, ControlServer, EngineSync
+from userlb.control.engine_sync import EngineSync
+from userlb.control.server import ControlError, ControlServer
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, parse_addr
 
 

@@ -69,7 +69,7 @@ from .config import Config
 from .engine_sync import EngineControl, EngineSync, Estimators
 from .protocol import DEFAULT_PATH
 
-__all__ = ["ControlServer", "EngineSync", "serve_control", "DEFAULT_PATH", "ControlError"]
+__all__ = ["ControlServer", "serve_control", "start_for_director", "DEFAULT_PATH", "ControlError"]
 
 EST_TICK = 1.0
 REFUSE_READ_TIMEOUT = 5.0
