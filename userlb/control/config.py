@@ -55,8 +55,8 @@ after each successful change (in command order, after the scheduler hooks):
     "timeouts"         None                 None    (config.timeouts changed)
     "zero"             Service or None      None    (None = all services)
 
-The engine keeps its VIP -> service dispatch table up to date from the
-*-service events (or simply rebuilds it from `config.services` on each one).
+engine_sync.EngineSync keeps an engine's dispatch tables up to date from
+these events (rebuilt from `config.services`, once per request).
 `config.get_service(protocol, addr, port)` looks one up.
 
 -Z: `zero(key=None)` resets the plain counters of model.Stats in place
