@@ -7,8 +7,8 @@ import sys
 import tempfile
 
 import pytest
-from helpers.control_server import ServedDirector, lines
 
+from helpers.control_server import ServedDirector, lines
 from userlb.cli.adm import split_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -11,9 +11,9 @@ import sys
 import tempfile
 
 import pytest
+
 from helpers.control_server import ServedDirector, lines
 from helpers.engine import CIP, VIP, tcp4, udp4
-
 from userlb.control import protocol as P
 from userlb.control.engine_sync import EngineSync
 from userlb.control.server import ControlError, ControlServer

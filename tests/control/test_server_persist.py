@@ -4,6 +4,7 @@ test_control_server_helpers.ServedDirector): -A ... -p -M, packets, then
 `-L -n --persistent-conn`, `-L -n -c` and `--stats` as ipvsadm prints them;
 -d of the template's server and -E without -p."""
 import pytest
+
 from helpers.control_server import ServedDirector, lines
 from helpers.engine import tcp4
 
