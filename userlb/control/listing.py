@@ -46,8 +46,7 @@ from ..model import (
     FWD_MASQ,
     FWD_NAMES,
     FWD_TUNNEL,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
+    PROTO_NAMES,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
     Addr,
@@ -66,8 +65,9 @@ if TYPE_CHECKING:
 IPVS_VERSION = "1.2.1"
 CONN_TAB_SIZE = 4096
 
-PROTO_TITLE = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP"}
-PROTO_OPTION = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u"}
+#: "TCP" / "UDP" in listings, -t / -u in saved rules
+PROTO_TITLE = {p: name.upper() for p, name in PROTO_NAMES.items()}
+PROTO_OPTION = {p: f"-{name[0]}" for p, name in PROTO_NAMES.items()}
 FWD_SWITCH = {FWD_MASQ: "-m", FWD_TUNNEL: "-i", FWD_DROUTE: "-g", FWD_LOCALNODE: "-g"}
 
 
