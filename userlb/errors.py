@@ -8,7 +8,7 @@ class ConfigError(Exception):
     `line` is the 1-based line number in a rules file / -R input when known.
     """
 
-    def __init__(self, message, line=None):
+    def __init__(self, message: str, line: int | None = None) -> None:
         self.message = message
         self.line = line
         super().__init__(f"line {line}: {message}" if line is not None else message)

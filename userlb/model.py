@@ -7,9 +7,21 @@ in network order.  The two types never compare equal, so IPv4 and IPv6 keys
 can share one dict.  `ipaddress` objects are only used here, at the text
 boundary (parse_addr / format_addr).
 """
+from __future__ import annotations
+
 import ipaddress
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .sched.base import Scheduler
+
+#: an address: IPv4 as a host int, IPv6 as 16 bytes in network order
+Addr: TypeAlias = int | bytes
+#: (protocol, address, port) of a service; (address, port) of a destination
+ServiceKey: TypeAlias = tuple[int, Addr, int]
+DestKey: TypeAlias = tuple[Addr, int]
 
 AF_INET = 4
 AF_INET6 = 6
@@ -44,12 +56,13 @@ DEFAULT_PERSISTENCE_TIMEOUT = 360
 DEFAULT_TCP_TIMEOUT = 900
 DEFAULT_TCPFIN_TIMEOUT = 120
 DEFAULT_UDP_TIMEOUT = 300
-DEFAULT_TIMEOUTS = (DEFAULT_TCP_TIMEOUT, DEFAULT_TCPFIN_TIMEOUT, DEFAULT_UDP_TIMEOUT)
+DEFAULT_TIMEOUTS: tuple[int, int, int] = (
+    DEFAULT_TCP_TIMEOUT, DEFAULT_TCPFIN_TIMEOUT, DEFAULT_UDP_TIMEOUT)
 
 
 # ---------------------------------------------------------------- addresses
 
-def parse_addr(text):
+def parse_addr(text: str) -> tuple[int, Addr]:
     """'10.0.0.1' -> (4, 0x0A000001); '2001:db8::1' or '[2001:db8::1]' -> (6, b'...')."""
     t = text.strip()
     if t.startswith("[") and t.endswith("]"):
@@ -63,29 +76,29 @@ def parse_addr(text):
     return AF_INET6, ip.packed
 
 
-def addr_af(addr):
+def addr_af(addr: Addr) -> int:
     return AF_INET if isinstance(addr, int) else AF_INET6
 
 
-def format_addr(addr):
+def format_addr(addr: Addr) -> str:
     """int -> dotted quad; 16 bytes -> compressed IPv6 (no brackets)."""
     if isinstance(addr, int):
         return str(ipaddress.IPv4Address(addr))
     return str(ipaddress.IPv6Address(bytes(addr)))
 
 
-def format_endpoint(addr, port):
+def format_endpoint(addr: Addr, port: int) -> str:
     """10.0.0.1:80 or [2001:db8::1]:80"""
     if isinstance(addr, int):
         return f"{format_addr(addr)}:{port}"
     return f"[{format_addr(addr)}]:{port}"
 
 
-def parse_endpoint(text, default_port=None):
+def parse_endpoint(text: str, default_port: int | None = None) -> tuple[int, Addr, int]:
     """'10.0.0.1:80' / '[2001:db8::1]:80' / '10.0.0.1' (port = default_port)
     -> (af, addr, port).  Raises ConfigError."""
     t = text.strip()
-    port_text = None
+    port_text: str | None = None
     if t.startswith("["):
         end = t.find("]")
         if end < 0:
@@ -117,17 +130,17 @@ def parse_endpoint(text, default_port=None):
 # ---------------------------------------------------------------- objects
 
 class Stats:
-    """Plain integer counters (IPVS.md §7).  Rates are derived outside the
-    hot path (dataplane/stats.py)."""
+    """Plain integer counters (docs/ipvs.md §7).  Rates are derived outside
+    the hot path (dataplane/stats.py)."""
     __slots__ = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.conns = self.inpkts = self.outpkts = self.inbytes = self.outbytes = 0
 
-    def as_tuple(self):
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
         return (self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
 
-    def zero(self):
+    def zero(self) -> None:
         """``ipvsadm -Z``: every counter back to 0 (the one place that does it)."""
         self.conns = self.inpkts = self.outpkts = self.inbytes = self.outbytes = 0
 
@@ -138,37 +151,47 @@ class Dest:
                  "l_threshold", "fwd", "activeconns", "inactconns",
                  "persistconns", "overloaded", "stats", "svc", "available")
 
-    def __init__(self, addr, port, weight=1, fwd=FWD_MASQ, u_threshold=0, l_threshold=0):
-        self.af = addr_af(addr)
-        self.addr = addr
-        self.port = port
-        self.weight = weight
-        self.last_weight = weight
-        self.u_threshold = u_threshold
-        self.l_threshold = l_threshold
-        self.fwd = fwd
-        self.activeconns = 0
-        self.inactconns = 0
-        self.persistconns = 0
+    def __init__(self, addr: Addr, port: int, weight: int = 1, fwd: int = FWD_MASQ,
+                 u_threshold: int = 0, l_threshold: int = 0) -> None:
+        self.af, self.addr, self.port = addr_af(addr), addr, port
+        self.weight = self.last_weight = weight
+        self.u_threshold, self.l_threshold, self.fwd = u_threshold, l_threshold, fwd
+        self.activeconns = self.inactconns = self.persistconns = 0
         self.overloaded = False
         self.stats = Stats()
-        self.svc = None
+        self.svc: Service | None = None
         self.available = True   # False once removed from its service ("trash")
 
     @property
-    def key(self):
+    def key(self) -> DestKey:
         return (self.addr, self.port)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Dest({format_endpoint(self.addr, self.port)} w={self.weight})"
 
-    # -- overload (ipvsadm -x / -y), IPVS.md §1.8
-    def conn_bound(self):
+    def update(self, weight: int, fwd: int, u_threshold: int, l_threshold: int,
+               add: bool) -> None:
+        """The kernel's __ip_vs_update_dest (-a of a revived destination with
+        add=True, -e with add=False): last_weight follows the weight on -a and
+        on a non-zero -e weight; the overload flag is cleared when the new
+        upper threshold is 0 or above the old one (docs/ipvs.md §1.6, §1.8)."""
+        self.weight = weight
+        if add or weight != 0:
+            self.last_weight = weight
+        self.fwd = fwd
+        old_u = self.u_threshold
+        self.u_threshold = u_threshold
+        self.l_threshold = l_threshold
+        if u_threshold == 0 or u_threshold > old_u:
+            self.overloaded = False
+
+    # -- overload (ipvsadm -x / -y), docs/ipvs.md §1.8
+    def conn_bound(self) -> None:
         """Call after a connection was bound (counters already updated)."""
         if self.u_threshold and self.activeconns + self.inactconns >= self.u_threshold:
             self.overloaded = True
 
-    def conn_unbound(self):
+    def conn_unbound(self) -> None:
         """Call after a connection was unbound (counters already updated)."""
         if not self.overloaded:
             return
@@ -183,19 +206,45 @@ class Dest:
             self.overloaded = False
 
 
+class DestTrash:
+    """Destinations removed from their service, kept so that adding the same
+    one again revives the same Dest object, counters kept (the kernel's
+    dest_trash, docs/ipvs.md §1.6).  Keyed by service key and destination
+    key: a destination of a deleted service revives in a new service with
+    the same key, as in the kernel."""
+
+    def __init__(self) -> None:
+        self._dests: dict[tuple[ServiceKey, DestKey], Dest] = {}
+
+    def put(self, svc_key: ServiceKey, dest: Dest) -> None:
+        self._dests[(svc_key, dest.key)] = dest
+
+    def take(self, svc_key: ServiceKey, dkey: DestKey) -> Dest | None:
+        return self._dests.pop((svc_key, dkey), None)
+
+    def clear(self) -> None:
+        self._dests.clear()
+
+
 class Service:
     """A virtual service (kernel struct ip_vs_service).
 
     `dests` is kept in the kernel's list order: the most recently added
-    destination first (IPVS.md §1.6).  `sched` is the scheduler instance bound
-    to this service; `options` holds userlb extensions (e.g. mh table size).
+    destination first (docs/ipvs.md §1.6); a new list object is assigned on
+    every add/delete, so a reader holding the old list never sees it change.
+    `sched` is the scheduler instance bound to this service; `options` holds
+    userlb extensions (e.g. mh table size).
+
+    add_dest / edit_dest / del_dest / unlink_dests are the kernel's
+    destination semantics; each tells the scheduler after the list changed.
     """
     __slots__ = ("protocol", "af", "addr", "port", "sched_name", "flags",
                  "timeout", "netmask", "dests", "sched", "stats", "options",
                  "forwarded")
 
-    def __init__(self, protocol, addr, port, sched_name="wlc", flags=0,
-                 timeout=0, netmask=None, options=None):
+    def __init__(self, protocol: int, addr: Addr, port: int, sched_name: str = "wlc",
+                 flags: int = 0, timeout: int = 0, netmask: int | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         self.protocol = protocol
         self.af = addr_af(addr)
         self.addr = addr
@@ -203,24 +252,78 @@ class Service:
         self.sched_name = sched_name
         self.flags = flags
         self.timeout = timeout          # persistence timeout (s) when SVC_F_PERSISTENT
-        self.netmask = netmask          # IPv4: mask as int; IPv6: prefix length
-        if netmask is None:
-            self.netmask = 0xFFFFFFFF if self.af == AF_INET else 128
-        self.dests = []
-        self.sched = None
+        # IPv4: mask as int; IPv6: prefix length
+        self.netmask: int = netmask if netmask is not None else self.full_netmask(self.af)
+        self.dests: list[Dest] = []
+        self.sched: Scheduler | None = None
         self.stats = Stats()
-        self.options = dict(options or {})
-        self.forwarded = False          # has forwarded a packet (MHS.md rule 5)
+        self.options: dict[str, Any] = dict(options or {})
+        self.forwarded = False          # has forwarded a packet (docs/mhs-spec.md rule 5)
+
+    @staticmethod
+    def full_netmask(af: int) -> int:
+        """The netmask of a service without -M: every address bit."""
+        return 0xFFFFFFFF if af == AF_INET else 128
 
     @property
-    def key(self):
+    def key(self) -> ServiceKey:
         return (self.protocol, self.addr, self.port)
 
-    def __repr__(self):
-        return f"Service({PROTO_NAMES.get(self.protocol, self.protocol)} {format_endpoint(self.addr, self.port)} {self.sched_name})"
+    def __repr__(self) -> str:
+        return (f"Service({PROTO_NAMES.get(self.protocol, self.protocol)} "
+                f"{format_endpoint(self.addr, self.port)} {self.sched_name})")
 
-    def find_dest(self, addr, port):
+    def find_dest(self, addr: Addr, port: int) -> Dest | None:
         for d in self.dests:
             if d.addr == addr and d.port == port:
                 return d
         return None
+
+    # -- destinations, with the kernel's semantics (docs/ipvs.md §1.6)
+    def add_dest(self, addr: Addr, port: int, weight: int = 1, fwd: int = FWD_MASQ,
+                 u_threshold: int = 0, l_threshold: int = 0,
+                 trash: DestTrash | None = None) -> Dest:
+        """ipvsadm -a: a destination deleted earlier from a service with this
+        key is revived from `trash` (same object, counters kept, updated as
+        -a updates); the destination goes to the HEAD of `dests`."""
+        d = trash.take(self.key, (addr, port)) if trash is not None else None
+        if d is None:
+            d = Dest(addr, port, weight, fwd, u_threshold, l_threshold)
+        else:
+            d.update(weight, fwd, u_threshold, l_threshold, add=True)
+        d.svc = self
+        d.available = True
+        self.dests = [d] + self.dests
+        if self.sched is not None:
+            self.sched.add_dest(d)
+        return d
+
+    def edit_dest(self, d: Dest, weight: int, fwd: int | None = None,
+                  u_threshold: int | None = None, l_threshold: int | None = None) -> None:
+        """ipvsadm -e (None: keep the destination's current value)."""
+        d.update(weight, d.fwd if fwd is None else fwd,
+                 d.u_threshold if u_threshold is None else u_threshold,
+                 d.l_threshold if l_threshold is None else l_threshold, add=False)
+        if self.sched is not None:
+            self.sched.upd_dest(d)
+
+    def del_dest(self, d: Dest, trash: DestTrash | None = None) -> None:
+        """ipvsadm -d: unlinked, marked unavailable, kept in `trash`."""
+        self.dests = [x for x in self.dests if x is not d]
+        d.available = False
+        if trash is not None:
+            trash.put(self.key, d)
+        if self.sched is not None:
+            self.sched.del_dest(d)
+
+    def unlink_dests(self, trash: DestTrash | None = None) -> None:
+        """The service is being deleted: every destination unavailable (kept
+        in `trash`), the scheduler told it is done."""
+        dests = self.dests
+        self.dests = []
+        for d in dests:
+            d.available = False
+            if trash is not None:
+                trash.put(self.key, d)
+        if self.sched is not None:
+            self.sched.done_service()

@@ -49,7 +49,8 @@ def test_process_round_trip_and_exit_codes(d):
     c = ["adm", "--control", d.path]
     assert userlb(*c, "-C")[0] == 0
     assert userlb(*c, "-A", "-t", "10.0.0.100:80", "-s", "mh", "-b", "mh-port") == (0, "", "")
-    assert userlb(*c, "-a", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80", "-m", "-w", "2") == (0, "", "")
+    assert userlb(*c, "-a", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80", "-m", "-w", "2") == \
+        (0, "", "")
     rc, out, err = userlb(*c, "-Ln")
     assert rc == 0 and err == ""
     assert lines(out)[3:] == [
@@ -62,7 +63,8 @@ def test_process_round_trip_and_exit_codes(d):
     assert userlb(*c, "-a", "-t", "10.0.0.100:80", "-r", "10.1.0.1", "-w", "-1") == \
         (2, "", "illegal weight specified\n")
     # -R from stdin, all or nothing, the bad line named
-    rc, out, err = userlb(*c, "-R", stdin="-A -u 10.0.0.100:53\n-a -u 10.0.0.100:54 -r 10.1.0.1 -m\n")
+    rc, out, err = userlb(*c, "-R",
+                          stdin="-A -u 10.0.0.100:53\n-a -u 10.0.0.100:54 -r 10.1.0.1 -m\n")
     assert (rc, out) == (255, "")
     assert err == "line 2: Service not defined: -a -u 10.0.0.100:54 -r 10.1.0.1 -m\n"
     saved = userlb(*c, "-S", "-n")[1]
@@ -111,6 +113,7 @@ def test_help_version_and_syntax_need_no_director():
 def test_broken_pipe_on_stdout_is_quiet(d, monkeypatch):
     """`userlb adm -Lnc | head`: the reader goes away; no traceback."""
     import io
+
     from userlb.cli import adm
 
     class ClosedPipe(io.StringIO):

@@ -8,6 +8,7 @@ from userlb.cli import adm, run, simulate
 from userlb.control import protocol as P
 from userlb.control.config import Config
 from userlb.control.server import ControlServer
+from userlb.dataplane.engine import Engine
 from userlb.errors import ConfigError
 
 RULES = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m\n"
@@ -24,7 +25,7 @@ def test_deeply_nested_json_is_a_protocol_error(line):
     cfg = Config()
     cfg.load_rules(RULES)
     before = cfg.save()
-    srv = ControlServer("/nonexistent/x.sock", cfg, None, log=lambda m: None)
+    srv = ControlServer("/nonexistent/x.sock", cfg, Engine(), log=lambda m: None)
     resp = srv.handle_line(line)
     assert resp["ok"] is False and resp["status"] == P.STATUS_SYNTAX
     assert "JSON" in resp["error"]
@@ -115,7 +116,7 @@ def test_huge_numbers_are_syntax_errors(argv):
     cfg = Config()
     cfg.load_rules(RULES)
     before = cfg.save()
-    srv = ControlServer("/nonexistent/x.sock", cfg, None, log=lambda m: None)
+    srv = ControlServer("/nonexistent/x.sock", cfg, Engine(), log=lambda m: None)
     resp = srv.handle({"argv": argv})
     assert resp["ok"] is False and resp["status"] == P.STATUS_SYNTAX, resp
     assert cfg.save() == before
@@ -150,7 +151,7 @@ def test_idle_client_at_shutdown_is_not_an_error(tmp_path):
 
     async def main():
         asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
-        srv = await ControlServer(path, Config(), None).start()
+        srv = await ControlServer(path, Config(), Engine()).start()
         s = socket.socket(socket.AF_UNIX)
         s.connect(path)
         await asyncio.sleep(0.05)        # the handler is now waiting for a line

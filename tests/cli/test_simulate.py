@@ -137,7 +137,7 @@ def test_flows_text_and_json(files):
     rc, out, err = run(["--rules", rules], stdin=flows)          # stdin by default
     assert (rc, err) == (0, "")
     lines = out.splitlines()
-    # IPVS.md §1.8 worked example: 192.168.1.100:12345 with mh-port -> slot 3989
+    # docs/ipvs.md §1.8 worked example: 192.168.1.100:12345 with mh-port -> slot 3989
     assert lines[0].startswith("tcp 192.168.1.100:12345 10.0.0.100:80 -> 10.0.0.")
     assert lines[1] == lines[0]
     assert lines[2:] == ["udp 192.168.1.100:12345 10.0.0.100:80 -> -",
@@ -159,7 +159,7 @@ def test_vector_worked_example_slot(files):
     assert len(look) == 1 and look[0]["bucket_port"] == 3989
     d = sc["dests"][look[0]["mh-port"]]
     assert out.strip().endswith(f"-> {d['addr']}:{d['port']}")
-    # the documented slot (IPVS.md §1.8) through --table
+    # the documented slot (docs/ipvs.md §1.8) through --table
     rc, table, _ = run(["--rules", rules, "--table", "10.0.0.100:80"])
     slot = table.splitlines()[3989].split()[1]
     assert out.strip().endswith("-> " + slot)
@@ -170,8 +170,8 @@ def test_kernel_add_order_matters_and_save_order_differs(files):
     rev = files("rev", "\n".join([BASIC.splitlines()[1]] + BASIC.splitlines()[2:][::-1]) + "\n")
     _, t1, _ = run(["--rules", fwd, "--table", "10.0.0.100:80"])
     _, t2, _ = run(["--rules", rev, "--table", "10.0.0.100:80"])
-    diff = sum(1 for a, b in zip(t1.splitlines(), t2.splitlines()) if a != b)
-    assert diff == 5          # IPVS.md §1.6: 5 of 4093 slots differ
+    diff = sum(1 for a, b in zip(t1.splitlines(), t2.splitlines(), strict=False) if a != b)
+    assert diff == 5          # docs/ipvs.md §1.6: 5 of 4093 slots differ
 
 
 def test_bad_rules_line_reports_line_and_prints_no_flows(files):
@@ -179,7 +179,8 @@ def test_bad_rules_line_reports_line_and_prints_no_flows(files):
     rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
     assert rc == 1 and out == ""
     assert err == f"userlb simulate: {rules}:6: Destination already exists\n"
-    rules = files("rules2", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -w 99999 -m\n")
+    rules = files("rules2",
+                  "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -w 99999 -m\n")
     rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
     assert rc == 1 and out == "" and f"{rules}:2: illegal weight" in err
     rules = files("rules3", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -g\n")
@@ -189,7 +190,8 @@ def test_bad_rules_line_reports_line_and_prints_no_flows(files):
 
 def test_bad_rules_through_the_script(files):
     rules = files("rules", "-A -t 10.0.0.100:80 -s lblc\n")
-    rc, out, err = run_sub(["--rules", rules, "--flows", "-"], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
+    rc, out, err = run_sub(["--rules", rules, "--flows", "-"],
+                           stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
     assert rc == 1 and out == ""
     assert f"{rules}:1: scheduler 'lblc' is not supported by userlb" in err
 
@@ -272,7 +274,8 @@ def test_mhs_table_equals_mh_in_canonical_order(files):
     assert e1 == e2 == ""
     assert t_mhs == t_mh and len(t_mhs.splitlines()) == 4093
     # and the flows agree
-    flows = "".join(f"tcp 172.16.{i // 250}.{i % 250}:{1024 + i} 10.0.0.100:80\n" for i in range(500))
+    flows = "".join(f"tcp 172.16.{i // 250}.{i % 250}:{1024 + i} 10.0.0.100:80\n"
+                    for i in range(500))
     assert run(["--rules", mhs], stdin=flows)[1] == run(["--rules", mh], stdin=flows)[1]
 
 
@@ -280,17 +283,19 @@ def test_mhs_table_equals_mh_in_canonical_order(files):
 
 def test_against_counts_match_two_separate_runs(files):
     before = files("before", BASIC)
-    after = files("after", BASIC.replace("ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 1\n", ""))
-    flows = "".join(f"tcp 192.168.{i // 200}.{i % 200}:{2000 + i} 10.0.0.100:80\n" for i in range(1000))
+    after = files("after",
+                  BASIC.replace("ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 1\n", ""))
+    flows = "".join(f"tcp 192.168.{i // 200}.{i % 200}:{2000 + i} 10.0.0.100:80\n"
+                    for i in range(1000))
     flows += "udp 1.1.1.1:1 10.0.0.100:80\n"
     _, out_a, _ = run(["--rules", before], stdin=flows)
     _, out_b, _ = run(["--rules", after], stdin=flows)
     pairs = [(a.split(" -> ")[1], b.split(" -> ")[1])
-             for a, b in zip(out_a.splitlines(), out_b.splitlines())]
+             for a, b in zip(out_a.splitlines(), out_b.splitlines(), strict=False)]
     moved = sum(1 for a, b in pairs if a != b)
     _, ta, _ = run(["--rules", before, "--table", "10.0.0.100:80"])
     _, tb, _ = run(["--rules", after, "--table", "10.0.0.100:80"])
-    slots_moved = sum(1 for a, b in zip(ta.splitlines(), tb.splitlines()) if a != b)
+    slots_moved = sum(1 for a, b in zip(ta.splitlines(), tb.splitlines(), strict=False) if a != b)
 
     rc, out, err = run(["--rules", before, "--against", after, "--json", "--flows", "-"],
                        stdin=flows)
@@ -304,8 +309,10 @@ def test_against_counts_match_two_separate_runs(files):
     rows = {b["backend"]: b for b in svc["backends"]}
     gone = rows["10.0.0.2:80"]
     assert gone["slots_after"] == 0 and gone["lost"] == gone["slots_before"]
-    assert gone["moved_away"] == gone["flows_before"] == sum(1 for a, _ in pairs if a == "10.0.0.2:80")
-    assert sum(b["lost"] for b in rows.values()) == slots_moved == sum(b["gained"] for b in rows.values())
+    assert gone["moved_away"] == gone["flows_before"] == \
+        sum(1 for a, _ in pairs if a == "10.0.0.2:80")
+    assert sum(b["lost"] for b in rows.values()) == slots_moved == \
+        sum(b["gained"] for b in rows.values())
     assert sum(b["slots_before"] for b in rows.values()) == 4093
     assert sum(b["slots_after"] for b in rows.values()) == 4093
     for name, b in rows.items():
@@ -323,14 +330,16 @@ def test_against_counts_match_two_separate_runs(files):
 
 
 def test_against_without_flows_and_with_removed_service(files):
-    before = files("before", BASIC + "-A -u 10.0.0.100:53 -s sh\n-a -u 10.0.0.100:53 -r 10.0.0.1:53 -m\n")
+    before = files("before", BASIC + "-A -u 10.0.0.100:53 -s sh\n"
+                                     "-a -u 10.0.0.100:53 -r 10.0.0.1:53 -m\n")
     after = files("after", BASIC)
     rc, out, err = run(["--rules", before, "--against", after])
     assert (rc, err) == (0, "")
     assert "service tcp 10.0.0.100:80: mh -> mh\n  slots: 4093, moved 0 (0.00%)" in out
     assert "service udp 10.0.0.100:53: sh -> (none)\n  slots: 256, moved 256 (100.00%)" in out
     assert "flows" not in out
-    assert out.splitlines()[2].split() == ["backend", "slots_before", "slots_after", "lost", "gained"]
+    assert out.splitlines()[2].split() == ["backend", "slots_before", "slots_after", "lost",
+                                           "gained"]
 
 
 def test_module_runs_as_script_entry(files):
@@ -362,7 +371,7 @@ def classify(files, before, after, n=250):
     _, a, _ = run(["--rules", files("cls-a", before)], stdin=keys)
     _, b, _ = run(["--rules", files("cls-b", after)], stdin=keys)
     out = {}
-    for x, y in zip(a.splitlines(), b.splitlines()):
+    for x, y in zip(a.splitlines(), b.splitlines(), strict=False):
         out[x.split()[1].split(":")[0]] = (x.split(" -> ")[1], y.split(" -> ")[1])
     return out
 
@@ -450,7 +459,8 @@ def test_timed_classic_scheduler_entries_and_json(files):
             "@1 tcp [2001:db8::9]:4000 [2001:db8::100]:80 ACK\n"
             "@2 tcp [2001:db8::9]:4001 [2001:db8::100]:80 ACK\n")   # no entry: RST
     res = timed(files, rules, text)
-    assert res == [("@0.5 tcp [2001:db8::9]:4000 [2001:db8::100]:80 SYN", "[2001:db8::1]:8080 entry"),
+    assert res == [("@0.5 tcp [2001:db8::9]:4000 [2001:db8::100]:80 SYN",
+                    "[2001:db8::1]:8080 entry"),
                    ("@1 tcp [2001:db8::9]:4000 [2001:db8::100]:80 ACK", "[2001:db8::1]:8080 entry"),
                    ("@2 tcp [2001:db8::9]:4001 [2001:db8::100]:80 ACK", "- noentry")]
     rc, out, err = run(["--rules", files("r", rules), "--json"], stdin=text)
@@ -545,7 +555,8 @@ def test_s8_add_order_and_flap_do_not_matter_for_mhs(files):
                    "-d -t 10.0.0.100:80 -r 10.0.0.3:80",
                    "-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m"]) + "\n",
     ]
-    keys = "".join(f"tcp 10.{i // 250}.{i % 250}.7:{1024 + i} 10.0.0.100:80\n" for i in range(10000))
+    keys = "".join(f"tcp 10.{i // 250}.{i % 250}.7:{1024 + i} 10.0.0.100:80\n"
+                   for i in range(10000))
     outs = [run(["--rules", files(f"o{i}", r)], stdin=keys)[1] for i, r in enumerate(orders)]
     assert outs[0] == outs[1] == outs[2]
     assert len(outs[0].splitlines()) == 10000
@@ -553,7 +564,7 @@ def test_s8_add_order_and_flap_do_not_matter_for_mhs(files):
 
 
 def test_s7_weight_zero_equals_removal(files):
-    """MHS.md S7 through simulate: after B is set to weight 0, the table that
+    """docs/mhs-spec.md S7 through simulate: after B is set to weight 0, the table that
     decides a SYN (the candidate table) equals the one built from {A, C}; the
     same holds once the service forwards and T has passed."""
     abc = ("-A -t 10.0.0.100:80 -s mhs\n"

@@ -4,8 +4,14 @@ import pytest
 from userlb.clock import ManualClock
 from userlb.control.config import FORWARDING_ERROR, Config
 from userlb.errors import ConfigError
-from userlb.model import (IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT,
-                          SVC_F_SCHED1, SVC_F_SCHED2, parse_addr)
+from userlb.model import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    parse_addr,
+)
 from userlb.sched import base
 
 VIP = parse_addr("10.0.0.100")[1]
@@ -339,7 +345,8 @@ def test_listener_events(cfg):
 
 def test_listener_sees_the_change_done(cfg):
     seen = []
-    cfg.subscribe(lambda e, s, d: seen.append((e, KEY in cfg.services, list(s.dests) if s else None)))
+    cfg.subscribe(lambda e, s, d: seen.append((e, KEY in cfg.services,
+                                               list(s.dests) if s else None)))
     cfg.apply("-A -t 10.0.0.100:80 -s rr")
     cfg.apply("-a -t 10.0.0.100:80 -r 10.0.0.1 -m")
     assert seen[0][:2] == ("add-service", True)

@@ -4,9 +4,20 @@ import pytest
 from userlb.control import ipvsadm as ia
 from userlb.control.ipvsadm import parse_argv, parse_line, parse_rules
 from userlb.errors import ConfigError
-from userlb.model import (FWD_DROUTE, FWD_MASQ, FWD_TUNNEL, IPPROTO_TCP,
-                          IPPROTO_UDP, SVC_F_ONEPACKET, SVC_F_PERSISTENT,
-                          SVC_F_SCHED1, SVC_F_SCHED2, SVC_F_SCHED3, parse_addr)
+from userlb.model import (
+    FWD_DROUTE,
+    FWD_MASQ,
+    FWD_TUNNEL,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    SVC_F_SCHED1,
+    SVC_F_SCHED2,
+    SVC_F_SCHED3,
+    parse_addr,
+)
+from userlb.sched import maglev
 
 V4 = parse_addr("10.0.0.100")[1]
 R1 = parse_addr("10.0.0.1")[1]
@@ -133,7 +144,7 @@ def test_default_scheduler_is_wlc_on_add_and_edit():
     assert p("-A -t 10.0.0.100:80 --scheduler=sh").sched_name == "sh"
 
 
-@pytest.mark.parametrize("name", ia.SCHEDULERS)
+@pytest.mark.parametrize("name", ia.schedulers())
 def test_every_userlb_scheduler_name(name):
     assert p(f"-A -t 10.0.0.100:80 -s {name}").sched_name == name
 
@@ -236,11 +247,12 @@ def test_ops_udp_only():
 # -------------------------------------------------------------- extensions
 
 def test_mh_table_size():
-    for m in ia.MH_TABLE_SIZES:
+    for m in maglev.PRIMES:
         c = p(f"-A -t 10.0.0.100:80 -s mh --mh-table-size {m}")
         assert c.options == {"mh_table_size": m}
     assert p("-A -t 10.0.0.100:80 -s mhs --mh-table-size=251").options == {"mh_table_size": 251}
-    assert p("-E -t 10.0.0.100:80 -s mh-backport --mh-table-size 509").options["mh_table_size"] == 509
+    assert p("-E -t 10.0.0.100:80 -s mh-backport --mh-table-size 509").options[
+        "mh_table_size"] == 509
     bad("-A -t 10.0.0.100:80 -s mh --mh-table-size 4096", "must be one of")
     bad("-A -t 10.0.0.100:80 -s mh --mh-table-size x", "must be one of")
     bad("-A -t 10.0.0.100:80 -s rr --mh-table-size 251", "only applies")
@@ -409,7 +421,7 @@ def test_parse_rules_names_the_bad_line():
 
 
 def test_flag_names_round_trip():
-    for sched in ia.SCHEDULERS:
+    for sched in ia.schedulers():
         for bits in range(8):
             flags = bits << 3
             names = ia.sched_flag_names(sched, flags)

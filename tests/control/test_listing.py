@@ -107,12 +107,14 @@ def test_stats_and_abbreviations(cfg):
     out = lines(L.list_all(cfg, stats=True, exact=True))
     assert out[3] == ("TCP  10.0.0.100:80                99999999 100000000 123456789012 "
                       "99999999999999 123456789012345678")
-    assert out[4] == "  -> 10.0.0.1:80                         5 999999999 1000000000 99999999999 100000000000000"
+    assert out[4] == ("  -> 10.0.0.1:80                         5 999999999 1000000000 "
+                      "99999999999 100000000000000")
 
 
 def test_stats_callable_overrides_counters(cfg):
     out = lines(L.list_all(cfg, stats=True, stats_of=lambda obj: (1, 2, 3, 4, 5)))
-    assert out[3] == "TCP  10.0.0.100:80                       1        2        3        4        5"
+    assert out[3] == ("TCP  10.0.0.100:80                       1        2        3        4"
+                      "        5")
 
 
 def test_rate(cfg):
@@ -196,7 +198,8 @@ def test_connections():
     ]
     assert lines(L.list_connections([], persistent_conn=True)) == [
         "IPVS connection entries",
-        "pro expire state       source             virtual            destination        pe name          pe_data",
+        "pro expire state       source             virtual            destination        "
+        "pe name          pe_data",
     ]
 
 
@@ -322,7 +325,8 @@ def test_render_dispatches_parsed_commands(cfg):
     assert L.render(cfg, parse_argv(["-S", "-n"])) == "".join(x + "\n" for x in cfg.save())
     assert L.render(cfg, parse_argv(["-L", "-u", "10.0.0.100:53"])) == \
         L.list_service(cfg, (IPPROTO_UDP, ip("10.0.0.100"), 53))
-    assert L.render(cfg, parse_argv(["-L", "-c"]), conn_entries=[]).startswith("IPVS connection entries\n")
+    assert L.render(cfg, parse_argv(["-L", "-c"]), conn_entries=[]).startswith(
+        "IPVS connection entries\n")
     assert L.render(cfg, parse_argv(["-L"]), size=1 << 20).startswith(
         "IP Virtual Server version 1.2.1 (size=1048576)\n")
 

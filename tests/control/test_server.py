@@ -15,7 +15,8 @@ import pytest
 from helpers.control_server import ServedDirector, lines
 from helpers.engine import CIP, VIP, tcp4, udp4
 from userlb.control import protocol as P
-from userlb.control.server import ControlError, ControlServer, EngineSync
+from userlb.control.engine_sync import EngineSync
+from userlb.control.server import ControlError, ControlServer
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, parse_addr
 
 
@@ -271,9 +272,11 @@ def test_stats_listing_and_exact(d):
     svc = d.config.get_service(IPPROTO_TCP, ip(VIP), 80)
     svc.stats.inbytes = 123456789012
     out = lines(d.ok("-L", "-n", "--stats", "-t", "10.0.0.100:80"))
-    assert out[2] == "TCP  10.0.0.100:80                       2        3        1     123G       40"
+    assert out[2] == ("TCP  10.0.0.100:80                       2        3        1     123G"
+                      "       40")
     out = lines(d.ok("-L", "-n", "--stats", "--exact", "-t", "10.0.0.100:80"))
-    assert out[2] == "TCP  10.0.0.100:80                       2        3        1 123456789012       40"
+    assert out[2] == ("TCP  10.0.0.100:80                       2        3        1 123456789012"
+                      "       40")
 
 
 def test_active_inactive_counts_and_connection_listing(d):
@@ -375,25 +378,15 @@ def test_rates_are_the_engines_estimators_stepped_by_expire(d):
         [str(x) for x in d.engine.rates.rates(udp.stats)]
 
 
-def test_server_keeps_its_own_estimators_for_an_engine_without_them():
+def test_server_keeps_its_own_estimators_when_given_some():
     from userlb.control.config import Config
     from userlb.dataplane.engine import Engine as RealEngine
+    from userlb.dataplane.stats import RateEstimators
 
-    class BareEngine:
-        """The engine interface before it had rates/zero()."""
-        def __init__(self):
-            self.inner = RealEngine()
-            self.stats = self.inner.stats
-
-        def set_services(self, services):
-            self.inner.set_services(services)
-
-        def set_timeouts(self, **kw):
-            self.inner.set_timeouts(**kw)
-
-    eng = BareEngine()
-    srv = ControlServer("/nonexistent/c.sock", Config(), eng, clock=lambda: 0.0)
-    assert srv.own_estimators and srv.estimators is not eng.inner.rates
+    eng = RealEngine()
+    srv = ControlServer("/nonexistent/c.sock", Config(), eng, clock=lambda: 0.0,
+                        estimators=RateEstimators())
+    assert srv.own_estimators and srv.estimators is not eng.rates
     assert srv.handle({"rules": STATS_RULES})["ok"]
     udp = srv.config.get_service(IPPROTO_UDP, ip(VIP), 53)
     est = srv.estimators
@@ -643,13 +636,14 @@ def test_engine_sync_flushes_changes_made_outside_requests(d):
 
 def test_engine_sync_rebuilds_once_per_batch():
     from userlb.control.config import Config
+    from userlb.dataplane.engine import Engine
 
-    class CountingEngine:
-        stats = None
+    class CountingEngine(Engine):
         sets = 0
 
         def set_services(self, services):
             self.sets += 1
+            super().set_services(services)
 
     eng = CountingEngine()
     sync = EngineSync(Config(), eng)
@@ -725,8 +719,9 @@ def test_root_is_not_allowed_unless_it_is_the_owner():
 
 def test_no_director_is_a_clear_message():
     path = os.path.join(tempfile.mkdtemp(), "nothing.sock")
-    from helpers.control_server import adm_cli
     import io
+
+    from helpers.control_server import adm_cli
     err = io.StringIO()
     rc = adm_cli.main(["--control", path, "-L", "-n"], stdout=io.StringIO(), stderr=err)
     assert rc == 2
@@ -782,12 +777,10 @@ class _FakeDirector:
         from userlb.control.config import Config
         from userlb.dataplane.engine import Engine
 
-        class Args:
-            pass
-        self.args = Args()
-        self.args.control = control
+        self.control_path = control
         self.cfg = Config()
         self.engine = Engine()
+        self.sync = EngineSync(self.cfg, self.engine)
         self.route_updates = 0
 
     def update_routes(self):
@@ -808,7 +801,8 @@ def test_start_for_director_serves_and_updates_routes_after_changes():
         import asyncio
         srv = await start_for_director(fd)
         loop = asyncio.get_running_loop()
-        r1 = await loop.run_in_executor(None, P.request, path, {"argv": ["-A", "-t", "10.0.0.1:80"]})
+        r1 = await loop.run_in_executor(None, P.request, path,
+                                        {"argv": ["-A", "-t", "10.0.0.1:80"]})
         r2 = await loop.run_in_executor(None, P.request, path, {"argv": ["-L", "-n"]})
         r3 = await loop.run_in_executor(None, P.request, path, {"argv": ["--set", "5", "5", "5"]})
         srv.close()

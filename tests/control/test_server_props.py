@@ -59,15 +59,15 @@ class Model:
             if s["sched"] == "mhs":
                 line += " unstable 0 entries 0"
             out.append(line)
-            for (rip, rport), (w, x, y) in sorted(s["dests"].items(),
-                                                  key=lambda kv: (addr_key(kv[0][0]), kv[0][1])):
-                out.append("  -> %-28s %-7s %-6d %-10d %-10d" % (f"{rip}:{rport}", "Masq", w, 0, 0))
+            for (rip, rport), (w, _x, _y) in sorted(s["dests"].items(),
+                                                    key=lambda kv: (addr_key(kv[0][0]), kv[0][1])):
+                out.append(f"  -> {f'{rip}:{rport}':<28} {'Masq':<7} {w:<6d} {0:<10d} {0:<10d}")
         return out
 
     def save(self):
         out = []
         if self.timeouts != [900, 120, 300]:
-            out.append("--set %d %d %d" % tuple(self.timeouts))
+            out.append("--set {} {} {}".format(*self.timeouts))
         for k in self.svc_order():
             proto, vip, port = k
             s = self.services[k]
@@ -290,7 +290,7 @@ class ControlMachine(RuleBasedStateMachine):
         r = self.server.handle({"argv": ["-S", "-n"]})
         assert r["output"].split("\n")[:-1] == self.model.save()
         t = self.server.handle({"argv": ["-L", "--timeout"]})["output"]
-        assert t == "Timeout (tcp tcpfin udp): %d %d %d\n" % tuple(self.model.timeouts)
+        assert t == "Timeout (tcp tcpfin udp): {} {} {}\n".format(*self.model.timeouts)
         assert self.engine.timeouts() == tuple(self.model.timeouts)
 
     @invariant()

@@ -1,4 +1,4 @@
-"""Shared helpers of tests/test_control_server*.py and tests/test_adm*.py (no
+"""Shared helpers of tests/control/test_server*.py and tests/cli/test_adm.py (no
 tests here): a control server on its own uvloop loop in a thread (as in
 `userlb run`, where the server and the packet path share one loop), with a
 Config, a real Engine and a manual clock; `adm(...)` runs the real `userlb

@@ -1,18 +1,18 @@
-"""Shared helpers of tests/test_sched_mhs*.py (no tests here): building services the way the
-configuration layer will (svc.dests changed first, then the scheduler is
-told), expected tables computed independently with maglev.build, key search,
-and a TEST-ONLY connection-entry model.
+"""Shared helpers of tests/sched/test_mhs*.py (no tests here): building
+services with model.Service's destination semantics (as the configuration
+layer does), expected tables computed independently with maglev.build, key
+search, and a TEST-ONLY connection-entry model.
 
 The entry model below (ToyDirector) is a minimal stand-in for the real
 engine (rule 8 "entries first", rule 11 entry states, rule 5 "has
 forwarded"); userlb/dataplane/engine.py replaces it.  It only knows the
 INPUT direction of the IPVS TCP state table and the default timeouts
-(IPVS.md §4.2, §4.3).
+(docs/ipvs.md §4.2, §4.3).
 """
 import ipaddress
 
 from userlb.clock import ManualClock
-from userlb.model import IPPROTO_TCP, IPPROTO_UDP, Dest, Service
+from userlb.model import IPPROTO_TCP, IPPROTO_UDP, Service
 from userlb.sched import maglev
 from userlb.sched.hashing import MH_KEY1, mh_hashkey
 from userlb.sched.mhs import MHSScheduler
@@ -57,27 +57,18 @@ class Director:
 
     def add(self, ep, weight=1):
         """ipvsadm -a (kernel order: newest first)."""
-        d = Dest(ep[0], ep[1], weight)
-        d.svc = self.svc
-        self.svc.dests.insert(0, d)
-        self.sched.add_dest(d)
-        return d
+        return self.svc.add_dest(ep[0], ep[1], weight)
 
     def remove(self, ep):
         """ipvsadm -d"""
         d = self.svc.find_dest(*ep)
-        self.svc.dests.remove(d)
-        d.available = False
-        self.sched.del_dest(d)
+        self.svc.del_dest(d)
         return d
 
     def edit(self, ep, weight):
         """ipvsadm -e -w weight"""
         d = self.svc.find_dest(*ep)
-        d.weight = weight
-        if weight:
-            d.last_weight = weight
-        self.sched.upd_dest(d)
+        self.svc.edit_dest(d, weight)
         return d
 
 
@@ -103,7 +94,10 @@ def slot_of(caddr, cport=0, m=maglev.DEFAULT_SIZE):
     return mh_hashkey(caddr, cport, MH_KEY1) % m
 
 
-def find_keys(wanted_slots, m=maglev.DEFAULT_SIZE, start=ip("192.168.0.1"), limit=400000):
+CLIENT_START = ip("192.168.0.1")
+
+
+def find_keys(wanted_slots, m=maglev.DEFAULT_SIZE, start=CLIENT_START, limit=400000):
     """Yield (client address, slot) with slot in `wanted_slots`, searching
     client addresses upwards from `start`."""
     wanted = set(wanted_slots)
@@ -113,7 +107,7 @@ def find_keys(wanted_slots, m=maglev.DEFAULT_SIZE, start=ip("192.168.0.1"), limi
             yield a, s
 
 
-def key_where(pred, m=maglev.DEFAULT_SIZE, start=ip("192.168.0.1"), exclude_slots=()):
+def key_where(pred, m=maglev.DEFAULT_SIZE, start=CLIENT_START, exclude_slots=()):
     """First client address whose slot i satisfies pred(i)."""
     for a in range(start, start + 400000):
         s = slot_of(a, 0, m)
@@ -135,7 +129,7 @@ def eps(dests):
 
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 
-# IPVS.md §4.2, INPUT rows only (client -> director); None = state NONE.
+# docs/ipvs.md §4.2, INPUT rows only (client -> director); None = state NONE.
 _STATES = ("NONE", "ES", "SS", "SR", "FW", "TW", "CL", "CW", "LA", "LI", "SA")
 _IN = {
     "syn": "SR ES ES SR SR SR SR SR SR SR SR",
@@ -143,7 +137,7 @@ _IN = {
     "ack": "ES ES SS ES FW TW CL CW CL LI ES",
     "rst": "CL CL CL SR CL CL CL CL LA LI SR",
 }
-IN_TABLE = {ev: dict(zip(_STATES, row.split())) for ev, row in _IN.items()}
+IN_TABLE = {ev: dict(zip(_STATES, row.split(), strict=True)) for ev, row in _IN.items()}
 TCP_TIMEOUT = {"NONE": 2, "ES": 900, "SS": 120, "SR": 60, "FW": 120, "TW": 120,
                "CL": 10, "CW": 60, "LA": 30, "LI": 120, "SA": 120}
 UDP_TIMEOUT = 300
@@ -170,7 +164,7 @@ class Entry:
 
 class ToyDirector(Director):
     """TEST-ONLY: Director + a dict of connection entries.  packet() follows
-    MHS.md rules 8, 9, 10, 11 and the 'has forwarded' convention."""
+    docs/mhs-spec.md rules 8, 9, 10, 11 and the 'has forwarded' convention."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)

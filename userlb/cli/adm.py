@@ -50,21 +50,9 @@ def split_args(argv):
     while i < len(argv):
         w = argv[i]
         if w == "--control" or w.startswith("--control="):
-            if "=" in w:
-                path = w.split("=", 1)[1]
-            else:
-                if i + 1 >= len(argv):
-                    raise ValueError("--control: missing PATH")
-                path = argv[i + 1]
-                i += 1
+            path, i = _option_value(argv, i, "--control", "PATH")
         elif w == "--sloppy-tcp" or w.startswith("--sloppy-tcp="):
-            if "=" in w:
-                v = w.split("=", 1)[1]
-            else:
-                if i + 1 >= len(argv):
-                    raise ValueError("--sloppy-tcp: missing on|off")
-                v = argv[i + 1]
-                i += 1
+            v, i = _option_value(argv, i, "--sloppy-tcp", "on|off")
             vals = {"on": True, "1": True, "yes": True, "off": False, "0": False, "no": False}
             if v not in vals:
                 raise ValueError(f"--sloppy-tcp: expected on or off, not {v!r}")
@@ -78,6 +66,17 @@ def split_args(argv):
         raise ValueError(f"--sloppy-tcp / --show-settings cannot be combined with ipvsadm "
                          f"arguments ({' '.join(words)})")
     return path, ext, words
+
+
+def _option_value(argv, i, name, what):
+    """The value of argv[i] (`NAME=VALUE`, or `NAME VALUE`) -> (value, index
+    of the option's last word).  ValueError when the value is missing."""
+    w = argv[i]
+    if "=" in w:
+        return w.split("=", 1)[1], i
+    if i + 1 >= len(argv):
+        raise ValueError(f"{name}: missing {what}")
+    return argv[i + 1], i + 1
 
 
 def main(argv, stdin=None, stdout=None, stderr=None):

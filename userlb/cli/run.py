@@ -45,11 +45,13 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", metavar="FILE", help="rules in ipvsadm -R syntax")
-    p.add_argument("--tun", metavar="NAME", default="userlb0", help="TUN device name (default userlb0)")
+    p.add_argument("--tun", metavar="NAME", default="userlb0",
+                   help="TUN device name (default userlb0)")
     p.add_argument("--sloppy-tcp", action="store_true",
                    help="any TCP packet but RST may create a connection (IPVS sloppy_tcp)")
     p.add_argument("--no-rst", action="store_true",
-                   help="drop (instead of answering with RST) a non-SYN TCP packet without an entry")
+                   help="drop (instead of answering with RST) a non-SYN TCP packet "
+                        "without an entry")
     p.add_argument("--no-routes", action="store_true",
                    help="install no routes/rules (you steer traffic into the device yourself)")
     p.add_argument("--reply-from", metavar="PREFIX", action="append", default=[],
@@ -84,57 +86,6 @@ def read_rules(path):
     return cfg
 
 
-def diff_commands(cur, new):
-    """ipvsadm Commands that turn Config `cur` into Config `new` while keeping
-    every unchanged Service and Dest object (no -C)."""
-    from ..control import ipvsadm as ia
-    cmds = []
-
-    def svc_cmd(kind, s):
-        c = ia.Command(kind)
-        c.protocol, c.af, c.addr, c.port = s.protocol, s.af, s.addr, s.port
-        c.sched_name, c.flags, c.timeout = s.sched_name, s.flags, s.timeout
-        c.netmask, c.options = s.netmask, dict(s.options)
-        return c
-
-    def dest_cmd(kind, s, d):
-        c = svc_cmd(kind, s)
-        c.daddr, c.dport, c.daf = d.addr, d.port, d.af
-        c.fwd, c.weight = d.fwd, d.weight
-        c.u_threshold, c.l_threshold = d.u_threshold, d.l_threshold
-        return c
-
-    for key, s in cur.services.items():
-        if key not in new.services:
-            cmds.append(svc_cmd(ia.DEL_SERVICE, s))
-    for key, n in new.services.items():
-        s = cur.services.get(key)
-        if s is None:
-            cmds.append(svc_cmd(ia.ADD_SERVICE, n))
-            for d in reversed(n.dests):           # oldest first: same final order
-                cmds.append(dest_cmd(ia.ADD_SERVER, n, d))
-            continue
-        if (s.sched_name, s.flags, s.timeout, s.netmask, s.options) != \
-                (n.sched_name, n.flags, n.timeout, n.netmask, n.options):
-            cmds.append(svc_cmd(ia.EDIT_SERVICE, n))
-        new_keys = {d.key for d in n.dests}
-        for d in s.dests:
-            if d.key not in new_keys:
-                cmds.append(dest_cmd(ia.DEL_SERVER, s, d))
-        for d in reversed(n.dests):
-            od = s.find_dest(d.addr, d.port)
-            if od is None:
-                cmds.append(dest_cmd(ia.ADD_SERVER, n, d))
-            elif (od.weight, od.fwd, od.u_threshold, od.l_threshold) != \
-                    (d.weight, d.fwd, d.u_threshold, d.l_threshold):
-                cmds.append(dest_cmd(ia.EDIT_SERVER, n, d))
-    if cur.timeouts.as_tuple() != new.timeouts.as_tuple():
-        c = ia.Command(ia.SET)
-        c.set_timeouts = new.timeouts.as_tuple()
-        cmds.append(c)
-    return cmds
-
-
 def rule_sources(cfg, extra=()):
     """Addresses whose packets go into the device: every real server."""
     out = []
@@ -153,18 +104,20 @@ class Director:
         from ..dataplane.tun import TunDevice, TunDriver
         self.args = args
         self.cfg = cfg
+        from ..control.engine_sync import EngineSync
         self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
-        self._push_config()
+        self.sync = EngineSync(cfg, self.engine)
+        self.sync.push()
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload)
         self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch, vnet=self.dev.vnet)
         self.routes = None
         self.loop = None
         self.stop_event = None
 
-    def _push_config(self):
-        self.engine.set_services(list(self.cfg.services.values()))
-        t = self.cfg.timeouts
-        self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
+    @property
+    def control_path(self):
+        """--control PATH, or None for the default path."""
+        return self.args.control
 
     def install_routes(self):
         from ..dataplane.tun import TunRoutes
@@ -188,6 +141,7 @@ class Director:
         if not path:
             log("SIGHUP: no --config file to re-read")
             return
+        from ..control.diff import diff_commands
         try:
             new = read_rules(path)
             cmds = diff_commands(self.cfg, new)
@@ -195,7 +149,7 @@ class Director:
         except (ConfigError, OSError) as e:
             log(f"SIGHUP: {path}: {e}; running configuration unchanged")
             return
-        self._push_config()
+        self.sync.flush()
         try:
             self.update_routes()
         except Exception as e:   # noqa: BLE001 - reported, keep running
@@ -205,21 +159,15 @@ class Director:
     def listing_text(self):
         from ..control import listing
         text = listing.list_all(self.cfg, numeric=True, stats=True)
-        counters = dict(self.driver.counters())
         eng = self.engine
-        try:
-            counters["entries"] = len(eng)
-            st = eng.stats
-            counters.update(conns=st.conns, inpkts=st.inpkts, outpkts=st.outpkts)
-        except (AttributeError, TypeError):
-            pass
+        st = eng.stats
+        counters = dict(self.driver.counters())
+        counters.update(entries=len(eng), conns=st.conns, inpkts=st.inpkts, outpkts=st.outpkts)
         extra = " ".join(f"{k}={v}" for k, v in counters.items())
-        drops = getattr(eng, "drops", None)
-        replies = getattr(eng, "replies", None)
-        if drops:
-            extra += "\nengine drops: " + " ".join(f"{k}={v}" for k, v in sorted(drops.items()))
-        if replies:
-            extra += "\nengine replies: " + " ".join(f"{k}={v}" for k, v in sorted(replies.items()))
+        for name, counts in (("drops", eng.drops), ("replies", eng.replies)):
+            if counts:
+                extra += f"\nengine {name}: " + " ".join(f"{k}={v}"
+                                                         for k, v in sorted(counts.items()))
         return text + f"driver: {extra}\n"
 
     def dump_stats(self):
@@ -246,18 +194,19 @@ class Director:
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
         self.driver.attach(self.loop)
-        # -- control socket for `userlb adm` (issue 7; userlb/control/server.py) --
+        # the control socket for `userlb adm` (userlb/control/server.py)
         from ..control.server import start_for_director
         self.control = await start_for_director(self)
-        # -- end control socket --
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
-        log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), {ndest} real server(s)"
-            + ("" if self.routes else ", no routes") + (", sloppy TCP" if self.args.sloppy_tcp else "")
+        log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), "
+            f"{ndest} real server(s)"
+            + ("" if self.routes else ", no routes")
+            + (", sloppy TCP" if self.args.sloppy_tcp else "")
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()
-        if self.control is not None:   # control socket (issue 7)
+        if self.control is not None:
             self.control.close()
         self.driver.detach()
 

@@ -8,7 +8,7 @@ Theory of operation
 * `services`: dict (protocol, addr, port) -> model.Service, in creation order
   (that is also what `-L --nosort` shows; the kernel's hash order is not
   reproduced).  Each Service's `dests` list is in kernel order: the most
-  recently added destination first (IPVS.md §1.6).  A new list object is
+  recently added destination first (docs/ipvs.md §1.6).  A new list object is
   assigned on every add/delete, so a reader holding the old list never sees
   it change under its feet.
 * `timeouts`: Timeouts(tcp=900, tcpfin=120, udp=300) (`--set`, 0 = unchanged).
@@ -21,7 +21,7 @@ which the batch is dry-run command by command -- and only when the whole batch
 passed is anything mutated.  A failure raises ConfigError with `.line` set to
 the offending command's line; the configuration is then unchanged.
 
-Kernel semantics reproduced (IPVS.md §1.5, §1.6, §1.8, §4.4, §6):
+Kernel semantics reproduced (docs/ipvs.md §1.5, §1.6, §1.8, §4.4, §6):
 
 * -A on an existing service: "Service already exists"; -E/-D/-Z on a missing
   one: "No such service"; -a/-e/-d on a missing service: "Service not
@@ -33,14 +33,10 @@ Kernel semantics reproduced (IPVS.md §1.5, §1.6, §1.8, §4.4, §6):
   object is re-created (base.create) when the name or the userlb options
   change; otherwise it is kept (it reads svc.flags at lookup time, and gets
   `upd_service()` called).
-* -a inserts at the HEAD of svc.dests and sets last_weight = weight; a
-  destination deleted earlier from the same service is revived from the
-  "trash" (the same Dest object, counters kept), as the kernel does.
-* -e updates weight (last_weight only when the new weight is non-zero),
-  forwarding, thresholds; the overload flag is cleared when the new upper
-  threshold is 0 or larger than the old one.
-* -d unlinks the destination and marks it `available = False` (trash).
-* Scheduler hooks add_dest / del_dest / upd_dest run after the list changed.
+* -a / -e / -d: the destination semantics are model.Service's (add_dest,
+  edit_dest, del_dest: insertion at the head, last_weight, the trash revive
+  of a deleted destination, overload flag clearing); the scheduler hooks run
+  after the list changed.
 * userlb refuses -g / -i for now: "userlb only forwards with masquerading
   (-m) for now".
 
@@ -59,79 +55,104 @@ after each successful change (in command order, after the scheduler hooks):
     "timeouts"         None                 None    (config.timeouts changed)
     "zero"             Service or None      None    (None = all services)
 
-The engine keeps its VIP -> service dispatch table up to date from the
-*-service events (or simply rebuilds it from `config.services` on each one).
+engine_sync.EngineSync keeps an engine's dispatch tables up to date from
+these events (rebuilt from `config.services`, once per request).
 `config.get_service(protocol, addr, port)` looks one up.
 
 -Z: `zero(key=None)` resets the plain counters of model.Stats in place
 (service and its destinations, or everything) and emits "zero" so that the
 stats/rate-estimator module can reset its own state.
 """
-import inspect
+from __future__ import annotations
 
-from ..clock import MonotonicClock
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
+
+from ..clock import Clock, MonotonicClock
 from ..errors import ConfigError
-from ..model import FWD_MASQ, Dest, Service
+from ..model import (
+    DEFAULT_TCP_TIMEOUT,
+    DEFAULT_TCPFIN_TIMEOUT,
+    DEFAULT_UDP_TIMEOUT,
+    FWD_MASQ,
+    Addr,
+    Dest,
+    DestKey,
+    DestTrash,
+    Service,
+    ServiceKey,
+)
 from ..sched import base
+from ..sched.base import Scheduler
 from . import ipvsadm as ia
 
-DEFAULT_TIMEOUTS = (900, 120, 300)
-
 FORWARDING_ERROR = "userlb only forwards with masquerading (-m) for now"
+
+#: callback(event, svc, dest) -- see the module docstring
+Listener = Callable[[str, "Service | None", "Dest | None"], None]
+#: scheduler name -> its class, or None when unknown
+SchedulerLookup = Callable[[str], "type[Scheduler] | None"]
 
 
 class Timeouts:
     """ipvsadm --set values, seconds: tcp (ESTABLISHED), tcpfin (FIN_WAIT), udp."""
     __slots__ = ("tcp", "tcpfin", "udp")
 
-    def __init__(self, tcp=900, tcpfin=120, udp=300):
+    def __init__(self, tcp: int = DEFAULT_TCP_TIMEOUT, tcpfin: int = DEFAULT_TCPFIN_TIMEOUT,
+                 udp: int = DEFAULT_UDP_TIMEOUT) -> None:
         self.tcp, self.tcpfin, self.udp = tcp, tcpfin, udp
 
-    def as_tuple(self):
+    def as_tuple(self) -> tuple[int, int, int]:
         return (self.tcp, self.tcpfin, self.udp)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Timeouts(tcp={self.tcp}, tcpfin={self.tcpfin}, udp={self.udp})"
 
 
 # ------------------------------------------------------------ state views
-# The checks run against a "view" with five questions/updates; the real
-# Config and the cheap shadow used to dry-run a batch both provide them.
+# The checks run against a "view" with two questions; the real Config and the
+# cheap shadow used to dry-run a batch both answer them.
+
+class _View(Protocol):
+    def has_service(self, key: ServiceKey) -> bool: ...
+
+    def has_dest(self, key: ServiceKey, dkey: DestKey) -> bool: ...
+
 
 class _ShadowView:
     """Service keys -> set of destination keys; nothing else."""
 
-    def __init__(self, services):
+    def __init__(self, services: dict[ServiceKey, Service]) -> None:
         self.svcs = {k: {d.key for d in s.dests} for k, s in services.items()}
 
-    def has_service(self, key):
+    def has_service(self, key: ServiceKey) -> bool:
         return key in self.svcs
 
-    def has_dest(self, key, dkey):
+    def has_dest(self, key: ServiceKey, dkey: DestKey) -> bool:
         return dkey in self.svcs[key]
 
-    def apply(self, c):
-        k = c.service_key
+    def apply(self, c: ia.Command) -> None:
         if c.cmd == ia.ADD_SERVICE:
-            self.svcs[k] = set()
+            self.svcs[c.service_key] = set()
         elif c.cmd == ia.DEL_SERVICE:
-            del self.svcs[k]
+            del self.svcs[c.service_key]
         elif c.cmd == ia.FLUSH:
             self.svcs.clear()
         elif c.cmd == ia.ADD_SERVER:
-            self.svcs[k].add((c.daddr, c.dport))
+            self.svcs[c.service_key].add(c.dest_key)
         elif c.cmd == ia.DEL_SERVER:
-            self.svcs[k].discard((c.daddr, c.dport))
+            self.svcs[c.service_key].discard(c.dest_key)
 
 
 class _RealView:
-    def __init__(self, config):
+    def __init__(self, config: Config) -> None:
         self.services = config.services
 
-    def has_service(self, key):
+    def has_service(self, key: ServiceKey) -> bool:
         return key in self.services
 
-    def has_dest(self, key, dkey):
+    def has_dest(self, key: ServiceKey, dkey: DestKey) -> bool:
         return self.services[key].find_dest(*dkey) is not None
 
 
@@ -145,62 +166,63 @@ class Config:
     tests inject fakes here.
     """
 
-    def __init__(self, clock=None, schedulers=None):
-        self.services = {}
-        self.timeouts = Timeouts(*DEFAULT_TIMEOUTS)
-        self.clock = clock if clock is not None else MonotonicClock()
-        self._sched_class = schedulers if schedulers is not None else base.get
-        self._listeners = []
-        self._trash = {}          # (service key, dest key) -> Dest
+    def __init__(self, clock: Clock | None = None,
+                 schedulers: SchedulerLookup | None = None) -> None:
+        self.services: dict[ServiceKey, Service] = {}
+        self.timeouts = Timeouts()
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self._sched_class: SchedulerLookup = schedulers if schedulers is not None else base.get
+        self._listeners: list[Listener] = []
+        self._trash = DestTrash()
 
     # ---------------------------------------------------------- listeners
-    def subscribe(self, callback):
+    def subscribe(self, callback: Listener) -> Listener:
         """callback(event, svc, dest) after each successful change."""
         self._listeners.append(callback)
         return callback
 
-    def unsubscribe(self, callback):
+    def unsubscribe(self, callback: Listener) -> None:
         self._listeners.remove(callback)
 
-    def _emit(self, event, svc=None, dest=None):
+    def _emit(self, event: str, svc: Service | None = None, dest: Dest | None = None) -> None:
         for cb in list(self._listeners):
             cb(event, svc, dest)
 
     # ------------------------------------------------------------ queries
-    def get_service(self, protocol, addr, port):
+    def get_service(self, protocol: int, addr: Addr, port: int) -> Service | None:
         return self.services.get((protocol, addr, port))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Service]:
         return iter(list(self.services.values()))
 
     # -------------------------------------------------------------- apply
-    def apply(self, cmd):
+    def apply(self, cmd: ia.Command | str | Iterable[str]) -> None:
         """Apply one command (an ipvsadm.Command, or an argv list / string
         that is parsed first).  Non-mutating commands (-L, -S, -h, -v) are
         accepted and do nothing here.  Raises ConfigError; nothing changed
         then."""
-        cmd = _as_command(cmd)
+        c = _as_command(cmd)
         try:
-            self._check(cmd, _RealView(self))
+            self._check(c, _RealView(self))
         except ConfigError as e:
-            raise ConfigError(e.message, line=cmd.line) from None
-        self._do(cmd)
+            raise ConfigError(e.message, line=c.line) from None
+        self._do(c)
 
-    def apply_batch(self, cmds):
+    def apply_batch(self, cmds: Iterable[ia.Command | str | Iterable[str]]) -> None:
         """All or nothing: dry-run every command on a shadow copy, then apply
         them for real.  The error names the failing command's line."""
-        cmds = [_as_command(c) for c in cmds]
+        parsed = [_as_command(c) for c in cmds]
         shadow = _ShadowView(self.services)
-        for c in cmds:
+        for c in parsed:
             try:
                 self._check(c, shadow)
             except ConfigError as e:
                 raise ConfigError(e.message, line=c.line) from None
             shadow.apply(c)
-        for c in cmds:
+        for c in parsed:
             self._do(c)
 
-    def load_rules(self, text, clear=False):
+    def load_rules(self, text: str, clear: bool = False) -> list[ia.Command]:
         """Parse and apply a rules file / -R input atomically.  clear=True
         behaves like ipvsadm-restore (-C first)."""
         cmds = ia.parse_rules(text)
@@ -210,34 +232,30 @@ class Config:
         return cmds
 
     # ------------------------------------------------------------- checks
-    def _sched_exists(self, name):
+    def _sched_exists(self, name: str) -> None:
         if self._sched_class(name) is None:
             ia.check_scheduler(name)      # a clear error for unknown names
             raise ConfigError(f"Scheduler not found: '{name}' is not available in this build")
 
-    def _check(self, c, view):
+    def _check(self, c: ia.Command, view: _View) -> None:
         cmd = c.cmd
         if cmd not in ia.MUTATING and cmd != ia.ZERO:
             return
         k = c.service_key if c.has_service else None
-        if cmd == ia.ADD_SERVICE:
-            if view.has_service(k):
-                raise ConfigError("Service already exists")
-            self._sched_exists(c.sched_name)
-        elif cmd == ia.EDIT_SERVICE:
+        if k is None:
+            return                    # -C, --set, -Z of everything: nothing to check
+        if cmd in (ia.ADD_SERVICE, ia.EDIT_SERVICE):
+            if view.has_service(k) == (cmd == ia.ADD_SERVICE):
+                raise ConfigError("Service already exists" if cmd == ia.ADD_SERVICE
+                                  else "No such service")
+            self._sched_exists(c.scheduler)
+        elif cmd in (ia.DEL_SERVICE, ia.ZERO):
             if not view.has_service(k):
-                raise ConfigError("No such service")
-            self._sched_exists(c.sched_name)
-        elif cmd == ia.DEL_SERVICE:
-            if not view.has_service(k):
-                raise ConfigError("No such service")
-        elif cmd == ia.ZERO:
-            if k is not None and not view.has_service(k):
                 raise ConfigError("No such service")
         elif cmd in (ia.ADD_SERVER, ia.EDIT_SERVER, ia.DEL_SERVER):
             if not view.has_service(k):
                 raise ConfigError("Service not defined")
-            exists = view.has_dest(k, (c.daddr, c.dport))
+            exists = view.has_dest(k, c.dest_key)
             if cmd == ia.ADD_SERVER and exists:
                 raise ConfigError("Destination already exists")
             if cmd != ia.ADD_SERVER and not exists:
@@ -251,114 +269,100 @@ class Config:
                     raise ConfigError("lower threshold (-y) is higher than upper threshold (-x)")
 
     # ------------------------------------------------------------ mutate
-    def _new_scheduler(self, svc):
+    def _new_scheduler(self, svc: Service) -> Scheduler:
         cls = self._sched_class(svc.sched_name)
+        if cls is None:               # _check refused the command before
+            raise ConfigError(f"Scheduler not found: '{svc.sched_name}'")
         if _accepts_timeouts(cls):
-            # mhs re-reads T = max(tcp, tcpfin) on every change (MHS.md rule 4)
-            return cls(svc, self.clock, timeouts=self.timeouts.as_tuple)
+            # mhs re-reads T = max(tcp, tcpfin) on every change (docs/mhs-spec.md rule 4)
+            make: Callable[..., Scheduler] = cls
+            return make(svc, self.clock, timeouts=self.timeouts.as_tuple)
         return cls(svc, self.clock)
 
-    def _do(self, c):
+    def _do(self, c: ia.Command) -> None:
         cmd = c.cmd
         if cmd == ia.ADD_SERVICE:
-            svc = Service(c.protocol, c.addr, c.port, c.sched_name, c.flags,
-                          c.timeout, c.netmask, c.options)
+            proto, addr, port = c.service_key
+            svc = Service(proto, addr, port, c.scheduler, c.flags, c.timeout, c.netmask,
+                          c.options)
             svc.sched = self._new_scheduler(svc)
             self.services[svc.key] = svc
             self._emit("add-service", svc)
         elif cmd == ia.EDIT_SERVICE:
-            svc = self.services[c.service_key]
-            rebind = (svc.sched_name != c.sched_name or svc.options != c.options
-                      or svc.sched is None)
-            svc.sched_name = c.sched_name
-            svc.flags = c.flags
-            svc.timeout = c.timeout
-            svc.netmask = c.netmask
-            svc.options = dict(c.options)
-            if rebind:
-                old = svc.sched
-                svc.sched = self._new_scheduler(svc)
-                if old is not None:
-                    old.done_service()
-            else:
-                svc.sched.upd_service()
-            self._emit("edit-service", svc)
+            self._edit_service(self.services[c.service_key], c)
         elif cmd == ia.DEL_SERVICE:
             self._delete_service(self.services[c.service_key])
         elif cmd == ia.FLUSH:
             for svc in list(self.services.values()):
                 self._delete_service(svc)
-        elif cmd == ia.ADD_SERVER:
-            svc = self.services[c.service_key]
-            dkey = (c.daddr, c.dport)
-            d = self._trash.pop((svc.key, dkey), None)
-            if d is None:
-                d = Dest(c.daddr, c.dport, c.weight, c.fwd, c.u_threshold, c.l_threshold)
-            else:
-                self._update_dest(d, c, add=True)
-            d.svc = svc
-            d.available = True
-            svc.dests = [d] + svc.dests
-            svc.sched.add_dest(d)
-            self._emit("add-dest", svc, d)
-        elif cmd == ia.EDIT_SERVER:
-            svc = self.services[c.service_key]
-            d = svc.find_dest(c.daddr, c.dport)
-            self._update_dest(d, c, add=False)
-            svc.sched.upd_dest(d)
-            self._emit("edit-dest", svc, d)
-        elif cmd == ia.DEL_SERVER:
-            svc = self.services[c.service_key]
-            d = svc.find_dest(c.daddr, c.dport)
-            svc.dests = [x for x in svc.dests if x is not d]
-            d.available = False
-            self._trash[(svc.key, d.key)] = d
-            svc.sched.del_dest(d)
-            self._emit("delete-dest", svc, d)
+        elif cmd in (ia.ADD_SERVER, ia.EDIT_SERVER, ia.DEL_SERVER):
+            self._dest_command(self.services[c.service_key], c)
         elif cmd == ia.SET:
-            t = self.timeouts
-            tcp, fin, udp = c.set_timeouts
-            if tcp:
-                t.tcp = tcp
-            if fin:
-                t.tcpfin = fin
-            if udp:
-                t.udp = udp
-            self._emit("timeouts")
+            self._set_timeouts(c.set_timeouts or (0, 0, 0))
         elif cmd == ia.ZERO:
             self.zero(c.service_key if c.has_service else None)
 
-    @staticmethod
-    def _update_dest(d, c, add):
-        """The kernel's __ip_vs_update_dest."""
-        d.weight = c.weight
-        if add or c.weight != 0:
-            d.last_weight = c.weight
-        d.fwd = c.fwd
-        old_u = d.u_threshold
-        d.u_threshold = c.u_threshold
-        d.l_threshold = c.l_threshold
-        if d.u_threshold == 0 or d.u_threshold > old_u:
-            d.overloaded = False
+    def _edit_service(self, svc: Service, c: ia.Command) -> None:
+        """-E: the whole definition replaced; a new scheduler object when the
+        name or the userlb options change."""
+        rebind = (svc.sched_name != c.scheduler or svc.options != c.options
+                  or svc.sched is None)
+        svc.sched_name = c.scheduler
+        svc.flags = c.flags
+        svc.timeout = c.timeout
+        svc.netmask = c.netmask if c.netmask is not None else svc.full_netmask(svc.af)
+        svc.options = dict(c.options)
+        if rebind:
+            old = svc.sched
+            svc.sched = self._new_scheduler(svc)
+            if old is not None:
+                old.done_service()
+        elif svc.sched is not None:
+            svc.sched.upd_service()
+        self._emit("edit-service", svc)
 
-    def _delete_service(self, svc):
+    def _dest_command(self, svc: Service, c: ia.Command) -> None:
+        """-a / -e / -d with model.Service's semantics."""
+        if c.cmd == ia.ADD_SERVER:
+            daddr, dport = c.dest_key
+            d = svc.add_dest(daddr, dport, c.weight, c.fwd, c.u_threshold, c.l_threshold,
+                             trash=self._trash)
+            self._emit("add-dest", svc, d)
+            return
+        found = svc.find_dest(*c.dest_key)
+        if found is None:             # _check refused the command before
+            raise ConfigError("No such destination")
+        if c.cmd == ia.EDIT_SERVER:
+            svc.edit_dest(found, c.weight, c.fwd, c.u_threshold, c.l_threshold)
+            self._emit("edit-dest", svc, found)
+        else:
+            svc.del_dest(found, trash=self._trash)
+            self._emit("delete-dest", svc, found)
+
+    def _set_timeouts(self, values: tuple[int, int, int]) -> None:
+        """--set tcp tcpfin udp (0 = unchanged)."""
+        t = self.timeouts
+        tcp, fin, udp = values
+        if tcp:
+            t.tcp = tcp
+        if fin:
+            t.tcpfin = fin
+        if udp:
+            t.udp = udp
+        self._emit("timeouts")
+
+    def _delete_service(self, svc: Service) -> None:
         del self.services[svc.key]
-        dests = svc.dests
-        svc.dests = []
-        for d in dests:
-            d.available = False
-            self._trash[(svc.key, d.key)] = d
-        if svc.sched is not None:
-            svc.sched.done_service()
+        svc.unlink_dests(trash=self._trash)
         self._emit("delete-service", svc)
 
-    def purge_trash(self):
+    def purge_trash(self) -> None:
         """Forget removed destinations (after this, re-adding one creates a
         fresh Dest).  The engine may call it when no entry refers to them."""
         self._trash.clear()
 
     # ---------------------------------------------------------------- -Z
-    def zero(self, key=None):
+    def zero(self, key: ServiceKey | None = None) -> None:
         """ipvsadm -Z [service]: reset counters.  Raises ConfigError for an
         unknown service."""
         if key is not None:
@@ -369,31 +373,27 @@ class Config:
         else:
             targets = list(self.services.values())
         for svc in targets:
-            _zero_stats(svc.stats)
+            svc.stats.zero()
             for d in svc.dests:
-                _zero_stats(d.stats)
+                d.stats.zero()
         self._emit("zero", targets[0] if key is not None else None)
 
     # ---------------------------------------------------------------- -S
-    def save(self, with_timeouts=True):
+    def save(self, with_timeouts: bool = True) -> list[str]:
         """ipvsadm -S -n output (list of lines, no newlines); see
         listing.save_lines."""
         from .listing import save_lines
         return save_lines(self, with_timeouts=with_timeouts)
 
 
-def _accepts_timeouts(cls):
+def _accepts_timeouts(cls: type[Scheduler]) -> bool:
     try:
         return "timeouts" in inspect.signature(cls).parameters
     except (TypeError, ValueError):
         return False
 
 
-def _zero_stats(st):
-    st.conns = st.inpkts = st.outpkts = st.inbytes = st.outbytes = 0
-
-
-def _as_command(cmd):
+def _as_command(cmd: ia.Command | str | Iterable[str]) -> ia.Command:
     if isinstance(cmd, ia.Command):
         return cmd
     if isinstance(cmd, str):

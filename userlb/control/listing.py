@@ -31,40 +31,92 @@ Data the Config does not hold comes in through small callables, all optional:
                     `TCP  10.0.0.100:80 mhs (mh-port) unstable 12 entries 3`.
 * Connection entries for `-c` are ConnEntry tuples (below).
 """
-from collections import namedtuple
+from __future__ import annotations
 
-from ..model import (AF_INET, AF_INET6, FWD_DROUTE, FWD_LOCALNODE, FWD_MASQ,
-                     FWD_NAMES, FWD_TUNNEL, IPPROTO_TCP, IPPROTO_UDP,
-                     SVC_F_ONEPACKET, SVC_F_PERSISTENT, format_endpoint)
-from .ipvsadm import SCHED_FLAG_BITS, format_netmask, sched_flag_names
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+
+from ..errors import ConfigError
+from ..model import (
+    AF_INET,
+    AF_INET6,
+    DEFAULT_TIMEOUTS,
+    FWD_DROUTE,
+    FWD_LOCALNODE,
+    FWD_MASQ,
+    FWD_NAMES,
+    FWD_TUNNEL,
+    PROTO_NAMES,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    Addr,
+    Dest,
+    Service,
+    ServiceKey,
+    Stats,
+    format_endpoint,
+)
+from . import ipvsadm as ia
+from .ipvsadm_values import SCHED_FLAG_BITS, format_netmask, sched_flag_names
+
+if TYPE_CHECKING:
+    from .config import Config
 
 IPVS_VERSION = "1.2.1"
 CONN_TAB_SIZE = 4096
 
-PROTO_TITLE = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP"}
-PROTO_OPTION = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u"}
+#: "TCP" / "UDP" in listings, -t / -u in saved rules
+PROTO_TITLE = {p: name.upper() for p, name in PROTO_NAMES.items()}
+PROTO_OPTION = {p: f"-{name[0]}" for p, name in PROTO_NAMES.items()}
 FWD_SWITCH = {FWD_MASQ: "-m", FWD_TUNNEL: "-i", FWD_DROUTE: "-g", FWD_LOCALNODE: "-g"}
 
-#: one connection entry for `-L -c`: protocol (IPPROTO_*), client, virtual
-#: and destination endpoints (addresses as in model.py), state name as the
-#: kernel shows it (ESTABLISHED, SYN_RECV, ..., UDP), expires = remaining
-#: seconds (int).
-ConnEntry = namedtuple("ConnEntry", "protocol caddr cport vaddr vport daddr dport state expires")
+
+
+class ConnEntry(NamedTuple):
+    """One connection entry for `-L -c`: protocol (IPPROTO_*), client,
+    virtual and destination endpoints (addresses as in model.py), state name
+    as the kernel shows it (ESTABLISHED, SYN_RECV, ..., UDP), expires =
+    remaining seconds (int; or an absolute time, see list_connections)."""
+    protocol: int
+    caddr: Addr
+    cport: int
+    vaddr: Addr
+    vport: int
+    daddr: Addr
+    dport: int
+    state: str
+    expires: float
+
+
+class HasStats(Protocol):
+    """A Service or a Dest, as far as the counters go."""
+    @property
+    def stats(self) -> Stats: ...
+
+
+Counters = tuple[int, int, int, int, int]
+#: stats_of / rates_of: a Service or Dest -> its five counters or rates
+CountersOf = Callable[[HasStats], Counters]
+#: mhs_entries: a Service -> its live connection entries (or None)
+EntriesOf = Callable[[Service], "int | None"]
 
 _ZERO5 = (0, 0, 0, 0, 0)
+_T = TypeVar("_T")
 
 
 # ------------------------------------------------------------------ sorting
 
-def _s32(x):
+def _s32(x: int) -> int:
     x &= 0xFFFFFFFF
     return x - (1 << 32) if x & 0x80000000 else x
 
 
-def _addr_cmp(a, b):
+def _addr_cmp(a: Addr, b: Addr) -> int:
     """ipvsadm: ntohl(a) - ntohl(b) as a signed int (per 32-bit word for IPv6)."""
-    if isinstance(a, int):
+    if isinstance(a, int) and isinstance(b, int):
         return _s32(a - b)
+    if isinstance(a, int) or isinstance(b, int):
+        raise TypeError("addresses of different families")
     for i in range(0, 16, 4):
         r = _s32(int.from_bytes(a[i:i + 4], "big") - int.from_bytes(b[i:i + 4], "big"))
         if r:
@@ -75,7 +127,7 @@ def _addr_cmp(a, b):
 _AF_SOCKET = {AF_INET: 2, AF_INET6: 10}    # AF_INET / AF_INET6 socket values
 
 
-def cmp_services(s1, s2):
+def cmp_services(s1: Service, s2: Service) -> int:
     """ipvs_cmp_services (fwmark is always 0 in userlb)."""
     r = _AF_SOCKET[s1.af] - _AF_SOCKET[s2.af]
     if r:
@@ -89,7 +141,7 @@ def cmp_services(s1, s2):
     return s1.port - s2.port
 
 
-def cmp_dests(d1, d2):
+def cmp_dests(d1: Dest, d2: Dest) -> int:
     """ipvs_cmp_dests."""
     if d1.af != d2.af:          # cannot happen with -m (same family); be total
         return _AF_SOCKET[d1.af] - _AF_SOCKET[d2.af]
@@ -99,7 +151,7 @@ def cmp_dests(d1, d2):
     return d1.port - d2.port
 
 
-def glibc_qsort(items, cmp):
+def glibc_qsort(items: Iterable[_T], cmp: Callable[[_T, _T], int]) -> list[_T]:
     """glibc's qsort (msort_with_tmp): top-down merge sort, first half n//2,
     ties taken from the left run."""
     items = list(items)
@@ -123,80 +175,83 @@ def glibc_qsort(items, cmp):
     return out
 
 
-def ordered_services(config, nosort=False):
+def ordered_services(config: Config, nosort: bool = False) -> list[Service]:
     svcs = list(config.services.values())
     return svcs if nosort else glibc_qsort(svcs, cmp_services)
 
 
-def ordered_dests(svc, nosort=False):
+def ordered_dests(svc: Service, nosort: bool = False) -> list[Dest]:
     return list(svc.dests) if nosort else glibc_qsort(svc.dests, cmp_dests)
 
 
 # --------------------------------------------------------------- formatting
 
-def _endpoint(addr, port):
-    return format_endpoint(addr, port)
+_LARGE_UNITS = ((1000000000, 1000, "K"), (100000000000, 1000000, "M"),
+                (100000000000000, 1000000000, "G"))
 
 
-def largenum(i, exact=False):
+def largenum(i: int, exact: bool = False) -> str:
     """ipvsadm's print_largenum: 9 characters (leading space included)."""
     if exact:
         s = str(i)
         return s.rjust(9 if len(s) <= 8 else len(s) + 1)
     if i < 100000000:
         return f"{i:9d}"
-    if i < 1000000000:
-        return f"{i // 1000:8d}K"
-    if i < 100000000000:
-        return f"{i // 1000000:8d}M"
-    if i < 100000000000000:
-        return f"{i // 1000000000:8d}G"
+    for limit, div, unit in _LARGE_UNITS:
+        if i < limit:
+            return f"{i // div:8d}{unit}"
     return f"{i // 1000000000000:8d}T"
 
 
-def _svc_name(svc):
+def _svc_name(svc: Service) -> str:
     """'TCP  10.0.0.100:80' (protocol %-4s, IPv4 truncated to 33 chars)."""
-    name = f"{PROTO_TITLE.get(svc.protocol, '?'):<4} {_endpoint(svc.addr, svc.port)}"
+    name = f"{PROTO_TITLE.get(svc.protocol, '?'):<4} {format_endpoint(svc.addr, svc.port)}"
     return name[:33] if svc.af == AF_INET else name
 
 
-def _dname(d):
-    name = _endpoint(d.addr, d.port)
+def _dname(d: Dest) -> str:
+    name = format_endpoint(d.addr, d.port)
     return name[:28] if d.af == AF_INET else name
 
 
-def _default_stats(obj):
+def _default_stats(obj: HasStats) -> Counters:
     return obj.stats.as_tuple()
 
 
-def _default_rates(obj):
+def _default_rates(obj: HasStats) -> Counters:
     return _ZERO5
 
 
-def title(stats=False, rate=False, thresholds=False, persistent_conn=False,
-          tun_info=False):
+_DEST_TITLE = "  -> RemoteAddress:Port"
+#: the column titles and their formats of the table listings
+_COLUMNS = {
+    "stats": [(t, ">8") for t in ("Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")],
+    "rate": [(t, ">8") for t in ("CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")],
+    "thresholds": [("Uthreshold", "<10"), ("Lthreshold", "<10"), ("ActiveConn", "<10"),
+                   ("InActConn", "<10")],
+    "persistent_conn": [("Weight", "<9"), ("PersistConn", "<11"), ("ActiveConn", "<10"),
+                        ("InActConn", "<10")],
+}
+
+
+def title(stats: bool = False, rate: bool = False, thresholds: bool = False,
+          persistent_conn: bool = False, tun_info: bool = False) -> list[str]:
     """ipvsadm's print_title (the column header lines)."""
-    if stats:
-        return [f"{'Prot LocalAddress:Port':<33} {'Conns':>8} {'InPkts':>8} {'OutPkts':>8} "
-                f"{'InBytes':>8} {'OutBytes':>8}", "  -> RemoteAddress:Port"]
-    if rate:
-        return [f"{'Prot LocalAddress:Port':<33} {'CPS':>8} {'InPPS':>8} {'OutPPS':>8} "
-                f"{'InBPS':>8} {'OutBPS':>8}", "  -> RemoteAddress:Port"]
-    if thresholds:
-        return [f"{'Prot LocalAddress:Port':<33} {'Uthreshold':<10} {'Lthreshold':<10} "
-                f"{'ActiveConn':<10} {'InActConn':<10}", "  -> RemoteAddress:Port"]
-    if persistent_conn:
-        return [f"{'Prot LocalAddress:Port':<33} {'Weight':<9} {'PersistConn':<11} "
-                f"{'ActiveConn':<10} {'InActConn':<10}", "  -> RemoteAddress:Port"]
+    for name, on in (("stats", stats), ("rate", rate), ("thresholds", thresholds),
+                     ("persistent_conn", persistent_conn)):
+        if on:
+            cols = "".join(f" {t:{fmt}}" for t, fmt in _COLUMNS[name])
+            return [f"{'Prot LocalAddress:Port':<33}{cols}", _DEST_TITLE]
     if tun_info:
         return ["Prot LocalAddress:Port Scheduler Flags",
-                "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn"]
+                "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn "
+                "InActConn"]
     return ["Prot LocalAddress:Port Scheduler Flags",
             "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"]
 
 
-def _mhs_suffix(svc, mhs_entries):
-    n = svc.sched.unstable_slots()
+def _mhs_suffix(svc: Service, mhs_entries: EntriesOf | None) -> str:
+    n: Any = svc.sched.unstable_slots() if svc.sched is not None else None
     if n is None:
         return ""
     if not isinstance(n, int):
@@ -208,123 +263,132 @@ def _mhs_suffix(svc, mhs_entries):
     return out
 
 
-def service_lines(svc, stats=False, rate=False, thresholds=False,
-                  persistent_conn=False, tun_info=False, exact=False,
-                  nosort=False, stats_of=None, rates_of=None, mhs_entries=None):
+def _persistence(svc: Service, timeout_word: str, mask_word: str) -> str:
+    """` persistent 360 mask 255.255.255.0` (-L) or ` -p 360 -M ...` (-S); the
+    mask only when it is not the full one."""
+    if not svc.flags & SVC_F_PERSISTENT:
+        return ""
+    s = f" {timeout_word} {svc.timeout}"
+    if svc.netmask != Service.full_netmask(svc.af):
+        s += f" {mask_word} {format_netmask(svc.netmask, svc.af)}"
+    return s
+
+
+def _service_head(svc: Service, thresholds: bool, persistent_conn: bool, tun_info: bool,
+                  mhs_entries: EntriesOf | None) -> str:
+    """The `-L` service line: scheduler, flags, persistence, ops, mhs state."""
+    s = f"{_svc_name(svc)} {svc.sched_name}"
+    if svc.flags & SCHED_FLAG_BITS:
+        s += f" ({','.join(sched_flag_names(svc.sched_name, svc.flags))})"
+    s += _persistence(svc, "persistent", "mask")
+    if svc.flags & SVC_F_ONEPACKET:
+        s += " ops"
+    if not (thresholds or persistent_conn or tun_info):
+        s += _mhs_suffix(svc, mhs_entries)
+    return s
+
+
+def _dest_line(d: Dest, stats: bool, rate: bool, thresholds: bool, persistent_conn: bool,
+               tun_info: bool, exact: bool, stats_of: CountersOf, rates_of: CountersOf) -> str:
+    dn = f"  -> {_dname(d):<28}"
+    if stats:
+        return dn + "".join(largenum(v, exact) for v in stats_of(d))
+    if rate:
+        cps, inpps, outpps, inbps, outbps = rates_of(d)
+        return (f"{dn} {cps:8d} {inpps:8d} {outpps:8d}"
+                + largenum(inbps, exact) + largenum(outbps, exact))
+    conns = f"{d.activeconns:<10d} {d.inactconns:<10d}"
+    if thresholds:
+        return f"{dn} {d.u_threshold:<10d} {d.l_threshold:<10d} {conns}"
+    if persistent_conn:
+        return f"{dn} {d.weight:<9d} {d.persistconns:<11d} {conns}"
+    tun = f" {'n/a':<13}" if tun_info else ""
+    return f"{dn} {FWD_NAMES[d.fwd]:<7}{tun} {d.weight:<6d} {conns}"
+
+
+def service_lines(svc: Service, stats: bool = False, rate: bool = False,
+                  thresholds: bool = False, persistent_conn: bool = False,
+                  tun_info: bool = False, exact: bool = False, nosort: bool = False,
+                  stats_of: CountersOf | None = None, rates_of: CountersOf | None = None,
+                  mhs_entries: EntriesOf | None = None) -> list[str]:
     """The service line and its destination lines (print_service_entry)."""
     stats_of = stats_of or _default_stats
     rates_of = rates_of or _default_rates
-    name = _svc_name(svc)
-    lines = []
     if stats:
-        lines.append(f"{name:<33}" + "".join(largenum(v, exact) for v in stats_of(svc)))
+        head = f"{_svc_name(svc):<33}" + "".join(largenum(v, exact) for v in stats_of(svc))
     elif rate:
-        lines.append(f"{name:<33}" + "".join(largenum(v, exact) for v in rates_of(svc)))
+        head = f"{_svc_name(svc):<33}" + "".join(largenum(v, exact) for v in rates_of(svc))
     else:
-        s = f"{name} {svc.sched_name}"
-        if svc.flags & SCHED_FLAG_BITS:
-            s += f" ({','.join(sched_flag_names(svc.sched_name, svc.flags))})"
-        if svc.flags & SVC_F_PERSISTENT:
-            s += f" persistent {svc.timeout}"
-            if svc.netmask != (0xFFFFFFFF if svc.af == AF_INET else 128):
-                s += f" mask {format_netmask(svc.netmask, svc.af)}"
-        if svc.flags & SVC_F_ONEPACKET:
-            s += " ops"
-        if not (thresholds or persistent_conn or tun_info):
-            s += _mhs_suffix(svc, mhs_entries)
-        lines.append(s)
-    for d in ordered_dests(svc, nosort):
-        dn = _dname(d)
-        if stats:
-            lines.append(f"  -> {dn:<28}" + "".join(largenum(v, exact) for v in stats_of(d)))
-        elif rate:
-            cps, inpps, outpps, inbps, outbps = rates_of(d)
-            lines.append(f"  -> {dn:<28} {cps:8d} {inpps:8d} {outpps:8d}"
-                         + largenum(inbps, exact) + largenum(outbps, exact))
-        elif thresholds:
-            lines.append(f"  -> {dn:<28} {d.u_threshold:<10d} {d.l_threshold:<10d} "
-                         f"{d.activeconns:<10d} {d.inactconns:<10d}")
-        elif persistent_conn:
-            lines.append(f"  -> {dn:<28} {d.weight:<9d} {d.persistconns:<11d} "
-                         f"{d.activeconns:<10d} {d.inactconns:<10d}")
-        elif tun_info:
-            lines.append(f"  -> {dn:<28} {FWD_NAMES[d.fwd]:<7} {'n/a':<13} {d.weight:<6d} "
-                         f"{d.activeconns:<10d} {d.inactconns:<10d}")
-        else:
-            lines.append(f"  -> {dn:<28} {FWD_NAMES[d.fwd]:<7} {d.weight:<6d} "
-                         f"{d.activeconns:<10d} {d.inactconns:<10d}")
-    return lines
+        head = _service_head(svc, thresholds, persistent_conn, tun_info, mhs_entries)
+    return [head] + [_dest_line(d, stats, rate, thresholds, persistent_conn, tun_info, exact,
+                                stats_of, rates_of)
+                     for d in ordered_dests(svc, nosort)]
 
 
-def _text(lines):
+def _text(lines: Iterable[str]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def list_all(config, numeric=True, stats=False, rate=False, thresholds=False,
-             persistent_conn=False, tun_info=False, exact=False, nosort=False,
-             size=CONN_TAB_SIZE, stats_of=None, rates_of=None, mhs_entries=None):
+def list_all(config: Config, numeric: bool = True, stats: bool = False, rate: bool = False,
+             thresholds: bool = False, persistent_conn: bool = False, tun_info: bool = False,
+             exact: bool = False, nosort: bool = False, size: int = CONN_TAB_SIZE,
+             stats_of: CountersOf | None = None, rates_of: CountersOf | None = None,
+             mhs_entries: EntriesOf | None = None) -> str:
     """`ipvsadm -L -n [--stats|--rate|--thresholds|--persistent-conn|--tun-info]
     [--exact] [--nosort]`."""
-    kw = dict(stats=stats, rate=rate, thresholds=thresholds,
-              persistent_conn=persistent_conn, tun_info=tun_info)
     lines = [f"IP Virtual Server version {IPVS_VERSION} (size={size})"]
-    lines += title(**kw)
+    lines += title(stats, rate, thresholds, persistent_conn, tun_info)
     for svc in ordered_services(config, nosort):
-        lines += service_lines(svc, exact=exact, nosort=nosort, stats_of=stats_of,
-                               rates_of=rates_of, mhs_entries=mhs_entries, **kw)
+        lines += service_lines(svc, stats, rate, thresholds, persistent_conn, tun_info, exact,
+                               nosort, stats_of, rates_of, mhs_entries)
     return _text(lines)
 
 
-def list_service(config, key, numeric=True, stats=False, rate=False,
-                 thresholds=False, persistent_conn=False, tun_info=False,
-                 exact=False, nosort=False, stats_of=None, rates_of=None,
-                 mhs_entries=None):
+def list_service(config: Config, key: ServiceKey, numeric: bool = True, stats: bool = False,
+                 rate: bool = False, thresholds: bool = False, persistent_conn: bool = False,
+                 tun_info: bool = False, exact: bool = False, nosort: bool = False,
+                 stats_of: CountersOf | None = None, rates_of: CountersOf | None = None,
+                 mhs_entries: EntriesOf | None = None) -> str:
     """`ipvsadm -L -t VIP:PORT ...` (no version header, as ipvsadm).
     Raises ConfigError("No such service")."""
-    from ..errors import ConfigError
     svc = config.services.get(key)
     if svc is None:
         raise ConfigError("No such service")
-    kw = dict(stats=stats, rate=rate, thresholds=thresholds,
-              persistent_conn=persistent_conn, tun_info=tun_info)
-    return _text(title(**kw) + service_lines(
-        svc, exact=exact, nosort=nosort, stats_of=stats_of, rates_of=rates_of,
-        mhs_entries=mhs_entries, **kw))
+    return _text(title(stats, rate, thresholds, persistent_conn, tun_info) + service_lines(
+        svc, stats, rate, thresholds, persistent_conn, tun_info, exact, nosort, stats_of,
+        rates_of, mhs_entries))
 
 
-def list_timeout(config):
+def list_timeout(config: Config) -> str:
     t = config.timeouts
     return f"Timeout (tcp tcpfin udp): {t.tcp} {t.tcpfin} {t.udp}\n"
 
 
-def list_connections(entries, persistent_conn=False, now=None):
+def list_connections(entries: Iterable[Sequence[Any]], persistent_conn: bool = False,
+                     now: float | None = None) -> str:
     """`ipvsadm -L -c -n` from ConnEntry tuples (in the given order).
     `expires` is the remaining time in seconds, or -- when `now` is given --
     the absolute expiry time (Engine.entries() gives that), shown as
     expires - now."""
-    if persistent_conn:
-        lines = ["IPVS connection entries",
-                 f"pro expire {'state':<11} {'source':<18} {'virtual':<18} "
-                 f"{'destination':<18} {'pe name':<16} pe_data"]
-    else:
-        lines = ["IPVS connection entries",
-                 f"pro expire {'state':<11} {'source':<18} {'virtual':<18} destination"]
-    for e in entries:
-        e = ConnEntry(*e)
-        exp = e.expires if now is None else e.expires - now
-        exp = max(0, int(exp))
+    head = f"pro expire {'state':<11} {'source':<18} {'virtual':<18} "
+    lines = ["IPVS connection entries",
+             head + (f"{'destination':<18} {'pe name':<16} pe_data" if persistent_conn
+                     else "destination")]
+    for row in entries:
+        e = ConnEntry(*row)
+        exp = max(0, int(e.expires if now is None else e.expires - now))
         expire = f"{exp // 60:02d}:{exp % 60:02d}"
         lines.append(f"{PROTO_TITLE.get(e.protocol, '?'):<3} {expire:<6} {e.state:<11} "
-                     f"{_endpoint(e.caddr, e.cport):<18} {_endpoint(e.vaddr, e.vport):<18} "
-                     f"{_endpoint(e.daddr, e.dport)}")
+                     f"{format_endpoint(e.caddr, e.cport):<18} "
+                     f"{format_endpoint(e.vaddr, e.vport):<18} "
+                     f"{format_endpoint(e.daddr, e.dport)}")
     return _text(lines)
 
 
-def render(config, cmd, **data):
+def render(config: Config, cmd: ia.Command, **data: Any) -> str:
     """Render a parsed `-L` or `-S` ipvsadm.Command.  `data` may carry
     stats_of, rates_of, mhs_entries, size, and for -c: conn_entries (ConnEntry
     tuples or plain 9-tuples in the same order) and now."""
-    from . import ipvsadm as ia
     if cmd.cmd == ia.SAVE:
         return _text(save_lines(config))
     if cmd.connections:
@@ -332,41 +396,39 @@ def render(config, cmd, **data):
                                 data.get("now"))
     if cmd.timeouts_list:
         return list_timeout(config)
-    kw = dict(stats=cmd.stats, rate=cmd.rate, thresholds=cmd.thresholds,
-              persistent_conn=cmd.persistent_conn, tun_info=cmd.tun_info,
-              exact=cmd.exact, nosort=cmd.nosort, stats_of=data.get("stats_of"),
-              rates_of=data.get("rates_of"), mhs_entries=data.get("mhs_entries"))
+    args = (cmd.stats, cmd.rate, cmd.thresholds, cmd.persistent_conn, cmd.tun_info,
+            cmd.exact, cmd.nosort)
+    sources = (data.get("stats_of"), data.get("rates_of"), data.get("mhs_entries"))
     if cmd.has_service:
-        return list_service(config, cmd.service_key, **kw)
-    return list_all(config, size=data.get("size", CONN_TAB_SIZE), **kw)
+        return list_service(config, cmd.service_key, True, *args, *sources)
+    return list_all(config, True, *args, data.get("size", CONN_TAB_SIZE), *sources)
 
 
 # --------------------------------------------------------------------- -S
 
-def service_rule(svc):
+#: Service.options key -> the ipvsadm option that sets it (userlb extensions)
+_USERLB_OPTIONS = (("mh_table_size", "--mh-table-size"), ("sh_tab_bits", "--sh-tab-bits"),
+                   ("sh_hash", "--sh-hash"))
+
+
+def service_rule(svc: Service) -> str:
     """`-A -t 10.0.0.100:80 -s mh -p 360 -M mask -o -b flags` + userlb options."""
-    s = f"-A {PROTO_OPTION[svc.protocol]} {_endpoint(svc.addr, svc.port)} -s {svc.sched_name}"
-    if svc.flags & SVC_F_PERSISTENT:
-        s += f" -p {svc.timeout}"
-        if svc.netmask != (0xFFFFFFFF if svc.af == AF_INET else 128):
-            s += f" -M {format_netmask(svc.netmask, svc.af)}"
+    s = (f"-A {PROTO_OPTION[svc.protocol]} {format_endpoint(svc.addr, svc.port)} "
+         f"-s {svc.sched_name}" + _persistence(svc, "-p", "-M"))
     if svc.flags & SVC_F_ONEPACKET:
         s += " -o"
     if svc.flags & SCHED_FLAG_BITS:
         s += f" -b {','.join(sched_flag_names(svc.sched_name, svc.flags))}"
-    if "mh_table_size" in svc.options:
-        s += f" --mh-table-size {svc.options['mh_table_size']}"
-    if "sh_tab_bits" in svc.options:
-        s += f" --sh-tab-bits {svc.options['sh_tab_bits']}"
-    if "sh_hash" in svc.options:
-        s += f" --sh-hash {svc.options['sh_hash']}"
+    for key, option in _USERLB_OPTIONS:
+        if key in svc.options:
+            s += f" {option} {svc.options[key]}"
     return s
 
 
-def dest_rule(svc, d):
+def dest_rule(svc: Service, d: Dest) -> str:
     """`-a -t VIP:PORT -r RIP:RPORT -m -w W` (+ -x/-y when non-zero)."""
-    s = (f"-a {PROTO_OPTION[svc.protocol]} {_endpoint(svc.addr, svc.port)} "
-         f"-r {_endpoint(d.addr, d.port)} {FWD_SWITCH[d.fwd]} -w {d.weight}")
+    s = (f"-a {PROTO_OPTION[svc.protocol]} {format_endpoint(svc.addr, svc.port)} "
+         f"-r {format_endpoint(d.addr, d.port)} {FWD_SWITCH[d.fwd]} -w {d.weight}")
     if d.u_threshold:
         s += f" -x {d.u_threshold}"
     if d.l_threshold:
@@ -374,17 +436,17 @@ def dest_rule(svc, d):
     return s
 
 
-def save_lines(config, with_timeouts=True):
+def save_lines(config: Config, with_timeouts: bool = True) -> list[str]:
     """`ipvsadm -S -n` as a list of lines, sorted as ipvsadm sorts; `-R` of
     these lines rebuilds the same configuration.  Differences from ipvsadm,
     all valid -R input: a `--set tcp tcpfin udp` first line when the timeouts
     are not the defaults (with_timeouts), -x/-y when set, flag-3 kept for
     sh/mh, the userlb extensions.  As ipvsadm, -M is only saved with -p (a
     netmask without persistence has no effect), and last_weight is not saved
-    (restore sets last_weight = weight; IPVS.md §1.6 on save/restore and mh)."""
+    (restore sets last_weight = weight; docs/ipvs.md §1.6 on save/restore and mh)."""
     lines = []
     t = config.timeouts
-    if with_timeouts and (t.tcp, t.tcpfin, t.udp) != (900, 120, 300):
+    if with_timeouts and t.as_tuple() != DEFAULT_TIMEOUTS:
         lines.append(f"--set {t.tcp} {t.tcpfin} {t.udp}")
     for svc in ordered_services(config):
         lines.append(service_rule(svc))

@@ -37,9 +37,15 @@ use it at all -- not even listings for others, and root is not an exception
 unless it is that user.  The socket file is mode 0600 and the server also
 checks the peer's uid (SO_PEERCRED) on every connection.
 """
+from __future__ import annotations
+
 import json
 import socket
 import struct
+from typing import Any
+
+#: a decoded request or response
+Message = dict[str, Any]
 
 DEFAULT_PATH = "/run/userlb/control.sock"
 
@@ -57,12 +63,12 @@ class ProtocolError(Exception):
     """A request line that is not a valid request."""
 
 
-def encode(obj):
+def encode(obj: Message) -> bytes:
     """One JSON line (bytes, newline-terminated)."""
     return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
 
 
-def decode(line):
+def decode(line: bytes | str) -> Message:
     """bytes/str line -> dict; ProtocolError when it is not a JSON object."""
     try:
         obj = json.loads(line)
@@ -75,16 +81,17 @@ def decode(line):
     return obj
 
 
-def response(ok, output="", error="", status=None, req_id=None):
+def response(ok: bool, output: str = "", error: str = "", status: int | None = None,
+             req_id: Any = None) -> Message:
     if status is None:
         status = STATUS_OK if ok else STATUS_REFUSED
-    r = {"ok": bool(ok), "output": output, "error": error, "status": status}
+    r: Message = {"ok": bool(ok), "output": output, "error": error, "status": status}
     if req_id is not None:
         r["id"] = req_id
     return r
 
 
-def check_request(req):
+def check_request(req: Message) -> str:
     """Validate the shape of a decoded request; return its kind:
     'argv' | 'rules' | 'settings'.  Raises ProtocolError."""
     kinds = [k for k in ("argv", "rules", "settings") if k in req]
@@ -106,17 +113,18 @@ def check_request(req):
     return kind
 
 
-def peer_uid(sock):
+def peer_uid(sock: socket.socket) -> int:
     """The uid of the process at the other end of a unix socket (SO_PEERCRED)."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
-    return _UCRED.unpack(raw)[1]
+    uid: int = _UCRED.unpack(raw)[1]
+    return uid
 
 
 class NoDirector(Exception):
     """Nobody listens on the control socket."""
 
 
-def request(path, req, timeout=30.0):
+def request(path: str, req: Message, timeout: float = 30.0) -> Message:
     """Blocking client: send one request to the socket at `path`, return the
     decoded response.  Raises NoDirector when nothing listens there,
     PermissionError when the socket is not ours, ProtocolError on a bad

@@ -10,9 +10,9 @@ synchronously from start to end inside one callback:
       -> config.apply(cmd) / config.apply_batch(cmds)   (all or nothing;
          schedulers build their new tables aside and publish them by one
          assignment)
-      -> config change events -> EngineSync marks the engine's dispatch
-         tables dirty; timeouts and -Z are pushed at once
-      -> EngineSync.flush(): engine.set_services(...) swaps the VIP -> service
+      -> config change events -> EngineSync (engine_sync.py) marks the
+         engine's dispatch tables dirty; timeouts and -Z are pushed at once
+      -> EngineSync.end(): engine.set_services(...) swaps the VIP -> service
          tables in one assignment
       -> if services/destinations changed: the director's routes and
          policy rules (new VIPs, new real servers) are updated in a worker
@@ -42,28 +42,34 @@ an error.  `close()` removes the file if it is still ours.
 
 Statistics the listing needs beyond model.Stats: rates come from the
 engine's own estimators (engine.rates, stepped by engine.expire(), which the
-TUN driver calls every second); for an engine without them the server keeps
-its own dataplane.stats.RateEstimators, stepped by a 1 s timer on the loop.
+TUN driver calls every second); given `estimators=`, the server keeps those
+instead, tracked by its EngineSync and stepped by a 1 s timer on the loop.
 `-Z` resets the counters (config.zero), then engine.zero(svc) -- the global
 totals and the estimators.  `-L -c` lists engine.entries(); for a service
 whose scheduler has unstable_slots() (mhs) the `-L` service line also carries
 ` unstable N entries M` (M = its live connection entries).
 """
+from __future__ import annotations
+
 import asyncio
 import os
 import socket
 import stat
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..errors import ConfigError
-from ..model import Stats
+from ..model import Service
 from . import ipvsadm as ia
 from . import listing
 from . import protocol as P
+from .config import Config
+from .engine_sync import EngineControl, EngineSync, Estimators
 from .protocol import DEFAULT_PATH
 
-__all__ = ["ControlServer", "EngineSync", "serve_control", "DEFAULT_PATH", "ControlError"]
+__all__ = ["ControlServer", "serve_control", "start_for_director", "DEFAULT_PATH", "ControlError"]
 
 EST_TICK = 1.0
 REFUSE_READ_TIMEOUT = 5.0
@@ -73,99 +79,16 @@ class ControlError(Exception):
     """The control socket cannot be served (message for humans)."""
 
 
-def _zero_stats(st):
-    st.conns = st.inpkts = st.outpkts = st.inbytes = st.outbytes = 0
+class Director(Protocol):
+    """What start_for_director needs of `userlb run`'s Director (cli/run.py)."""
+    cfg: Config
+    engine: EngineControl
+    sync: EngineSync
 
+    @property
+    def control_path(self) -> str | None: ...
 
-class EngineSync:
-    """Keeps an engine (and the rate estimators) in step with a Config through
-    its change events.  Dispatch tables are rebuilt once per request
-    (`flush()`), not once per command of a big -R batch; changes made outside
-    a request (SIGHUP reload) are flushed by a call_soon on the loop."""
-
-    def __init__(self, config, engine, estimators=None, loop=None):
-        self.config = config
-        self.engine = engine
-        self.estimators = estimators
-        self.loop = loop
-        self.dirty = False
-        self._in_request = False
-        self._soon = None
-        config.subscribe(self.on_event)
-        self.track()
-
-    def close(self):
-        try:
-            self.config.unsubscribe(self.on_event)
-        except ValueError:
-            pass
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
-
-    def on_event(self, event, svc, dest):
-        if event == "timeouts":
-            t = self.config.timeouts
-            if self.engine is not None:
-                self.engine.set_timeouts(tcp=t.tcp, tcpfin=t.tcpfin, udp=t.udp)
-            return
-        if event == "zero":
-            self.zero(svc)
-            return
-        self.dirty = True
-        if not self._in_request and self.loop is not None and self._soon is None:
-            self._soon = self.loop.call_soon(self._flush_soon)
-
-    def _flush_soon(self):
-        self._soon = None
-        self.flush()
-
-    def flush(self):
-        """Swap the engine's dispatch tables in (one step), track new stats."""
-        if not self.dirty:
-            return
-        self.dirty = False
-        if self.engine is not None:
-            self.engine.set_services(list(self.config.services.values()))
-        self.track()
-
-    def track(self):
-        if self.estimators is None:
-            return
-        objs = []
-        if self.engine is not None and isinstance(getattr(self.engine, "stats", None), Stats):
-            objs.append(self.engine.stats)
-        for svc in self.config.services.values():
-            objs.append(svc.stats)
-            objs.extend(d.stats for d in svc.dests)
-        self.estimators.retain(objs)
-
-    def zero(self, svc):
-        """-Z: config.zero already reset the service/destination counters;
-        here the engine's global totals and the rate estimators."""
-        eng = self.engine
-        ezero = getattr(eng, "zero", None)
-        if ezero is not None:
-            ezero(svc)            # global totals (svc None) + the engine's estimators
-        elif svc is None and isinstance(getattr(eng, "stats", None), Stats):
-            _zero_stats(eng.stats)
-        est = self.estimators     # the server's own estimators, if it keeps them
-        if est is None:
-            return
-        if svc is None:
-            est.reset()
-            return
-        est.reset(svc.stats)
-        for d in svc.dests:
-            est.reset(d.stats)
-
-    # used by ControlServer around a request
-    def begin(self):
-        self._in_request = True
-
-    def end(self):
-        self._in_request = False
-        self.flush()
+    def update_routes(self) -> None: ...
 
 
 class ControlServer:
@@ -174,42 +97,43 @@ class ControlServer:
     `handle(request_dict) -> response_dict` is the whole protocol logic,
     synchronous and usable without a socket.  `clock()` is the engine's time
     base (for `-L -c` expiry and the rate estimator); `owner_uid` defaults to
-    the effective uid.
+    the effective uid.  `sync`: the EngineSync of this config and engine if
+    the caller has one (`userlb run`), else the server makes its own.
     """
 
-    def __init__(self, path, config, engine, clock=time.monotonic, owner_uid=None,
-                 estimators=None, log=None):
+    def __init__(self, path: str | None, config: Config, engine: EngineControl,
+                 clock: Callable[[], float] = time.monotonic, owner_uid: int | None = None,
+                 estimators: Estimators | None = None,
+                 log: Callable[[str], None] | None = None,
+                 sync: EngineSync | None = None) -> None:
         #: True when the server tracks and steps the estimators itself (given
-        #: ones, or its own when the engine has none: engine.rates)
+        #: ones); else the engine's own are read
         self.own_estimators = estimators is not None
-        if estimators is None:
-            estimators = getattr(engine, "rates", None)
-        if estimators is None:
-            from ..dataplane.stats import RateEstimators
-            estimators = RateEstimators()
-            self.own_estimators = True
+        self.estimators: Estimators = estimators if estimators is not None else engine.rates
         self.path = path or DEFAULT_PATH
-        self.config = config
-        self.engine = engine
-        self.clock = clock
+        self.config, self.engine, self.clock = config, engine, clock
         self.owner_uid = os.geteuid() if owner_uid is None else owner_uid
-        self.estimators = estimators
-        self.sync = EngineSync(config, engine, estimators if self.own_estimators else None)
+        self._own_sync = sync is None
+        if sync is None:
+            sync = EngineSync(config, engine)
+        if estimators is not None:
+            sync.estimators = estimators
+            sync.track()
+        self.sync = sync
         self.log = log or _log
-        self._server = None
-        self._ino = None
-        self._timer = None
-        self._loop = None
+        self._server: asyncio.AbstractServer | None = None
+        self._ino: int | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: called (no arguments, in a worker thread, before the answer is
         #: sent) after a request that changed services or destinations
-        self.after_change = None
+        self.after_change: Callable[[], None] | None = None
         self.changed = False
-        self._lock = None
-        self.requests = 0
-        self.refused_peers = 0
+        self._lock: asyncio.Lock | None = None
+        self.requests = self.refused_peers = 0
 
     # ---------------------------------------------------------------- socket
-    async def start(self):
+    async def start(self) -> ControlServer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._lock = asyncio.Lock()
@@ -227,7 +151,7 @@ class ControlServer:
             self._timer = loop.call_later(EST_TICK, self._tick)
         return self
 
-    def close(self):
+    def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -235,13 +159,14 @@ class ControlServer:
             self._server.close()
             self._server = None
             self._unlink()
-        self.sync.close()
+        if self._own_sync:
+            self.sync.close()
 
-    async def wait_closed(self):
+    async def wait_closed(self) -> None:
         self.close()
         await asyncio.sleep(0)
 
-    def _unlink(self):
+    def _unlink(self) -> None:
         try:
             st = os.stat(self.path)
             if self._ino is None or st.st_ino == self._ino:
@@ -249,33 +174,17 @@ class ControlServer:
         except OSError:
             pass
 
-    def _tick(self):
+    def _tick(self) -> None:
         try:
             self.estimators.tick(self.clock())
         finally:
             if self._loop is not None and self._server is not None:
                 self._timer = self._loop.call_later(EST_TICK, self._tick)
 
-    async def _client(self, reader, writer):
+    async def _client(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
         try:
-            sock = writer.get_extra_info("socket")
-            try:
-                uid = P.peer_uid(sock)
-            except (OSError, AttributeError):
-                uid = None
-            if uid != self.owner_uid:
-                self.refused_peers += 1
-                # read (and ignore) the first request, so that the peer gets
-                # its answer instead of a broken pipe; then hang up
-                try:
-                    await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
-                except (asyncio.TimeoutError, ValueError, asyncio.LimitOverrunError):
-                    pass
-                writer.write(P.encode(P.response(
-                    False, error=f"permission denied: only the director's user (uid "
-                                 f"{self.owner_uid}) may use {self.path}",
-                    status=P.STATUS_SYNTAX)))
-                await writer.drain()
+            if not await self._admitted(reader, writer):
                 return
             while True:
                 try:
@@ -289,10 +198,11 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                assert self._lock is not None      # set by start()
                 async with self._lock:          # one request at a time, routes included
                     resp = self.handle_line(line)
                     if self.changed and self.after_change is not None:
-                        await self._after_change()
+                        await self._after_change(self.after_change)
                 writer.write(P.encode(resp))
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -308,17 +218,41 @@ class ControlServer:
             except Exception:   # noqa: BLE001 - already gone
                 pass
 
-    async def _after_change(self):
+    async def _admitted(self, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> bool:
+        """The access rule: only the owner's uid.  A refused peer gets its
+        answer (its first request is read and ignored) instead of a broken
+        pipe."""
+        sock = writer.get_extra_info("socket")
+        try:
+            uid = P.peer_uid(sock)
+        except (OSError, AttributeError):
+            uid = None
+        if uid == self.owner_uid:
+            return True
+        self.refused_peers += 1
+        try:
+            await asyncio.wait_for(reader.readline(), REFUSE_READ_TIMEOUT)
+        except (TimeoutError, ValueError, asyncio.LimitOverrunError):
+            pass
+        writer.write(P.encode(P.response(
+            False, error=f"permission denied: only the director's user (uid "
+                         f"{self.owner_uid}) may use {self.path}",
+            status=P.STATUS_SYNTAX)))
+        await writer.drain()
+        return False
+
+    async def _after_change(self, hook: Callable[[], None]) -> None:
         """The director's route update uses pyroute2, which cannot run on a
         loop that is already running: a worker thread does it while further
         requests wait (the packet path goes on)."""
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self.after_change)
+            await asyncio.get_running_loop().run_in_executor(None, hook)
         except Exception as e:   # noqa: BLE001 - reported, keep serving
             self.log(f"control: after change: {e}")
 
     # -------------------------------------------------------------- requests
-    def handle_line(self, line):
+    def handle_line(self, line: bytes) -> dict[str, Any]:
         self.changed = False
         try:
             req = P.decode(line)
@@ -326,7 +260,7 @@ class ControlServer:
             return P.response(False, error=str(e), status=P.STATUS_SYNTAX)
         return self.handle(req)
 
-    def handle(self, req):
+    def handle(self, req: dict[str, Any]) -> dict[str, Any]:
         """One request dict -> one response dict.  Never raises."""
         req_id = req.get("id")
         self.requests += 1
@@ -343,7 +277,7 @@ class ControlServer:
         except P.ProtocolError as e:
             return P.response(False, error=str(e), status=P.STATUS_SYNTAX, req_id=req_id)
         except _Refused as e:
-            return P.response(False, error=e.args[0], status=e.args[1], req_id=req_id)
+            return P.response(False, error=e.message, status=e.status, req_id=req_id)
         except ConfigError as e:
             return P.response(False, error=str(e), status=P.STATUS_REFUSED, req_id=req_id)
         except Exception as e:   # noqa: BLE001 - a bug must not stop the director
@@ -353,14 +287,15 @@ class ControlServer:
             self.changed = self.sync.dirty
             self.sync.end()
 
-    def _argv(self, argv, stdin):
+    def _argv(self, argv: list[str], stdin: str | None) -> str:
         try:
             cmd = ia.parse_argv(argv)
         except ConfigError as e:
             raise _Refused(e.message, P.STATUS_SYNTAX) from None
         c = cmd.cmd
         if c == ia.HELP:
-            return "usage: userlb adm [--control PATH] ARGS... (ipvsadm syntax); see `userlb adm -h`\n"
+            return ("usage: userlb adm [--control PATH] ARGS... (ipvsadm syntax); "
+                    "see `userlb adm -h`\n")
         if c == ia.VERSION:
             return version_text()
         if c == ia.RESTORE:
@@ -370,7 +305,7 @@ class ControlServer:
         self.config.apply(cmd)
         return ""
 
-    def _restore(self, text):
+    def _restore(self, text: str) -> str:
         lines = text.splitlines()
         try:
             cmds = ia.parse_rules(text)
@@ -382,51 +317,42 @@ class ControlServer:
             raise _Refused(_line_msg(e, lines), P.STATUS_REFUSED) from None
         return ""
 
-    def _settings(self, settings):
-        eng = self.engine
+    def _settings(self, settings: dict[str, Any]) -> str:
         for k, v in settings.items():
             if k != "sloppy_tcp":
                 raise P.ProtocolError(f"unknown setting {k!r} (settable: sloppy_tcp)")
             if not isinstance(v, bool):
                 raise P.ProtocolError("sloppy_tcp must be true or false")
         if "sloppy_tcp" in settings:
-            eng.sloppy_tcp = settings["sloppy_tcp"]
-        return settings_text(eng)
+            self.engine.sloppy_tcp = settings["sloppy_tcp"]
+        return settings_text(self.engine)
 
     # --------------------------------------------------------------- listing
-    def render(self, cmd):
+    def render(self, cmd: ia.Command) -> str:
         now = self.clock()
-        data = {"stats_of": _stats_of, "rates_of": self._rates_of}
+        data: dict[str, Any] = {"stats_of": _stats_of, "rates_of": self._rates_of}
         if cmd.cmd == ia.LIST and cmd.connections:
             data["conn_entries"] = self.conn_entries(now)
         elif cmd.cmd == ia.LIST:
             data["mhs_entries"] = self._mhs_counter()
         return listing.render(self.config, cmd, **data)
 
-    def _rates_of(self, obj):
+    def _rates_of(self, obj: listing.HasStats) -> tuple[int, int, int, int, int]:
         return self.estimators.rates(obj.stats)
 
-    def conn_entries(self, now):
-        eng = self.engine
-        if eng is None:
-            return []
-        out = []
-        for (p, ca, cp, va, vp, da, dp, state, expires) in eng.entries(now):
-            out.append(listing.ConnEntry(p, ca, cp, va, vp, da, dp, state,
-                                         max(0, int(expires - now))))
-        return out
+    def conn_entries(self, now: float) -> list[listing.ConnEntry]:
+        return [listing.ConnEntry(p, ca, cp, va, vp, da, dp, state, max(0, int(expires - now)))
+                for (p, ca, cp, va, vp, da, dp, state, expires) in self.engine.entries(now)]
 
-    def _mhs_counter(self):
+    def _mhs_counter(self) -> Callable[[Service], int]:
         """mhs_entries(svc): live entries per service, counted once per listing."""
-        counts = None
+        counts: dict[int, int] | None = None
 
-        def mhs_entries(svc):
+        def mhs_entries(svc: Service) -> int:
             nonlocal counts
             if counts is None:
                 counts = {}
-                eng = self.engine
-                objs = eng.entry_objects() if eng is not None and hasattr(eng, "entry_objects") else ()
-                for e in objs:
+                for e in self.engine.entry_objects():
                     k = id(e.xl.svc)
                     counts[k] = counts.get(k, 0) + 1
             return counts.get(id(svc), 0)
@@ -434,41 +360,38 @@ class ControlServer:
 
 
 class _Refused(Exception):
-    """(message, status)"""
+    """A request refused with a message and an exit status for `userlb adm`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message, status)
+        self.message, self.status = message, status
 
 
-def _stats_of(obj):
+def _stats_of(obj: listing.HasStats) -> tuple[int, int, int, int, int]:
     return obj.stats.as_tuple()
 
 
-def _line_msg(e, lines):
+def _line_msg(e: ConfigError, lines: list[str]) -> str:
     """'line 3: No such destination: -d -t ...' (the offending line named)."""
     if e.line is not None and 1 <= e.line <= len(lines):
         return f"line {e.line}: {e.message}: {lines[e.line - 1].strip()}"
     return str(e)
 
 
-def settings_text(engine):
+def settings_text(engine: EngineControl) -> str:
     """`userlb adm --show-settings` (sysctl-like, one `name = value` a line)."""
-    sloppy = 1 if getattr(engine, "sloppy_tcp", False) else 0
-    out = [f"sloppy_tcp = {sloppy}"]
-    if engine is not None:
-        try:
-            out.append(f"conn_entries = {len(engine)}")
-        except TypeError:
-            pass
-        me = getattr(engine, "max_entries", None)
-        if me is not None:
-            out.append(f"max_entries = {me}")
+    out = [f"sloppy_tcp = {1 if engine.sloppy_tcp else 0}",
+           f"conn_entries = {len(engine)}",
+           f"max_entries = {engine.max_entries}"]
     return "\n".join(out) + "\n"
 
 
-def version_text():
+def version_text() -> str:
     return (f"userlb adm (ipvsadm v1.31 syntax, IP Virtual Server version "
             f"{listing.IPVS_VERSION})\n")
 
 
-def _bind(path):
+def _bind(path: str) -> socket.socket:
     """A listening unix socket at `path`, mode 0600 from the start."""
     d = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(d):
@@ -516,27 +439,27 @@ def _bind(path):
     return sock
 
 
-async def serve_control(path, config, engine, **kw):
+async def serve_control(path: str | None, config: Config, engine: EngineControl,
+                        **kw: Any) -> ControlServer:
     """Start a ControlServer on the running loop; returns it (call close())."""
     return await ControlServer(path, config, engine, **kw).start()
 
 
-async def start_for_director(director):
+async def start_for_director(director: Director) -> ControlServer | None:
     """The hook `userlb run` calls on its loop (userlb/cli/run.py, Director.serve):
-    serve director.args.control (default DEFAULT_PATH) for director.cfg /
-    director.engine; after every change the director's routes are brought up
-    to date (director.update_routes, if it has one).
+    serve director.control_path (default DEFAULT_PATH) for director.cfg /
+    director.engine (through director.sync); after every change the
+    director's routes are brought up to date (director.update_routes).
 
     Returns the ControlServer, or None when the *default* path cannot be
     served (e.g. another director already serves it: logged, the director
     runs on without a control socket).  An explicit --control PATH that cannot
     be served stops the director (SystemExit 1)."""
-    args = director.args
-    explicit = getattr(args, "control", None)
+    explicit = director.control_path
     path = explicit or DEFAULT_PATH
-    srv = ControlServer(path, director.cfg, director.engine)
+    srv = ControlServer(path, director.cfg, director.engine, sync=director.sync)
     # new VIPs / real servers need routes and rules into the TUN device
-    srv.after_change = getattr(director, "update_routes", None)
+    srv.after_change = director.update_routes
     try:
         await srv.start()
     except ControlError as e:
@@ -550,5 +473,5 @@ async def start_for_director(director):
     return srv
 
 
-def _log(msg):
+def _log(msg: str) -> None:
     print(f"userlb run: {msg}", file=sys.stderr, flush=True)
