@@ -135,8 +135,8 @@ def main(argv):
                         return 0
                     continue
                 errors = lab.down()
-                for e in errors:
-                    print(f"warning: {e}", file=sys.stderr)
+                for err in errors:
+                    print(f"warning: {err}", file=sys.stderr)
                 print(f"lab {lab.tag} removed")
             return 0
     except LabError as e:

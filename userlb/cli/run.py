@@ -120,7 +120,7 @@ class Director:
         return self.args.control
 
     def install_routes(self):
-        from ..dataplane.tun import TunRoutes
+        from ..dataplane.steering import TunRoutes
         vips = [s.addr for s in self.cfg.services.values()]
         self.routes = TunRoutes(self.dev.name, self.dev.index, vips=vips,
                                 sources=rule_sources(self.cfg, self.args.reply_from),

@@ -43,8 +43,7 @@ import pytun
 # (V_REPLY, V_FORWARD_OUT) and "nothing" (V_DROP)
 from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY  # noqa: F401
 
-# TunRoutes lives in steering.py; re-exported until userlb/cli/run.py imports it from there
-from .steering import TunRoutes, write_sysctl  # noqa: F401
+from .steering import write_sysctl
 from .vnet import VNET_HDR_LEN, ZERO_HDR, VnetPath
 
 TUNSETOFFLOAD = 0x400454D0
