@@ -51,8 +51,7 @@ is gone) out of the lookup dict -- the kernel re-hashes it under vport
 0xffff -- where it lives on, unrefreshed, until it expires: it is then
 stored under its own object as key (an Entry never equals a lookup key).
 """
-from .csum import delta_addr, delta_addr_port
-from .nat import plan_in, plan_out
+from . import xmit
 from .tcpstate import IS_ACTIVE
 
 DEAD = -1   # Entry.state of an unlinked entry
@@ -93,42 +92,33 @@ def split_key(key):
 
 class Xlate:
     """The translation between one service and one destination, shared by
-    every entry (and every stateless forward) of that pair."""
-    __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport",
-                 "sd_in", "pp_in", "ipd_in", "l4d_in",
-                 "sd_out", "pp_out", "ipd_out", "l4d_out",
-                 "plan_in", "plan_out", "sstats", "dstats", "stateless", "okey4")
+    every entry (and every stateless forward) of that pair: addresses and
+    ports, the forwarding method (`fwd`, an xmit module) with what it
+    precomputed (plans, the IPv4 fast path's words), and the Stats objects a
+    packet of the pair counts in (`counted`: destination, service and, when
+    given, the engine's global Stats)."""
+    __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport", "fwd",
+                 "plan_in", "plan_out", "fast_in", "fast_out", "counted",
+                 "sstats", "dstats", "stateless", "okey4")
 
-    def __init__(self, svc, dest, dec_ttl=False):
+    def __init__(self, svc, dest, dec_ttl=False, gstats=None):
         self.svc = svc
         self.dest = dest
         self.proto = svc.protocol
-        self.vaddr = va = svc.addr
-        self.vport = vp = svc.port
+        self.vaddr = svc.addr
+        self.vport = svc.port
         self.daddr = da = dest.addr
         self.dport = dp = dest.port if dest.port else svc.port
         self.sstats = svc.stats
         self.dstats = dest.stats
-        self.stateless = bool(getattr(svc.sched, "stateless", False))
-        self.plan_in = plan_in(va, vp, da, dp, dec_ttl)
-        self.plan_out = plan_out(da, dp, va, vp, dec_ttl)
-        self.l4d_in = delta_addr_port(va, vp, da, dp)
-        self.l4d_out = delta_addr_port(da, dp, va, vp)
-        if type(va) is int:
-            # IPv4 fast path (no TTL change): the (saddr << 32 | daddr) word
-            # and the (sport << 16 | dport) word move by a constant
-            self.ipd_in = delta_addr(va, da)
-            self.ipd_out = delta_addr(da, va)
-            self.sd_in = da - va
-            self.pp_in = dp - vp
-            self.sd_out = (va - da) << 32
-            self.pp_out = (vp - dp) << 16
-            # the reply key without the client: | caddr << 32 | cport
-            self.okey4 = self.proto << 96 | da << 64 | dp << 16
-        else:
-            self.okey4 = 0
-            self.ipd_in = self.ipd_out = 0
-            self.sd_in = self.pp_in = self.sd_out = self.pp_out = 0
+        self.counted = ((dest.stats, svc.stats) if gstats is None
+                        else (dest.stats, svc.stats, gstats))
+        sched = svc.sched
+        self.stateless = sched is not None and sched.stateless
+        self.fwd = xmit.method(dest)
+        self.fwd.prepare(self, dec_ttl)
+        # IPv4: the reply key without the client (| caddr << 32 | cport)
+        self.okey4 = self.proto << 96 | da << 64 | dp << 16 if type(da) is int else 0
 
 
 class Entry:
