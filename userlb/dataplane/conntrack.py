@@ -51,6 +51,7 @@ is gone) out of the lookup dict -- the kernel re-hashes it under vport
 0xffff -- where it lives on, unrefreshed, until it expires: it is then
 stored under its own object as key (an Entry never equals a lookup key).
 """
+from ..model import Stats
 from . import xmit
 from .tcpstate import IS_ACTIVE
 
@@ -95,8 +96,8 @@ class Xlate:
     every entry (and every stateless forward) of that pair: addresses and
     ports, the forwarding method (`fwd`, an xmit module) with what it
     precomputed (plans, the IPv4 fast path's words), and the Stats objects a
-    packet of the pair counts in (`counted`: destination, service and, when
-    given, the engine's global Stats)."""
+    packet of the pair counts in (`counted`: destination, service and the
+    engine's global Stats -- a private one if none is given)."""
     __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport", "fwd",
                  "plan_in", "plan_out", "fast_in", "fast_out", "counted",
                  "sstats", "dstats", "stateless", "okey4")
@@ -111,8 +112,7 @@ class Xlate:
         self.dport = dp = dest.port if dest.port else svc.port
         self.sstats = svc.stats
         self.dstats = dest.stats
-        self.counted = ((dest.stats, svc.stats) if gstats is None
-                        else (dest.stats, svc.stats, gstats))
+        self.counted = (dest.stats, svc.stats, Stats() if gstats is None else gstats)
         sched = svc.sched
         self.stateless = sched is not None and sched.stateless
         self.fwd = xmit.method(dest)

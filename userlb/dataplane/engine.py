@@ -358,8 +358,10 @@ class Engine(Fast4):
         if dest.u_threshold:
             dest.conn_bound()
         self.ct.add(e)
-        for s in xl.counted:
-            s.conns += 1
+        ds, ss, gs = xl.counted
+        ds.conns += 1
+        ss.conns += 1
+        gs.conns += 1
         return e
 
     def _transition(self, e, st, ns, now):

@@ -27,7 +27,9 @@ The speed tricks (each one here only; the rest of the package is plain):
   checksum of 0 is sent as 0xFFFF (``or zero_as``); TCP keeps it.
 * The TCP state moves by one tuple index (``flags << 4 | state``, the
   protocol's table); UDP's table maps its state to itself.
-* Counters: one loop over the pair's three Stats objects (``xl.counted``).
+* Counters: the pair's three Stats objects (``xl.counted``: destination,
+  service, global) are unpacked once and each updated in one line (a loop
+  over them costs ~5 % of the established path).
 * The rewrite is written once, at the end: each case only chooses the
   direction's words (``fw``), or leaves ``fw`` None for the general path.
 """
@@ -91,20 +93,21 @@ class Fast4:
                     xl = e.xl
                     if xl.dest.available or xl.stateless:
                         st = e.state
+                        ds, ss, gs = xl.counted
                         if key == e.ikey:
                             # a SYN on TIME_WAIT/CLOSE: the general path decides
                             if not (flags & 6 == 2 and (st == TIME_WAIT or st == CLOSE)):
                                 ns = ops.next_in[flags << 4 | st]
                                 fw = xl.fast_in
-                                for s in xl.counted:
-                                    s.inpkts += 1
-                                    s.inbytes += tlen
+                                ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
+                                ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
+                                gs.inpkts, gs.inbytes = gs.inpkts + 1, gs.inbytes + tlen
                         else:
                             ns = ops.next_out[flags << 4 | st]
                             fw = xl.fast_out
-                            for s in xl.counted:
-                                s.outpkts += 1
-                                s.outbytes += tlen
+                            ds.outpkts, ds.outbytes = ds.outpkts + 1, ds.outbytes + tlen
+                            ss.outpkts, ss.outbytes = ss.outpkts + 1, ss.outbytes + tlen
+                            gs.outpkts, gs.outbytes = gs.outpkts + 1, gs.outbytes + tlen
                         if fw is not None:
                             if ns != st:
                                 self._transition(e, st, ns, now)
@@ -133,9 +136,10 @@ class Fast4:
             xl = self._rs_tab.get((proto, (key >> 64) & _M32, (key >> 16) & 0xFFFF))
             if xl is None:
                 return None
-            for s in xl.counted:
-                s.outpkts += 1
-                s.outbytes += tlen
+            ds, ss, gs = xl.counted
+            ds.outpkts, ds.outbytes = ds.outpkts + 1, ds.outbytes + tlen
+            ss.outpkts, ss.outbytes = ss.outpkts + 1, ss.outbytes + tlen
+            gs.outpkts, gs.outbytes = gs.outpkts + 1, gs.outbytes + tlen
             return xl.fast_out
         sched = svc.sched
         if sched is None:
@@ -147,11 +151,15 @@ class Fast4:
             if got is R_NO_DEST:
                 return self._no_dest(buf, parse(buf, 0, n))
             return self._drop(got)
-        xl = self._xlate(svc, got[0])
-        if got[1]:
-            self.link_entry(key, xl, ops.next_in[flags << 4], now, got[2])
+        dest, need, tpl = got
+        xl = self._xl_cache.get(dest)
+        if xl is None or xl.svc is not svc:
+            xl = self._xlate(svc, dest)
+        if need:
+            self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
         svc.forwarded = True
-        for s in xl.counted:
-            s.inpkts += 1
-            s.inbytes += tlen
+        ds, ss, gs = xl.counted
+        ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
+        ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
+        gs.inpkts, gs.inbytes = gs.inpkts + 1, gs.inbytes + tlen
         return xl.fast_in
