@@ -104,7 +104,7 @@ from .conntrack import (TPL_ASSURED, TPL_STATE_NAMES, ConnTable, Entry, Template
                         make_key, mask6, retry_expiry, split_key, tpl_key)
 from .fast4 import Fast4
 from .frag import Reassembler
-from .packet import (IPPROTO_TCP, P_DADDR, P_DPORT, P_FRAG, P_INNER, P_LEN, P_PROTO, P_SADDR,
+from .packet import (FLOW, IPPROTO_TCP, P_DADDR, P_DPORT, P_FRAG, P_INNER, P_LEN, P_PROTO, P_SADDR,
                      P_SPORT, P_TCPFLAGS, TH_RST, TH_SYN, parse)
 from .proto import PROTOCOLS, icmp
 from .stats import RateEstimators
@@ -612,13 +612,8 @@ class Engine(Fast4):
         why = icmp.refuse(r)
         if why is not None:
             return self._drop(why)
-        inner = r[P_INNER]
-        iproto = inner[P_PROTO]
         # the quoted packet travelled the other way: flip it
-        qsaddr = inner[P_SADDR]
-        qsport = inner[P_SPORT]
-        qdaddr = inner[P_DADDR]
-        qdport = inner[P_DPORT]
+        iproto, qsaddr, qsport, qdaddr, qdport = r[P_INNER][FLOW]
         key = make_key(iproto, qdaddr, qdport, qsaddr, qsport)
         e = self._conns.get(key)
         if e is not None and now < e.last + e.timeout:
