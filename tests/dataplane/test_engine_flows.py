@@ -31,7 +31,7 @@ def test_udp_flow_both_directions(af):
         assert v == V_FORWARD
         expect_rewritten(rp, out, src=vip, sport=53)
     (row,) = eng.entries()
-    assert row[7] == "UDP" and row[8] == 2.5 + 300
+    assert row.state == "UDP" and row.expires == 2.5 + 300
     assert svc.stats.conns == 1 and svc.stats.inpkts == 3 and svc.stats.outpkts == 3
     d = svc.dests[0]
     assert d.inactconns == 1 and d.activeconns == 0
@@ -47,7 +47,7 @@ def test_udp_timeout_and_set(af):
     assert eng.entries(now=299.9) and not eng.entries(now=300.0)
     eng.set_timeouts(udp=10)
     run(eng, mku(cip, 4000, vip, 53), 1.0)
-    assert eng.entries()[0][8] == 11.0
+    assert eng.entries()[0].expires == 11.0
     assert not eng.entries(now=11.0)
     eng.expire(11.0 + 64)       # a shortened timeout is swept within MAX_HOP
     assert len(eng) == 0 and svc.dests[0].inactconns == 0
@@ -249,7 +249,7 @@ def test_dest_port_zero_uses_vport():
     p = tcp4(CIP, 40000, VIP, 80, "S")
     v, out = run(eng, p, 0.0)
     expect_rewritten(p, out, dst=RIP1, dport=80)
-    assert eng.entries()[0][6] == 80
+    assert eng.entries()[0].dport == 80
 
 
 # ------------------------------------------------------------------ stats, listing

@@ -87,17 +87,17 @@ def test_random_operations_keep_persistence_and_counters(seq):
             ca = ip(client)
             key = masked_key(svc, ca)
             before = [r for r in eng.entries(now)
-                      if r[7] in ("NONE", "ASSURED") and r[0] == proto and r[1] == key
-                      and r[4] == port]
+                      if r.state in ("NONE", "ASSURED") and r.proto == proto and r.caddr == key
+                      and r.vport == port]
             # an existing connection of that flow would be continued, not scheduled
-            flows = {r[:5] for r in eng.entries(now) if r[7] not in ("NONE", "ASSURED")}
+            flows = {r[:5] for r in eng.entries(now) if r.state not in ("NONE", "ASSURED")}
             if (proto, ca, sport, ip(VIP), port) in flows:
                 continue
             live = [r for r in before
-                    if any(d.addr == r[5] and d.available for d in svc.dests)]
+                    if any(d.addr == r.daddr and d.available for d in svc.dests)]
             persistent = bool(svc.flags & SVC_F_PERSISTENT)
             if persistent and live:
-                want = live[0][5]
+                want = live[0].daddr
             else:
                 d = svc.sched.schedule(ca, sport)
                 want = d.addr if d is not None else None
@@ -115,11 +115,11 @@ def test_random_operations_keep_persistence_and_counters(seq):
                 assert (out[0] == 0x46) == with_opts
                 if persistent:
                     after = [r for r in eng.entries(now)
-                             if r[7] in ("NONE", "ASSURED") and r[0] == proto
-                             and r[1] == key and r[4] == port]
-                    assert [r[5] for r in after] == [want]
+                             if r.state in ("NONE", "ASSURED") and r.proto == proto
+                             and r.caddr == key and r.vport == port]
+                    assert [r.daddr for r in after] == [want]
                     # created or restarted now: to -p (45 s), or to 60 s after a retry
-                    assert after[0][8] - now in (45.0, 60.0)
+                    assert after[0].expires - now in (45.0, 60.0)
             now += 0.25
         else:
             for svc in svcs.values():

@@ -93,7 +93,7 @@ def test_fragmented_tcp_segment_of_existing_flow():
     v, out = run(eng, fs[-1], 0.5)
     assert v == V_FORWARD_OUT
     expect_rewritten(seg, out, dst=RIP1, dport=8080)
-    assert eng.entries()[0][7] == "ESTABLISHED"
+    assert eng.entries()[0].state == "ESTABLISHED"
 
 
 def test_fragmented_reply_from_real_server():
