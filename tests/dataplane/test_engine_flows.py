@@ -2,13 +2,32 @@
 entries, no destination, not-for-us, IPv6, the entry limit, destination
 removal and overload, set_services, statistics, entries() listing."""
 import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP2,
+    RIP6_1,
+    RIP6_2,
+    VIP,
+    VIP6,
+    add_dest,
+    checksums_ok,
+    del_dest,
+    engine_with,
+    expect_rewritten,
+    ip,
+    make_service,
+    run,
+    tcp4,
+    tcp6,
+    udp4,
+    udp6,
+)
 from scapy.layers.inet import ICMP, IP, IPerror
-from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6, IPerror6
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPerror6, IPv6
 
-from helpers.engine import (CIP, CIP6, RIP1, RIP2, RIP6_1, RIP6_2, VIP, VIP6, add_dest,
-                                 checksums_ok, del_dest, engine_with, expect_rewritten, ip,
-                                 make_service, run, tcp4, tcp6, udp4, udp6)
-from userlb.dataplane.engine import Engine, V_DROP, V_FORWARD, V_REPLY
+from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY, Engine
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
 
 # ------------------------------------------------------------------ UDP
@@ -272,7 +291,7 @@ def test_stats_per_service_dest_global():
     assert eng.stats.as_tuple() == svc.stats.as_tuple()
     per_dest = [d.stats.as_tuple() for d in svc.dests]
     assert [x[0] for x in per_dest] == [2, 2]
-    assert tuple(map(sum, zip(*per_dest))) == svc.stats.as_tuple()
+    assert tuple(map(sum, zip(*per_dest, strict=True))) == svc.stats.as_tuple()
     assert sum(d.activeconns for d in svc.dests) == 4
 
 

@@ -2,9 +2,9 @@
 entries first, which packets create entries, stateless forwarding and
 stateless replies."""
 import pytest
+from helpers.engine import engine_with, expect_rewritten, ip, run, tcp4, udp4
 from scapy.layers.inet import ICMP, IP
 
-from helpers.engine import engine_with, expect_rewritten, ip, run, tcp4, udp4
 from userlb.clock import ManualClock
 from userlb.dataplane.engine import V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, Dest, Service
@@ -69,7 +69,8 @@ class Lab:
         return v, p, out
 
     def has_entry(self, caddr, cport=40000):
-        return any(r.caddr == caddr and r.cport == cport for r in self.eng.entries(self.clock.now()))
+        return any(r.caddr == caddr and r.cport == cport
+                   for r in self.eng.entries(self.clock.now()))
 
 
 def addr_of(x):

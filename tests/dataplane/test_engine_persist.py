@@ -4,12 +4,28 @@ connections, the 60 s retry, PersistConn / ActiveConn / InActConn / conns,
 entries() and the -L -c listing, invalid templates, the entry limit.  Manual
 `now`, never sleeping; `tick` runs the periodic sweep every second as the
 driver does."""
-import pytest
-
 import helpers.engine as test_engine_helpers
-from helpers.engine import (CIP, CIP6, RIP1, RIP2, RIP6_1, RIP6_2, VIP, VIP6, add_dest,
-                                 del_dest, expect_rewritten, ip, make_service, run, tcp4, tcp6,
-                                 udp4)
+import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP2,
+    RIP6_1,
+    RIP6_2,
+    VIP,
+    VIP6,
+    add_dest,
+    del_dest,
+    expect_rewritten,
+    ip,
+    make_service,
+    run,
+    tcp4,
+    tcp6,
+    udp4,
+)
+
 from userlb.control import listing
 from userlb.dataplane.conntrack import Template
 from userlb.dataplane.engine import V_DROP, V_FORWARD

@@ -12,18 +12,17 @@ the netmask changed.  Checked after every step:
   its linked connections; a template's n_control = the linked connections
   pointing at it; len(engine) = connections + templates.
 """
+from helpers.engine import VIP, add_dest, del_dest, engine_with, ip, make_service, run, tcp4, udp4
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 
-from helpers.engine import (VIP, add_dest, del_dest, engine_with, ip, make_service, run,
-                                 tcp4, udp4)
 from userlb.dataplane.conntrack import DEAD, Template
 from userlb.dataplane.engine import V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT
 
 CLIENTS = ["192.0.2.1", "192.0.2.200", "198.51.100.1", "198.51.100.9"]
-SERVERS = ["10.1.0.%d" % i for i in range(1, 4)]
+SERVERS = [f"10.1.0.{i}" for i in range(1, 4)]
 
 # (.., with_ip_options): an IPv4 header with options takes the general path
 _conn = st.tuples(st.just("conn"), st.sampled_from(CLIENTS), st.integers(1024, 1100),

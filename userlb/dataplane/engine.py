@@ -90,29 +90,71 @@ except for port 21 (the kernel's FTP rule: vport and dport 0).  Switching a
 service to non-persistent (``-E``) or changing its netmask leaves the
 existing templates to expire.  Both paths choose the destination of a new
 connection in ``_pick`` (the template lookup: ``_persist``) and create its
-entry in ``link_entry``.  Differences from the kernel: a UDP template is not marked ASSURED by a reply
-(the UDP fast path is left alone; only the ``-L -c`` state name differs); a
-template is retried while it still counts a controlled connection that has
-run out but not yet been swept (at most the sweep's one second).
+entry in ``link_entry``.  Differences from the kernel: a UDP template is not
+marked ASSURED by a reply (the UDP fast path is left alone; only the ``-L
+-c`` state name differs); a template is retried while it still counts a
+controlled connection that has run out but not yet been swept (at most the
+sweep's one second).
 """
 from collections import Counter
 from typing import NamedTuple
 
 from ..model import SVC_F_PERSISTENT, Stats
 from . import nat
-from .conntrack import (TPL_ASSURED, TPL_STATE_NAMES, ConnTable, Entry, Template, Xlate,
-                        make_key, mask6, retry_expiry, split_key, tpl_key)
+from .conntrack import (
+    TPL_ASSURED,
+    TPL_STATE_NAMES,
+    ConnTable,
+    Entry,
+    Template,
+    Xlate,
+    make_key,
+    mask6,
+    retry_expiry,
+    split_key,
+    tpl_key,
+)
 from .fast4 import Fast4
 from .frag import Reassembler
-from .packet import (FLOW, IPPROTO_TCP, P_DADDR, P_DPORT, P_FRAG, P_INNER, P_LEN, P_PROTO, P_SADDR,
-                     P_SPORT, P_TCPFLAGS, TH_RST, TH_SYN, parse)
+from .packet import (
+    FLOW,
+    IPPROTO_TCP,
+    P_DADDR,
+    P_DPORT,
+    P_FRAG,
+    P_INNER,
+    P_LEN,
+    P_PROTO,
+    P_SADDR,
+    P_SPORT,
+    P_TCPFLAGS,
+    TH_RST,
+    TH_SYN,
+    parse,
+)
 from .proto import PROTOCOLS, icmp
 from .stats import RateEstimators
 from .tcpstate import CLOSE, ESTABLISHED, FIN_WAIT, IS_ACTIVE, TIME_WAIT, UDP, make_timeouts
-from .verdict import (R_CONN_LIMIT, R_DEST_UNAVAILABLE, R_FRAG_NOT_FIRST_PARSE,  # noqa: F401
-                      R_ICMP_IGNORED, R_ICMP_NO_ENTRY, R_NO_DEST, R_NO_ENTRY, R_NO_SCHEDULER,
-                      R_NO_SERVICE, R_NOT_FOR_US, R_REPLY_AMBIGUOUS, R_RST_NO_ENTRY,
-                      R_TTL_EXPIRED, V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY, VERDICT_NAMES)
+from .verdict import (  # noqa: F401
+    R_CONN_LIMIT,
+    R_DEST_UNAVAILABLE,
+    R_FRAG_NOT_FIRST_PARSE,
+    R_ICMP_IGNORED,
+    R_ICMP_NO_ENTRY,
+    R_NO_DEST,
+    R_NO_ENTRY,
+    R_NO_SCHEDULER,
+    R_NO_SERVICE,
+    R_NOT_FOR_US,
+    R_REPLY_AMBIGUOUS,
+    R_RST_NO_ENTRY,
+    R_TTL_EXPIRED,
+    V_DROP,
+    V_FORWARD,
+    V_FORWARD_OUT,
+    V_REPLY,
+    VERDICT_NAMES,
+)
 
 _FTP_PORT = 21      # persistence templates of a port-21 service: vport 0 (kernel FTPPORT)
 _M32 = 0xFFFFFFFF

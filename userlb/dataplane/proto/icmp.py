@@ -3,8 +3,18 @@ matched on the connection of the packet they quote; everything else (echo,
 ...) is not for it.  The engine looks the quoted flow up (flipped: the quoted
 packet travelled the other way) and rewrites through the forwarding method's
 ICMP step."""
-from ..packet import (AF_INET, FRAG_LATER, ICMP_PARAMETERPROB, IPPROTO_TCP, IPPROTO_UDP,
-                      P_AF, P_FRAG, P_ICMP_TYPE, P_INNER, P_PROTO)
+from ..packet import (
+    AF_INET,
+    FRAG_LATER,
+    ICMP_PARAMETERPROB,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    P_AF,
+    P_FRAG,
+    P_ICMP_TYPE,
+    P_INNER,
+    P_PROTO,
+)
 from ..verdict import R_ICMP_IGNORED, R_ICMP_NO_ENTRY
 
 
