@@ -51,8 +51,11 @@ is gone) out of the lookup dict -- the kernel re-hashes it under vport
 0xffff -- where it lives on, unrefreshed, until it expires: it is then
 stored under its own object as key (an Entry never equals a lookup key).
 """
+from typing import NamedTuple
+
 from ..model import Stats
 from . import xmit
+from .proto import PROTOCOLS
 from .tcpstate import IS_ACTIVE
 
 DEAD = -1   # Entry.state of an unlinked entry
@@ -188,6 +191,19 @@ def retry_expiry(t, now):
     RETRY periods, after `now`."""
     x = t.last + t.timeout
     return x + ((now - x) // RETRY + 1) * RETRY
+
+
+class EntryRow(NamedTuple):
+    """One line of ``ipvsadm -L -c`` (``ConnTable.rows``)."""
+    proto: int
+    caddr: object       # int (IPv4) or 16 bytes (IPv6); masked for a template
+    cport: int
+    vaddr: object
+    vport: int
+    daddr: object
+    dport: int
+    state: str
+    expires: float
 
 
 class ConnTable:
@@ -349,6 +365,29 @@ class ConnTable:
             if k == e.ikey and (now is None or now < e.last + e.timeout):
                 yield e
         yield from self.live_templates(now)
+
+    def rows(self, now=None):
+        """Live entries as EntryRow: connections, then persistence templates
+        as the kernel lists them: masked client address, cport 0, state NONE
+        or ASSURED (a detached one: vport and dport 65535; a port-21
+        service's: vport and dport 0)."""
+        out = []
+        for e in self.live_entries(now):
+            p, ca, cp, va, vp = split_key(e.ikey)
+            xl = e.xl
+            exp = e.last + e.timeout
+            if e.okey is not None:
+                name = PROTOCOLS[p].state_name(e.state)
+                out.append(EntryRow(p, ca, cp, va, vp, xl.daddr, xl.dport, name, exp))
+                continue
+            if now is not None and now >= exp:
+                exp = retry_expiry(e, now)          # still controlling: due for a retry
+            if e.detached:
+                vp = dp = 0xFFFF
+            else:
+                dp = xl.dport if vp else 0
+            out.append(EntryRow(p, ca, 0, va, vp, xl.daddr, dp, TPL_STATE_NAMES[e.state], exp))
+        return out
 
     def live_templates(self, now=None):
         for t in self.tpl.values():

@@ -16,8 +16,8 @@ A packet goes through, in order:
    expired entry, a removed destination, a packet that needs an answer)
    falls through to the general path, which decides everything again from
    scratch.
-2. **General path** (``_general``): ``packet.parse``; malformed packets are dropped with the
-   parser's reason.  Fragments addressed to a VIP (or coming from a real
+2. **General path** (``_general``): ``packet.parse``; malformed packets are
+   dropped with the parser's reason.  Fragments addressed to a VIP (or coming from a real
    server's address) are reassembled first (frag.py); the whole datagram then
    takes the general path and leaves as V_FORWARD_OUT.  ICMP errors are
    matched on their quoted packet (§5.4).  Then: entry lookup (both
@@ -56,63 +56,25 @@ Choices (differences from the kernel, documented):
 * Entries use one-second expiry granularity in the sweep; the lazy check on
   lookup is exact ("live while now < expires").
 
-Persistence (``-p timeout``, ``-M netmask``; docs/ipvs.md §1.8, §4.1-§4.3, §7)
------------------------------------------------------------------------------
-For a service with SVC_F_PERSISTENT a new connection is first looked up in
-the persistence templates (conntrack.Template), keyed by (protocol, client
-address & netmask -- IPv6: the first `netmask` bits --, VIP, vport); the
-scheduler (hashing the full client address and port, as always) is only
-consulted when there is no live, valid template, and its answer becomes a
-new template (timeout = the service's ``-p`` timeout, counted in the
-destination's PersistConn and in ``max_entries``; not in ``conns``, ActiveConn
-or InActConn).  The connection is created as usual (``conns`` counted) and
-controlled by the template (``n_control``), which
+Persistence (``-p``, ``-M``): persist.py.  Both paths choose the destination
+of a new connection in ``_pick`` (a persistent service's through its
+template: ``_persist``) and create its entry in ``link_entry``.
 
-* is restarted to its timeout by every connection created through it;
-* when its timer runs out while it still controls connections, is retried
-  60 s later instead of expiring -- and, as in the kernel, keeps 60 s as its
-  timeout from then on (later connections restart it to 60 s, not to ``-p``);
-* is marked ASSURED (the ``-L -c`` state; NONE before) when a controlled
-  TCP connection reaches ESTABLISHED;
-* is *invalid* when its destination is no longer available (deleted from the
-  service, or the service deleted), or -- only with the kernel's sysctl
-  ``expire_quiescent_template`` (engine option, default off as in the
-  kernel) -- when the destination's weight is 0: the default keeps sending a
-  client with a template to a weight-0 (quiesced) server.  An invalid
-  template is detached (the kernel re-hashes it with vport/dport 0xffff, as
-  ``entries()`` shows it), not refreshed, expires on its own, and a new one
-  is scheduled.
-
-A SYN on a TIME_WAIT/CLOSE entry that is controlled by a template is not a
-new connection (conn_reuse_mode): it moves the existing entry by the state
-table, to the same server.  A template's key has the vport of the service,
-except for port 21 (the kernel's FTP rule: vport and dport 0).  Switching a
-service to non-persistent (``-E``) or changing its netmask leaves the
-existing templates to expire.  Both paths choose the destination of a new
-connection in ``_pick`` (the template lookup: ``_persist``) and create its
-entry in ``link_entry``.  Differences from the kernel: a UDP template is not
-marked ASSURED by a reply (the UDP fast path is left alone; only the ``-L
--c`` state name differs); a template is retried while it still counts a
-controlled connection that has run out but not yet been swept (at most the
-sweep's one second).
+Length: about 550 lines, a third of them this text, the class docstring and
+the imports; the rest is one class whose parts (control tables, lookup,
+entry life, verdict) share its state, and what could leave it has left
+(fast4, proto/, xmit/, persist, tables, conntrack.ConnTable.rows).
 """
 from collections import Counter
-from typing import NamedTuple
 
 from ..model import SVC_F_PERSISTENT, Stats
-from . import nat
+from . import nat, persist, tables
 from .conntrack import (
     TPL_ASSURED,
-    TPL_STATE_NAMES,
     ConnTable,
     Entry,
-    Template,
     Xlate,
     make_key,
-    mask6,
-    retry_expiry,
-    split_key,
-    tpl_key,
 )
 from .fast4 import Fast4
 from .frag import Reassembler
@@ -156,21 +118,7 @@ from .verdict import (  # noqa: F401
     VERDICT_NAMES,
 )
 
-_FTP_PORT = 21      # persistence templates of a port-21 service: vport 0 (kernel FTPPORT)
 _M32 = 0xFFFFFFFF
-
-
-class EntryRow(NamedTuple):
-    """One line of ``ipvsadm -L -c`` (``Engine.entries``)."""
-    proto: int
-    caddr: object       # int (IPv4) or 16 bytes (IPv6); masked for a template
-    cport: int
-    vaddr: object
-    vport: int
-    daddr: object
-    dport: int
-    state: str
-    expires: float
 
 
 class Engine(Fast4):
@@ -248,49 +196,20 @@ class Engine(Fast4):
         return (self._tmo[ESTABLISHED], self._tmo[FIN_WAIT], self._tmo[UDP])
 
     def set_services(self, services):
-        """Rebuild the dispatch tables from an iterable of Services and swap
-        them in.  Entries are never flushed."""
+        """Rebuild the dispatch tables (tables.py) from an iterable of
+        Services and swap them in.  Entries are never flushed."""
         services = tuple(services)
-        svc_tab = {}
-        vips = set()
-        owners = {}
-        cache = {}
-        old_cache = self._xl_cache
-        for svc in services:
-            svc_tab[(svc.protocol, svc.addr, svc.port)] = svc
-            vips.add(svc.addr)
-            sched = svc.sched
-            stateless = sched is not None and sched.stateless
-
-            def own(d, svc=svc, stateless=stateless):
-                xl = old_cache.get(d)
-                if xl is None or xl.svc is not svc or xl.stateless != stateless:
-                    xl = Xlate(svc, d, self._dec_ttl, self.stats)
-                cache[d] = xl
-                owners.setdefault((svc.protocol, d.addr, xl.dport), []).append(xl)
-
-            for d in svc.dests:
-                own(d)
-            # a stateless (mhs) service keeps forwarding to removed backends
-            # while its old table refers to them: their replies must still be
-            # translated on a director without an entry for the flow
-            if sched is not None:
-                for d in sched.referenced_dests():
-                    if d not in cache and d.af == svc.af:
-                        own(d)
-        rs_tab = {}
-        for k, xls in owners.items():
-            rs_tab[k] = xls[0] if len({id(x.svc) for x in xls}) == 1 else None
-        self._xl_cache = cache
+        t = tables.build(services, self._xl_cache, self._dec_ttl, self.stats)
         tracked = [self.stats]
         for svc in services:
             tracked.append(svc.stats)
             tracked.extend(d.stats for d in svc.dests)
         self.rates.retain(tracked)
-        self._rs_tab = rs_tab
-        self._rs_addrs = {k[1] for k in owners}
-        self._vips = vips
-        self._svc_tab = svc_tab
+        self._xl_cache = t.xl_cache
+        self._rs_tab = t.rs_tab
+        self._rs_addrs = t.rs_addrs
+        self._vips = t.vips
+        self._svc_tab = t.svc_tab
         self._services = services
 
     def services(self):
@@ -334,27 +253,9 @@ class Engine(Fast4):
         return n
 
     def entries(self, now=None):
-        """Live entries for ``ipvsadm -L -c`` as EntryRow: connections, then
-        persistence templates as the kernel lists them: masked client
-        address, cport 0, state NONE or ASSURED (a detached one: vport and
-        dport 65535; a port-21 service's: vport and dport 0)."""
-        out = []
-        for e in self.ct.live_entries(now):
-            p, ca, cp, va, vp = split_key(e.ikey)
-            xl = e.xl
-            exp = e.last + e.timeout
-            if e.okey is not None:
-                name = PROTOCOLS[p].state_name(e.state)
-                out.append(EntryRow(p, ca, cp, va, vp, xl.daddr, xl.dport, name, exp))
-                continue
-            if now is not None and now >= exp:
-                exp = retry_expiry(e, now)          # still controlling: due for a retry
-            if e.detached:
-                vp = dp = 0xFFFF
-            else:
-                dp = xl.dport if vp else 0
-            out.append(EntryRow(p, ca, 0, va, vp, xl.daddr, dp, TPL_STATE_NAMES[e.state], exp))
-        return out
+        """Live entries for ``ipvsadm -L -c``: conntrack.EntryRow tuples
+        (``ConnTable.rows``)."""
+        return self.ct.rows(now)
 
     def entry_counts(self, now=None):
         """{service key (proto, vaddr, vport): number of live entries} (for
@@ -457,42 +358,17 @@ class Engine(Fast4):
     def _persist(self, svc, proto, caddr, cport, now):
         """`_pick` for a persistent service: the destination of the client's
         live, valid template, else the scheduler's (then a new template)."""
-        tkey = self._tpl_key(svc, proto, caddr)
-        tpl = self._template(tkey, now)
+        ct = self.ct
+        tkey = persist.template_key(svc, proto, caddr)
+        tpl = persist.valid_template(ct, tkey, now, self.expire_quiescent_template)
         if tpl is None:
-            ct = self.ct
             if ct.count + 1 >= ct.max_entries:     # room for a template and the entry
                 return R_CONN_LIMIT
             dest = svc.sched.schedule(caddr, cport)
             if dest is None:
                 return R_NO_DEST
-            tpl = Template(tkey, self._xlate(svc, dest), now, svc.timeout)
-            dest.persistconns += 1
-            dest.conn_bound()
-            ct.add_template(tpl)
+            tpl = persist.new_template(ct, tkey, self._xlate(svc, dest), now, svc.timeout)
         return tpl.xl.dest, True, tpl
-
-    @staticmethod
-    def _tpl_key(svc, proto, caddr):
-        """(proto, client & netmask, 0, VIP, vport -- 0 for port 21) as a key."""
-        m = svc.netmask
-        c = caddr & m if type(caddr) is int else mask6(caddr, m)
-        vport = svc.port
-        return tpl_key(proto, c, svc.addr, 0 if vport == _FTP_PORT else vport)
-
-    def _template(self, tkey, now):
-        """The client's live, valid template (key `tkey`), restarted to its
-        timeout (kernel ip_vs_sched_persist + ip_vs_check_template), or None."""
-        ct = self.ct
-        tpl = ct.template(tkey, now)
-        if tpl is None:
-            return None
-        d = tpl.xl.dest
-        if not d.available or (self.expire_quiescent_template and d.weight <= 0):
-            ct.detach(tpl)                  # invalid: left to expire, not restarted
-            return None
-        tpl.last = now
-        return tpl
 
     # ---------------------------------------------------------------- general path
 

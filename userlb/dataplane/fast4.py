@@ -86,7 +86,7 @@ class Fast4:
                 fw = None
                 e = self._conns.get(key)
                 if e is None:
-                    fw = self._miss4(buf, n, now, ops, key, flags, tlen)
+                    fw = self._miss4(buf, now, ops, key, sd, pp, flags, tlen)
                     if type(fw) is int:
                         return fw
                 elif now < e.last + e.timeout:
@@ -125,15 +125,16 @@ class Fast4:
                     return 1
         return self._general(buf, n, now)
 
-    def _miss4(self, buf, n, now, ops, key, flags, tlen):
+    def _miss4(self, buf, now, ops, key, sd, pp, flags, tlen):
         """No entry: a new flow to a service that `ops` lets create one (or
         any packet for a stateless scheduler), or a reply from a real server
         owned by one service.  Returns the direction's words (packet counted;
-        a new entry linked), a verdict, or None for the general path."""
+        a new entry linked), a verdict, or None for the general path.  (The
+        arguments are process()'s header words, so nothing is read twice.)"""
         proto = ops.protocol
-        svc = self._svc_tab.get((proto, (key >> 32) & _M32, key & 0xFFFF))
+        svc = self._svc_tab.get((proto, sd & _M32, pp & 0xFFFF))
         if svc is None:
-            xl = self._rs_tab.get((proto, (key >> 64) & _M32, (key >> 16) & 0xFFFF))
+            xl = self._rs_tab.get((proto, sd >> 32, pp >> 16))
             if xl is None:
                 return None
             ds, ss, gs = xl.counted
@@ -146,10 +147,10 @@ class Fast4:
             return self._drop(R_NO_SCHEDULER)
         if not (sched.stateless or ops.conn_schedule(flags, self.sloppy_tcp)):
             return None
-        got = self._pick(svc, proto, (key >> 64) & _M32, (key >> 16) & 0xFFFF, flags, now)
+        got = self._pick(svc, proto, sd >> 32, pp >> 16, flags, now)
         if type(got) is str:
             if got is R_NO_DEST:
-                return self._no_dest(buf, parse(buf, 0, n))
+                return self._no_dest(buf, parse(buf, 0, tlen))
             return self._drop(got)
         dest, need, tpl = got
         xl = self._xl_cache.get(dest)
