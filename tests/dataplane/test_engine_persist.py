@@ -37,8 +37,8 @@ _KW = {}
 
 @pytest.fixture(autouse=True, params=["fast", "general"])
 def path(request):
-    """Every test twice: IPv4 new flows through the fast path's
-    _new4_persist, and (dec_ttl=True: no fast path) through _schedule."""
+    """Every test twice: IPv4 new flows through the fast path (fast4), and
+    (dec_ttl=True: no fast path) through the general path."""
     _KW.clear()
     if request.param == "general":
         _KW["dec_ttl"] = True
