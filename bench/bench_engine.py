@@ -30,10 +30,11 @@ from userlb.dataplane.engine import Engine  # noqa: E402
 from userlb.model import Dest, Service  # noqa: E402
 from userlb.sched import base  # noqa: E402
 
+
 def _clock():
     """CPU time of this process: the machine is shared and noisy (see
-    MEASURING.md), so `value` is CPU-time based; the wall-clock figure of the
-    same runs is emitted alongside as `wall`."""
+    docs/measuring.md), so `value` is CPU-time based; the wall-clock figure
+    of the same runs is emitted alongside as `wall`."""
     return time.process_time()
 
 

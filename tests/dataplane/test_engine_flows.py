@@ -2,13 +2,32 @@
 entries, no destination, not-for-us, IPv6, the entry limit, destination
 removal and overload, set_services, statistics, entries() listing."""
 import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP2,
+    RIP6_1,
+    RIP6_2,
+    VIP,
+    VIP6,
+    add_dest,
+    checksums_ok,
+    del_dest,
+    engine_with,
+    expect_rewritten,
+    ip,
+    make_service,
+    run,
+    tcp4,
+    tcp6,
+    udp4,
+    udp6,
+)
 from scapy.layers.inet import ICMP, IP, IPerror
-from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPv6, IPerror6
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPerror6, IPv6
 
-from helpers.engine import (CIP, CIP6, RIP1, RIP2, RIP6_1, RIP6_2, VIP, VIP6, add_dest,
-                                 checksums_ok, del_dest, engine_with, expect_rewritten, ip,
-                                 make_service, run, tcp4, tcp6, udp4, udp6)
-from userlb.dataplane.engine import Engine, V_DROP, V_FORWARD, V_REPLY
+from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY, Engine
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
 
 # ------------------------------------------------------------------ UDP
@@ -31,7 +50,7 @@ def test_udp_flow_both_directions(af):
         assert v == V_FORWARD
         expect_rewritten(rp, out, src=vip, sport=53)
     (row,) = eng.entries()
-    assert row[7] == "UDP" and row[8] == 2.5 + 300
+    assert row.state == "UDP" and row.expires == 2.5 + 300
     assert svc.stats.conns == 1 and svc.stats.inpkts == 3 and svc.stats.outpkts == 3
     d = svc.dests[0]
     assert d.inactconns == 1 and d.activeconns == 0
@@ -47,7 +66,7 @@ def test_udp_timeout_and_set(af):
     assert eng.entries(now=299.9) and not eng.entries(now=300.0)
     eng.set_timeouts(udp=10)
     run(eng, mku(cip, 4000, vip, 53), 1.0)
-    assert eng.entries()[0][8] == 11.0
+    assert eng.entries()[0].expires == 11.0
     assert not eng.entries(now=11.0)
     eng.expire(11.0 + 64)       # a shortened timeout is swept within MAX_HOP
     assert len(eng) == 0 and svc.dests[0].inactconns == 0
@@ -249,7 +268,7 @@ def test_dest_port_zero_uses_vport():
     p = tcp4(CIP, 40000, VIP, 80, "S")
     v, out = run(eng, p, 0.0)
     expect_rewritten(p, out, dst=RIP1, dport=80)
-    assert eng.entries()[0][6] == 80
+    assert eng.entries()[0].dport == 80
 
 
 # ------------------------------------------------------------------ stats, listing
@@ -272,7 +291,7 @@ def test_stats_per_service_dest_global():
     assert eng.stats.as_tuple() == svc.stats.as_tuple()
     per_dest = [d.stats.as_tuple() for d in svc.dests]
     assert [x[0] for x in per_dest] == [2, 2]
-    assert tuple(map(sum, zip(*per_dest))) == svc.stats.as_tuple()
+    assert tuple(map(sum, zip(*per_dest, strict=True))) == svc.stats.as_tuple()
     assert sum(d.activeconns for d in svc.dests) == 4
 
 

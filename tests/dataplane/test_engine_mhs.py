@@ -2,9 +2,9 @@
 entries first, which packets create entries, stateless forwarding and
 stateless replies."""
 import pytest
+from helpers.engine import engine_with, expect_rewritten, ip, run, tcp4, udp4
 from scapy.layers.inet import ICMP, IP
 
-from helpers.engine import engine_with, expect_rewritten, ip, run, tcp4, udp4
 from userlb.clock import ManualClock
 from userlb.dataplane.engine import V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, Dest, Service
@@ -69,7 +69,8 @@ class Lab:
         return v, p, out
 
     def has_entry(self, caddr, cport=40000):
-        return any(r[1] == caddr and r[2] == cport for r in self.eng.entries(self.clock.now()))
+        return any(r.caddr == caddr and r.cport == cport
+                   for r in self.eng.entries(self.clock.now()))
 
 
 def addr_of(x):
@@ -115,7 +116,7 @@ def test_s2_backend_removed():
     k1 = lab.key(lambda o, c: o == ip(B) and c == ip(C))
     v, p, out = lab.send(k1, "A", 1001.0)
     assert v == V_FORWARD and backend_of(out) == B and lab.has_entry(k1)
-    assert lab.eng.entries(1001.0)[0][7] == "ESTABLISHED"
+    assert lab.eng.entries(1001.0)[0].state == "ESTABLISHED"
     k2 = lab.key(lambda o, c: o == ip(B) and c == ip(C), skip={k1})
     v, p, out = lab.send(k2, "S", 1002.0)
     assert backend_of(out) == C and lab.has_entry(k2)

@@ -4,12 +4,28 @@ connections, the 60 s retry, PersistConn / ActiveConn / InActConn / conns,
 entries() and the -L -c listing, invalid templates, the entry limit.  Manual
 `now`, never sleeping; `tick` runs the periodic sweep every second as the
 driver does."""
-import pytest
-
 import helpers.engine as test_engine_helpers
-from helpers.engine import (CIP, CIP6, RIP1, RIP2, RIP6_1, RIP6_2, VIP, VIP6, add_dest,
-                                 del_dest, expect_rewritten, ip, make_service, run, tcp4, tcp6,
-                                 udp4)
+import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP2,
+    RIP6_1,
+    RIP6_2,
+    VIP,
+    VIP6,
+    add_dest,
+    del_dest,
+    expect_rewritten,
+    ip,
+    make_service,
+    run,
+    tcp4,
+    tcp6,
+    udp4,
+)
+
 from userlb.control import listing
 from userlb.dataplane.conntrack import Template
 from userlb.dataplane.engine import V_DROP, V_FORWARD
@@ -21,8 +37,8 @@ _KW = {}
 
 @pytest.fixture(autouse=True, params=["fast", "general"])
 def path(request):
-    """Every test twice: IPv4 new flows through the fast path's
-    _new4_persist, and (dec_ttl=True: no fast path) through _schedule."""
+    """Every test twice: IPv4 new flows through the fast path (fast4), and
+    (dec_ttl=True: no fast path) through the general path."""
     _KW.clear()
     if request.param == "general":
         _KW["dec_ttl"] = True
@@ -70,11 +86,11 @@ def establish(eng, cip, sport, now, vport=80):
 
 
 def templates(eng, now=None):
-    return [r for r in eng.entries(now) if r[7] in ("NONE", "ASSURED")]
+    return [r for r in eng.entries(now) if r.state in ("NONE", "ASSURED")]
 
 
 def conns(eng, now=None):
-    return [r for r in eng.entries(now) if r[7] not in ("NONE", "ASSURED")]
+    return [r for r in eng.entries(now) if r.state not in ("NONE", "ASSURED")]
 
 
 # ------------------------------------------------------------------ following
@@ -97,26 +113,26 @@ def test_later_connections_follow_the_template_even_after_the_table_changed():
     tick(eng, 0, 20)
     assert syn(eng, CIP, 40002, 20.0) == first          # the table changed, the template holds
     (t,) = templates(eng)
-    assert t[8] == 120.0
+    assert t.expires == 120.0
     # the SYN_RECV entries (60 s) are gone by 80; the template lasts to 120
     tick(eng, 20, 119)
     assert conns(eng, 119.0) == [] and len(templates(eng, 119.0)) == 1
     tick(eng, 119, 120)
     assert len(eng) == 0
     assert syn(eng, CIP, 40003, 121.0) != first          # scheduled afresh: the new owner
-    assert conns(eng)[0][5] == now_says.addr
+    assert conns(eng)[0].daddr == now_says.addr
 
 
 def test_template_restarted_by_every_new_connection():
     svc = persistent(IPPROTO_TCP, VIP, 80, [(RIP1, 80, 1), (RIP2, 80, 1)], timeout=100)
     eng = engine_with(svc)
     syn(eng, CIP, 1, 0.0)
-    assert templates(eng)[0][8] == 100.0
+    assert templates(eng)[0].expires == 100.0
     syn(eng, CIP, 2, 50.0)
-    assert templates(eng)[0][8] == 150.0
+    assert templates(eng)[0].expires == 150.0
     # established packets of a controlled connection do not restart it
     run(eng, tcp4(CIP, 2, VIP, 80, "A"), 60.0)
-    assert templates(eng)[0][8] == 150.0
+    assert templates(eng)[0].expires == 150.0
 
 
 def test_established_packets_of_a_persistent_connection_are_rewritten(path):
@@ -141,9 +157,9 @@ def test_established_packets_of_a_persistent_connection_are_rewritten(path):
     v, out = run(eng, p, 0.2)
     check(p, out, dst=RIP1, dport=8080)
     (c,) = conns(eng)
-    assert c[7] == "ESTABLISHED"
+    assert c.state == "ESTABLISHED"
     (t,) = templates(eng)
-    assert t[7] == "ASSURED"          # a controlled connection reached ESTABLISHED
+    assert t.state == "ASSURED"          # a controlled connection reached ESTABLISHED
 
 
 def test_udp_datagrams_from_new_ports_follow_the_template():
@@ -158,9 +174,9 @@ def test_udp_datagrams_from_new_ports_follow_the_template():
     assert len(dests) == 1
     other = run(eng, udp4("198.51.100.7", 5000, VIP, 53), 6.0)[1]
     assert dst_of(other) not in dests                  # rr moved on for a new client
-    (t,) = [r for r in templates(eng) if r[1] == ip(CIP)]
+    (t,) = [r for r in templates(eng) if r.caddr == ip(CIP)]
     assert t[:7] == (IPPROTO_UDP, ip(CIP), 0, ip(VIP), 53, ip(dests.pop()), 53)
-    assert t[7] == "NONE" and t[8] == 35.0
+    assert t.state == "NONE" and t.expires == 35.0
 
 
 # ------------------------------------------------------------------ netmask
@@ -174,8 +190,8 @@ def test_clients_of_one_slash24_share_a_template():
     assert syn(eng, "192.0.2.250", 2000, 2.0) == a
     b = syn(eng, "192.0.3.10", 1000, 3.0)              # another /24: rr's next server
     assert b != a
-    ts = sorted(templates(eng), key=lambda r: r[1])
-    assert [(r[1], r[2], r[5]) for r in ts] == [(ip("192.0.2.0"), 0, ip(a)),
+    ts = sorted(templates(eng), key=lambda r: r.caddr)
+    assert [(r.caddr, r.cport, r.daddr) for r in ts] == [(ip("192.0.2.0"), 0, ip(a)),
                                                 (ip("192.0.3.0"), 0, ip(b))]
     assert svc.find_dest(ip(a), 80).persistconns == 1
     assert svc.find_dest(ip(b), 80).persistconns == 1
@@ -191,12 +207,12 @@ def test_ipv6_prefix_length():
     assert syn(eng, "2001:db8:c:0:1::2", 1002, 2.0, vip=VIP6, vport=443, mk=tcp6) == a
     b = syn(eng, "2001:db8:d::10", 1000, 3.0, vip=VIP6, vport=443, mk=tcp6)
     assert b != a
-    keys = sorted(r[1] for r in templates(eng))
+    keys = sorted(r.caddr for r in templates(eng))
     assert keys == [ip("2001:db8:c::"), ip("2001:db8:d::")]
     # a /128 service keys each client on its own
     svc.netmask = 128
     c = syn(eng, "2001:db8:c::77", 1, 4.0, vip=VIP6, vport=443, mk=tcp6)
-    assert ip("2001:db8:c::77") in {r[1] for r in templates(eng)}
+    assert ip("2001:db8:c::77") in {r.caddr for r in templates(eng)}
     assert c in (RIP6_1, RIP6_2)
 
 
@@ -232,23 +248,23 @@ def test_template_retried_every_60s_while_it_controls_a_connection():
     eng = engine_with(svc)
     a = establish(eng, CIP, 40000, 0.0)                 # ESTABLISHED: 900 s
     tick(eng, 0, 99)
-    assert templates(eng)[0][8] == 100.0
+    assert templates(eng)[0].expires == 100.0
     tick(eng, 99, 100)                                  # due, but it controls a connection
     (t,) = templates(eng)
-    assert t[8] == 160.0 and t[7] == "ASSURED"
+    assert t.expires == 160.0 and t.state == "ASSURED"
     tick(eng, 100, 160)
-    assert templates(eng)[0][8] == 220.0
+    assert templates(eng)[0].expires == 220.0
     # a new connection through the template restarts it -- to 60 s now, as
     # the kernel's "expire later" left the template's timeout at 60 s
     assert establish(eng, CIP, 40001, 200.0) == a
-    assert templates(eng)[0][8] == 260.0
+    assert templates(eng)[0].expires == 260.0
     tick(eng, 160, 239)
     run(eng, tcp4(CIP, 40000, VIP, 80, "R"), 240.0)     # both close (10 s)
     run(eng, tcp4(CIP, 40001, VIP, 80, "R"), 240.0)
     tick(eng, 239, 250)
     assert conns(eng) == []
     (t,) = templates(eng)
-    assert t[8] == 260.0
+    assert t.expires == 260.0
     tick(eng, 250, 259)
     assert len(eng) == 1
     tick(eng, 259, 260)                                 # nothing to control: it expires
@@ -264,9 +280,9 @@ def test_lazy_lookup_retries_a_due_template_that_controls_connections():
     run(eng, tcp4(CIP, 1, VIP, 80, "A"), 0.2)
     # no sweep at all: at 130 the template (due at 100) is live through its
     # connection; the listing shows the next retry, 160
-    assert templates(eng, 130.0)[0][8] == 160.0
+    assert templates(eng, 130.0)[0].expires == 160.0
     assert syn(eng, CIP, 2, 130.0) == a
-    assert templates(eng)[0][8] == 190.0                # restarted to 60 s at 130
+    assert templates(eng)[0].expires == 190.0                # restarted to 60 s at 130
 
 
 def test_the_new_persistence_timeout_applies_to_new_templates_only():
@@ -276,9 +292,9 @@ def test_the_new_persistence_timeout_applies_to_new_templates_only():
     svc.timeout = 500                                   # -E ... -p 500
     eng.set_services([svc])
     syn(eng, CIP, 2, 10.0)
-    assert templates(eng)[0][8] == 110.0
+    assert templates(eng)[0].expires == 110.0
     syn(eng, "198.51.100.1", 1, 10.0)
-    assert sorted(r[8] for r in templates(eng)) == [110.0, 510.0]
+    assert sorted(r.expires for r in templates(eng)) == [110.0, 510.0]
 
 
 # ------------------------------------------------------------------ counters
@@ -337,7 +353,7 @@ def test_port_21_templates_have_vport_and_dport_0():
     assert syn(eng, CIP, 2, 1.0, vport=21) == a
     (t,) = templates(eng)
     assert t[:7] == (IPPROTO_TCP, ip(CIP), 0, ip(VIP), 0, ip(a), 0)
-    assert [c[6] for c in conns(eng)] == [2121, 2121]
+    assert [c.dport for c in conns(eng)] == [2121, 2121]
 
 
 # ------------------------------------------------------------------ invalid templates
@@ -352,9 +368,9 @@ def test_deleted_destination_template_is_not_used():
     b = syn(eng, CIP, 2, 5.0)
     assert b != a
     db = svc.find_dest(ip(b), 80)
-    ts = sorted(templates(eng), key=lambda r: r[4])
+    ts = sorted(templates(eng), key=lambda r: r.vport)
     # the invalid template lives on, detached as the kernel shows it (vport/dport 65535)
-    assert [(r[4], r[5], r[6], r[8]) for r in ts] == [(80, ip(b), 80, 105.0),
+    assert [(r.vport, r.daddr, r.dport, r.expires) for r in ts] == [(80, ip(b), 80, 105.0),
                                                       (65535, ip(a), 65535, 100.0)]
     assert da.persistconns == 1 and db.persistconns == 1
     assert syn(eng, CIP, 3, 6.0) == b                  # the new template rules
@@ -367,7 +383,7 @@ def test_deleted_destination_template_is_not_used():
     assert syn(eng, CIP, 4, 7.0) == b
     tick(eng, 0, 100)
     assert da.persistconns == 0 and db.persistconns == 1
-    assert [r[5] for r in templates(eng)] == [ip(b)]
+    assert [r.daddr for r in templates(eng)] == [ip(b)]
 
 
 def test_deleted_service_then_recreated_does_not_use_old_templates():
@@ -403,7 +419,7 @@ def test_expire_quiescent_template_reschedules_weight_zero():
     eng.set_services([svc])
     b = syn(eng, CIP, 2, 1.0)
     assert b != a
-    assert {(r[4], r[5]) for r in templates(eng)} == {(80, ip(b)), (65535, ip(a))}
+    assert {(r.vport, r.daddr) for r in templates(eng)} == {(80, ip(b)), (65535, ip(a))}
     # the first connection still runs to its (weight-0) server
     v, out = run(eng, tcp4(CIP, 1, VIP, 80, "A"), 2.0)
     assert v == V_FORWARD and dst_of(out) == a
@@ -420,10 +436,10 @@ def test_syn_on_a_controlled_time_wait_entry_is_not_a_new_connection():
     run(eng, tcp4(CIP, 1, VIP, 80, "FA"), 1.0)          # ES -> CLOSE_WAIT
     run(eng, tcp4(a, 80, CIP, 1, "FA"), 1.1)            # CLOSE_WAIT -> TIME_WAIT
     (e,) = [x for x in eng.entry_objects() if not isinstance(x, Template)]
-    assert conns(eng)[0][7] == "TIME_WAIT"
+    assert conns(eng)[0].state == "TIME_WAIT"
     assert syn(eng, CIP, 1, 2.0) == a
     (e2,) = [x for x in eng.entry_objects() if not isinstance(x, Template)]
-    assert e2 is e and conns(eng)[0][7] == "SYN_RECV"   # the same entry, moved by the table
+    assert e2 is e and conns(eng)[0].state == "SYN_RECV"   # the same entry, moved by the table
     assert svc.stats.conns == 1
     # without persistence the same SYN is a new connection (conn_reuse_mode)
     svc2 = make_service(IPPROTO_TCP, VIP, 81, [(RIP1, 80, 1)])

@@ -12,18 +12,17 @@ the netmask changed.  Checked after every step:
   its linked connections; a template's n_control = the linked connections
   pointing at it; len(engine) = connections + templates.
 """
+from helpers.engine import VIP, add_dest, del_dest, engine_with, ip, make_service, run, tcp4, udp4
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 
-from helpers.engine import (VIP, add_dest, del_dest, engine_with, ip, make_service, run,
-                                 tcp4, udp4)
 from userlb.dataplane.conntrack import DEAD, Template
 from userlb.dataplane.engine import V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT
 
 CLIENTS = ["192.0.2.1", "192.0.2.200", "198.51.100.1", "198.51.100.9"]
-SERVERS = ["10.1.0.%d" % i for i in range(1, 4)]
+SERVERS = [f"10.1.0.{i}" for i in range(1, 4)]
 
 # (.., with_ip_options): an IPv4 header with options takes the general path
 _conn = st.tuples(st.just("conn"), st.sampled_from(CLIENTS), st.integers(1024, 1100),
@@ -87,17 +86,17 @@ def test_random_operations_keep_persistence_and_counters(seq):
             ca = ip(client)
             key = masked_key(svc, ca)
             before = [r for r in eng.entries(now)
-                      if r[7] in ("NONE", "ASSURED") and r[0] == proto and r[1] == key
-                      and r[4] == port]
+                      if r.state in ("NONE", "ASSURED") and r.proto == proto and r.caddr == key
+                      and r.vport == port]
             # an existing connection of that flow would be continued, not scheduled
-            flows = {r[:5] for r in eng.entries(now) if r[7] not in ("NONE", "ASSURED")}
+            flows = {r[:5] for r in eng.entries(now) if r.state not in ("NONE", "ASSURED")}
             if (proto, ca, sport, ip(VIP), port) in flows:
                 continue
             live = [r for r in before
-                    if any(d.addr == r[5] and d.available for d in svc.dests)]
+                    if any(d.addr == r.daddr and d.available for d in svc.dests)]
             persistent = bool(svc.flags & SVC_F_PERSISTENT)
             if persistent and live:
-                want = live[0][5]
+                want = live[0].daddr
             else:
                 d = svc.sched.schedule(ca, sport)
                 want = d.addr if d is not None else None
@@ -115,11 +114,11 @@ def test_random_operations_keep_persistence_and_counters(seq):
                 assert (out[0] == 0x46) == with_opts
                 if persistent:
                     after = [r for r in eng.entries(now)
-                             if r[7] in ("NONE", "ASSURED") and r[0] == proto
-                             and r[1] == key and r[4] == port]
-                    assert [r[5] for r in after] == [want]
+                             if r.state in ("NONE", "ASSURED") and r.proto == proto
+                             and r.caddr == key and r.vport == port]
+                    assert [r.daddr for r in after] == [want]
                     # created or restarted now: to -p (45 s), or to 60 s after a retry
-                    assert after[0][8] - now in (45.0, 60.0)
+                    assert after[0].expires - now in (45.0, 60.0)
             now += 0.25
         else:
             for svc in svcs.values():

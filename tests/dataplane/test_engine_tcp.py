@@ -2,10 +2,23 @@
 directions, IPv4 (fast path) and IPv6 (general path), sloppy on and off;
 connection creation rules, reuse, accounting and timeouts (IPVS.md §4)."""
 import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP2,
+    RIP6_1,
+    VIP,
+    VIP6,
+    add_dest,
+    engine_with,
+    expect_rewritten,
+    make_service,
+    run,
+    tcp4,
+    tcp6,
+)
 
-from helpers.engine import (CIP, CIP6, RIP1, RIP2, RIP6_1, VIP, VIP6, add_dest,
-                                 engine_with, expect_rewritten, make_service, run, tcp4,
-                                 tcp6)
 from userlb.dataplane import tcpstate as T
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP
@@ -72,9 +85,9 @@ def test_state_table_through_engine(af, sloppy, direction, event, state, want):
         assert v == V_FORWARD, eng.last_reason
         expect_rewritten(pkt, out, src=f["vip"], sport=80)
     (row,) = eng.entries()
-    assert row[7] == want
+    assert row.state == want
     want_st = T.STATE_NAMES.index(want)
-    assert row[8] == 1.5 + T.DEFAULT_TIMEOUTS[want_st]
+    assert row.expires == 1.5 + T.DEFAULT_TIMEOUTS[want_st]
     d = svc.dests[0]
     assert (d.activeconns, d.inactconns) == (T.IS_ACTIVE[want_st], 1 - T.IS_ACTIVE[want_st])
     reused = direction == "IN" and event == "syn" and state in (T.TIME_WAIT, T.CLOSE)
@@ -122,7 +135,7 @@ def test_creation(af, desc, flags, sloppy, verdict, state, reason):
         assert svc.stats.conns == 0
     else:
         (row,) = eng.entries()
-        assert row[7] == state
+        assert row.state == state
         expect_rewritten(pkt, out, dst=f["rip"], dport=8080)
         assert svc.stats.conns == 1 and svc.dests[0].stats.conns == 1
     if reason is not None:
@@ -135,9 +148,9 @@ def test_creation(af, desc, flags, sloppy, verdict, state, reason):
 
 def check_rst(pkt, out):
     """The RST the director's stack would send (RFC 793 reset generation)."""
+    from helpers.engine import checksums_ok
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
-    from helpers.engine import checksums_ok
     got = IP(out) if out[0] >> 4 == 4 else IPv6(out)
     l3 = pkt[IP] if pkt.haslayer(IP) else pkt[IPv6]
     assert got.src == l3.dst and got.dst == l3.src
@@ -201,7 +214,7 @@ def test_entry_lifetime_exact_boundary():
     eng = engine_with(svc)
     run(eng, tcp4(CIP, 40000, VIP, 80, "S"), 10.0)            # SYN_RECV: 60 s
     assert run(eng, tcp4(CIP, 40000, VIP, 80, "A"), 69.999)[0] == V_FORWARD   # -> ES
-    assert eng.entries()[0][8] == pytest.approx(69.999 + 900)
+    assert eng.entries()[0].expires == pytest.approx(69.999 + 900)
     assert run(eng, tcp4(CIP, 40000, VIP, 80, "A"), 69.999 + 899.5)[0] == V_FORWARD
     t = 69.999 + 899.5 + 900
     v, _ = run(eng, tcp4(CIP, 40000, VIP, 80, "A"), t)      # now == expires: gone
@@ -237,12 +250,12 @@ def test_set_timeouts_applies_at_next_packet():
     run(eng, tcp4(CIP, 40000, VIP, 80, "A"), 1.0)              # ES, expires 901
     eng.set_timeouts(tcp=50, tcpfin=0, udp=0)
     assert eng.timeouts() == (50, 120, 300)
-    assert eng.entries()[0][8] == 901.0                       # unchanged until refreshed
+    assert eng.entries()[0].expires == 901.0                       # unchanged until refreshed
     run(eng, tcp4(CIP, 40000, VIP, 80, "A"), 2.0)
-    assert eng.entries()[0][8] == 52.0
+    assert eng.entries()[0].expires == 52.0
     eng.set_timeouts(0, 30, 0)
     run(eng, tcp4(RIP1, 8080, CIP, 40000, "FA"), 3.0)           # OUT fin: ES -> FW
-    assert eng.entries()[0][7] == "FIN_WAIT" and eng.entries()[0][8] == 33.0
+    assert eng.entries()[0].state == "FIN_WAIT" and eng.entries()[0].expires == 33.0
     assert eng.timeouts() == (50, 30, 300)
 
 
@@ -252,7 +265,7 @@ def test_sweep_after_state_shortens_timeout():
     run(eng, tcp4(CIP, 40000, VIP, 80, "S"), 0.0)
     run(eng, tcp4(CIP, 40000, VIP, 80, "A"), 1.0)              # ES: 900 s
     run(eng, tcp4(CIP, 40000, VIP, 80, "R"), 2.0)              # CLOSE: 10 s
-    assert eng.entries()[0][7] == "CLOSE"
+    assert eng.entries()[0].state == "CLOSE"
     for t in range(3, 12):
         eng.expire(float(t))
     assert len(eng) == 1
@@ -283,7 +296,7 @@ def test_ip_options_take_general_path():
     v, out = run(eng, pkt, 0.1)
     assert v == V_FORWARD
     expect_rewritten(pkt, out, src=VIP, sport=80)
-    assert eng.entries()[0][7] == "SYN_RECV"
+    assert eng.entries()[0].state == "SYN_RECV"
 
 
 def test_new_dest_added_later_gets_connections():

@@ -3,11 +3,21 @@ IPv6, in order, out of order, duplicates, overlaps, timeout, memory limit."""
 import random
 
 import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP6_1,
+    VIP,
+    VIP6,
+    engine_with,
+    expect_rewritten,
+    make_service,
+    run,
+)
 from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
 
-from helpers.engine import (CIP, CIP6, RIP1, RIP6_1, VIP, VIP6, engine_with,
-                                 expect_rewritten, make_service, run)
 from userlb.dataplane import frag as F
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_FORWARD_OUT
 from userlb.dataplane.packet import parse
@@ -93,7 +103,7 @@ def test_fragmented_tcp_segment_of_existing_flow():
     v, out = run(eng, fs[-1], 0.5)
     assert v == V_FORWARD_OUT
     expect_rewritten(seg, out, dst=RIP1, dport=8080)
-    assert eng.entries()[0][7] == "ESTABLISHED"
+    assert eng.entries()[0].state == "ESTABLISHED"
 
 
 def test_fragmented_reply_from_real_server():

@@ -9,15 +9,14 @@ ICMPv6 errors in both directions, including truncated quotes.
 """
 import os
 import struct
-import sys
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from helpers.packets import a4, a6, addr4, addr6, framed, icmp_error, ip_packet, port  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import IP, in4_chksum
 from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.utils import checksum as scapy_checksum
-
-from helpers.packets import a4, a6, addr4, addr6, framed, icmp_error, ip_packet, port  # noqa: E402
 
 from userlb.dataplane import nat  # noqa: E402
 from userlb.dataplane import packet as P  # noqa: E402
@@ -288,7 +287,7 @@ def do_icmp_check(af, direction, case, deep=False):
     orig = bytes(buf)
     l3, l4 = r[P.P_L3OFF], r[P.P_L4OFF]
     end = l3 + r[P.P_LEN]
-    il3, il4 = inner[P.P_L3OFF], inner[P.P_L4OFF]
+    il3 = inner[P.P_L3OFF]
     if direction == "in":
         nat.icmp_in(buf, r, naddr, nport)
         outer_which, inner_which = "dst", "src"
@@ -297,7 +296,6 @@ def do_icmp_check(af, direction, case, deep=False):
         outer_which, inner_which = "src", "dst"
     r2 = P.parse(buf, off)
     assert type(r2) is tuple, r2
-    inner2 = r2[P.P_INNER]
     # parsed fields changed as intended, nothing else
     exp = list(r)
     exp[P.P_DADDR if outer_which == "dst" else P.P_SADDR] = naddr

@@ -1,19 +1,25 @@
 """Packet parser: results against the scapy-built packets, every reason from a
 table, every prefix and random mutations never raise."""
-import os
 import struct
-import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from helpers.packets import framed, icmp_error, ip_packet  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply, ICMPv6EchoRequest,
-                                IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
-                                IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, PadN)
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    PadN,
+)
 from scapy.layers.l2 import GRE
 from scapy.packet import Raw
-
-from helpers.packets import framed, icmp_error, ip_packet  # noqa: E402
 
 from userlb.dataplane import packet as P  # noqa: E402
 
@@ -412,6 +418,7 @@ def test_codec_modules_import_nothing_heavy():
     and each other (no scapy, ipaddress, socket, asyncio, logging, time)."""
     import ast
     import pathlib
+
     import userlb.dataplane as dp
     root = pathlib.Path(dp.__file__).parent
     for name in ("packet.py", "csum.py", "nat.py"):

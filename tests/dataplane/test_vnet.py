@@ -10,13 +10,27 @@ a named reason and never reach the engine."""
 import struct
 
 import pytest
+from helpers.engine import (
+    CIP,
+    CIP6,
+    RIP1,
+    RIP6_1,
+    VIP,
+    VIP6,
+    checksums_ok,
+    engine_with,
+    expect_rewritten,
+    make_service,
+    tcp4,
+    tcp6,
+    udp4,
+    udp6,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 
-from helpers.engine import (CIP, CIP6, RIP1, RIP6_1, VIP, VIP6, checksums_ok, engine_with,
-                                 expect_rewritten, make_service, tcp4, tcp6, udp4, udp6)
 from userlb.dataplane import vnet
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
@@ -29,7 +43,7 @@ VPORT, RPORT, CPORT = 80, 8080, 40000
 def _sum16(data):
     if len(data) & 1:
         data = bytes(data) + b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return s
@@ -197,7 +211,7 @@ def test_needs_csum_udp_partial_sum_ffff():
     updated."""
     base = 0xC0000200
     for low in range(1, 0x10000):
-        cip = "%d.%d.%d.%d" % ((base >> 24) & 255, (base >> 16) & 255, low >> 8, low & 255)
+        cip = f"{(base >> 24) & 255}.{(base >> 16) & 255}.{low >> 8}.{low & 255}"
         pkt = udp4(cip, CPORT, VIP, VPORT, payload=b"abc")
         if pseudo_sum(bytes(pkt)) == 0xFFFF:
             break
@@ -294,7 +308,7 @@ class Recorder:
 def _hdr_for(pkt, **over):
     hdr, buf, n = to_partial(pkt)
     f = dict(zip(("flags", "gso_type", "hdr_len", "gso_size", "csum_start", "csum_offset"),
-                 vnet.HDR.unpack(bytes(hdr))))
+                 vnet.HDR.unpack(bytes(hdr)), strict=True))
     f.update(over)
     return bytearray(vnet.pack_hdr(**f)), buf, n
 

@@ -1,4 +1,4 @@
-"""Shared helpers of tests/test_engine*.py and friends (no tests here):
+"""Shared helpers of tests/dataplane/test_engine*.py and friends (no tests here):
 building services the way the configuration layer does, scapy packet
 builders, and field-by-field comparison of output packets with checksums
 verified by scapy."""

@@ -9,14 +9,10 @@ with scapy's checksum functions.
 Imported as ``from helpers.packets import ...``.
 """
 import ipaddress
-import os
 import struct
-import sys
 
-from hypothesis import HealthCheck, given, settings, strategies as st
-from scapy.layers.inet import IP, TCP, UDP, in4_chksum
-from scapy.layers.inet6 import IPv6, in6_chksum
-from scapy.utils import checksum as scapy_checksum
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
 
 from userlb.dataplane import csum
 
@@ -49,7 +45,7 @@ SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
 def a4(x):
-    return "%d.%d.%d.%d" % (x >> 24, (x >> 16) & 255, (x >> 8) & 255, x & 255)
+    return f"{x >> 24}.{(x >> 16) & 255}.{(x >> 8) & 255}.{x & 255}"
 
 
 def a6(b):

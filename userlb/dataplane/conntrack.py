@@ -51,8 +51,11 @@ is gone) out of the lookup dict -- the kernel re-hashes it under vport
 0xffff -- where it lives on, unrefreshed, until it expires: it is then
 stored under its own object as key (an Entry never equals a lookup key).
 """
-from .csum import delta_addr, delta_addr_port
-from .nat import plan_in, plan_out
+from typing import NamedTuple
+
+from ..model import Stats
+from . import xmit
+from .proto import PROTOCOLS
 from .tcpstate import IS_ACTIVE
 
 DEAD = -1   # Entry.state of an unlinked entry
@@ -93,42 +96,32 @@ def split_key(key):
 
 class Xlate:
     """The translation between one service and one destination, shared by
-    every entry (and every stateless forward) of that pair."""
-    __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport",
-                 "sd_in", "pp_in", "ipd_in", "l4d_in",
-                 "sd_out", "pp_out", "ipd_out", "l4d_out",
-                 "plan_in", "plan_out", "sstats", "dstats", "stateless", "okey4")
+    every entry (and every stateless forward) of that pair: addresses and
+    ports, the forwarding method (`fwd`, an xmit module) with what it
+    precomputed (plans, the IPv4 fast path's words), and the Stats objects a
+    packet of the pair counts in (`counted`: destination, service and the
+    engine's global Stats -- a private one if none is given)."""
+    __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport", "fwd",
+                 "plan_in", "plan_out", "fast_in", "fast_out", "counted",
+                 "sstats", "dstats", "stateless", "okey4")
 
-    def __init__(self, svc, dest, dec_ttl=False):
+    def __init__(self, svc, dest, dec_ttl=False, gstats=None):
         self.svc = svc
         self.dest = dest
         self.proto = svc.protocol
-        self.vaddr = va = svc.addr
-        self.vport = vp = svc.port
+        self.vaddr = svc.addr
+        self.vport = svc.port
         self.daddr = da = dest.addr
         self.dport = dp = dest.port if dest.port else svc.port
         self.sstats = svc.stats
         self.dstats = dest.stats
-        self.stateless = bool(getattr(svc.sched, "stateless", False))
-        self.plan_in = plan_in(va, vp, da, dp, dec_ttl)
-        self.plan_out = plan_out(da, dp, va, vp, dec_ttl)
-        self.l4d_in = delta_addr_port(va, vp, da, dp)
-        self.l4d_out = delta_addr_port(da, dp, va, vp)
-        if type(va) is int:
-            # IPv4 fast path (no TTL change): the (saddr << 32 | daddr) word
-            # and the (sport << 16 | dport) word move by a constant
-            self.ipd_in = delta_addr(va, da)
-            self.ipd_out = delta_addr(da, va)
-            self.sd_in = da - va
-            self.pp_in = dp - vp
-            self.sd_out = (va - da) << 32
-            self.pp_out = (vp - dp) << 16
-            # the reply key without the client: | caddr << 32 | cport
-            self.okey4 = self.proto << 96 | da << 64 | dp << 16
-        else:
-            self.okey4 = 0
-            self.ipd_in = self.ipd_out = 0
-            self.sd_in = self.pp_in = self.sd_out = self.pp_out = 0
+        self.counted = (dest.stats, svc.stats, Stats() if gstats is None else gstats)
+        sched = svc.sched
+        self.stateless = sched is not None and sched.stateless
+        self.fwd = xmit.method(dest)
+        self.fwd.prepare(self, dec_ttl)
+        # IPv4: the reply key without the client (| caddr << 32 | cport)
+        self.okey4 = self.proto << 96 | da << 64 | dp << 16 if type(da) is int else 0
 
 
 class Entry:
@@ -198,6 +191,19 @@ def retry_expiry(t, now):
     RETRY periods, after `now`."""
     x = t.last + t.timeout
     return x + ((now - x) // RETRY + 1) * RETRY
+
+
+class EntryRow(NamedTuple):
+    """One line of ``ipvsadm -L -c`` (``ConnTable.rows``)."""
+    proto: int
+    caddr: object       # int (IPv4) or 16 bytes (IPv6); masked for a template
+    cport: int
+    vaddr: object
+    vport: int
+    daddr: object
+    dport: int
+    state: str
+    expires: float
 
 
 class ConnTable:
@@ -359,6 +365,29 @@ class ConnTable:
             if k == e.ikey and (now is None or now < e.last + e.timeout):
                 yield e
         yield from self.live_templates(now)
+
+    def rows(self, now=None):
+        """Live entries as EntryRow: connections, then persistence templates
+        as the kernel lists them: masked client address, cport 0, state NONE
+        or ASSURED (a detached one: vport and dport 65535; a port-21
+        service's: vport and dport 0)."""
+        out = []
+        for e in self.live_entries(now):
+            p, ca, cp, va, vp = split_key(e.ikey)
+            xl = e.xl
+            exp = e.last + e.timeout
+            if e.okey is not None:
+                name = PROTOCOLS[p].state_name(e.state)
+                out.append(EntryRow(p, ca, cp, va, vp, xl.daddr, xl.dport, name, exp))
+                continue
+            if now is not None and now >= exp:
+                exp = retry_expiry(e, now)          # still controlling: due for a retry
+            if e.detached:
+                vp = dp = 0xFFFF
+            else:
+                dp = xl.dport if vp else 0
+            out.append(EntryRow(p, ca, 0, va, vp, xl.daddr, dp, TPL_STATE_NAMES[e.state], exp))
+        return out
 
     def live_templates(self, now=None):
         for t in self.tpl.values():

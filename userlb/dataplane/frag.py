@@ -29,8 +29,18 @@ the datagram is not complete yet, otherwise one of the reasons above.
 from struct import Struct
 
 from .csum import ipv4_header_checksum
-from .packet import P_AF, P_DADDR, P_FRAG_ID, P_FRAG_MF, P_FRAG_OFF, P_L3OFF, P_L4OFF, \
-    P_LEN, P_PROTO, P_SADDR
+from .packet import (
+    P_AF,
+    P_DADDR,
+    P_FRAG_ID,
+    P_FRAG_MF,
+    P_FRAG_OFF,
+    P_L3OFF,
+    P_L4OFF,
+    P_LEN,
+    P_PROTO,
+    P_SADDR,
+)
 
 HIGH_THRESH = 4 * 1024 * 1024
 TIMEOUT = 30.0

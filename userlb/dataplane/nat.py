@@ -66,12 +66,40 @@ fragment, or a multicast/broadcast/unspecified address).
 """
 from struct import Struct
 
-from .csum import (apply, checksum, delta_addr, delta_addr_port,
-                   delta_ipv4_header, delta16, fold, pseudo_sum4, pseudo_sum6)
-from .packet import (FRAG_LATER, ICMP_ERROR_TYPES, P_AF, P_CSUMOFF, P_DADDR, P_DPORT,
-                     P_FRAG, P_ICMP_TYPE, P_INNER, P_L3OFF, P_L4OFF, P_LEN, P_PROTO,
-                     P_SADDR, P_SPORT, P_TCPFLAGS, P_TTLOFF, TH_ACK, TH_FIN, TH_RST,
-                     TH_SYN)
+from .csum import (
+    apply,
+    checksum,
+    delta16,
+    delta_addr,
+    delta_addr_port,
+    delta_ipv4_header,
+    fold,
+    pseudo_sum4,
+    pseudo_sum6,
+)
+from .packet import (
+    FRAG_LATER,
+    ICMP_ERROR_TYPES,
+    P_AF,
+    P_CSUMOFF,
+    P_DADDR,
+    P_DPORT,
+    P_FRAG,
+    P_ICMP_TYPE,
+    P_INNER,
+    P_L3OFF,
+    P_L4OFF,
+    P_LEN,
+    P_PROTO,
+    P_SADDR,
+    P_SPORT,
+    P_TCPFLAGS,
+    P_TTLOFF,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+)
 
 _H = Struct("!H")
 _TCPSEQ = Struct("!II")

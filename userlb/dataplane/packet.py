@@ -178,8 +178,8 @@ _H = Struct("!H")
 _EXT6 = frozenset((NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_DEST))
 
 
-def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _tcp=_TCP.unpack_from,
-          _udp=_UDP.unpack_from):
+def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _ip6=_IP6.unpack_from,
+          _tcp=_TCP.unpack_from, _udp=_UDP.unpack_from):
     """Parse the IP packet at ``buf[off:end]``.  Returns a tuple (layout in
     the module docstring) or a reason string.  Never raises for any bytes
     content (it may raise TypeError for a non-buffer argument).  (The
@@ -195,33 +195,56 @@ def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _tcp=_TCP.unpack_from,
         if v != 4 and v != 6:
             return BAD_VERSION
         return TRUNCATED
-    vihl, tlen, ipid, frag, ttl, proto, saddr, daddr = _ip4(buf, off)
-    v = vihl >> 4
-    if v != 4:
-        if v == 6:
-            return _parse6(buf, off, end)
+    # the IP layer: af, proto, addresses, lengths, L4 offset, fragment fields
+    vihl, tlen, fid, frag, ttl, proto, saddr, daddr = _ip4(buf, off)
+    af = vihl >> 4
+    fkind = mf = 0
+    if af == 4:
+        hl = (vihl & 15) << 2
+        if hl < 20:
+            return BAD_IHL
+        if avail < hl:
+            return TRUNCATED
+        if tlen < hl or tlen > avail:
+            return BAD_TOTAL_LENGTH
+        l4 = off + hl
+        ttloff = off + 8
+        icmp = 1
+        if frag & 0x3fff:
+            foff = (frag & 0x1fff) << 3
+            mf = (frag >> 13) & 1
+            if foff:
+                if proto == 6 or proto == 17 or proto == 1:
+                    return (4, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, ttloff, -1,
+                            2, fid, foff, mf, 0, 0, None)
+                return UNSUPPORTED_PROTOCOL
+            fkind = 1
+    elif af == 6:
+        if avail < 40:
+            return TRUNCATED
+        plen, proto, saddr, daddr = _ip6(buf, off)
+        tlen = 40 + plen
+        if plen == 0 or tlen > avail:
+            # payload length 0 means a jumbogram (hop-by-hop option); unsupported
+            return BAD_TOTAL_LENGTH
+        ttloff = off + 7
+        icmp = 58
+        fid = 0
+        l4 = off + 40
+        if proto != 6 and proto != 17:
+            w = _walk6(buf, off, off + tlen, proto)
+            if w is None:
+                return BAD_EXT_HEADER
+            proto, l4, fkind, fid, foff, mf = w
+            if fkind == 2:
+                if proto == 6 or proto == 17 or proto == 58:
+                    return (6, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, ttloff, -1,
+                            2, fid, foff, mf, 0, 0, None)
+                return UNSUPPORTED_PROTOCOL
+    else:
         return BAD_VERSION
-    hl = (vihl & 15) << 2
-    if hl < 20:
-        return BAD_IHL
-    if avail < hl:
-        return TRUNCATED
-    if tlen < hl or tlen > avail:
-        return BAD_TOTAL_LENGTH
-    l4 = off + hl
+    # the L4 header
     pend = off + tlen
-    fkind = 0
-    foff = 0
-    mf = 0
-    if frag & 0x3fff:
-        foff = (frag & 0x1fff) << 3
-        mf = (frag >> 13) & 1
-        if foff:
-            if proto == 6 or proto == 17 or proto == 1:
-                return (4, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, off + 8, -1,
-                        2, ipid, foff, mf, 0, 0, None)
-            return UNSUPPORTED_PROTOCOL
-        fkind = 1
     if proto == 6:
         if pend - l4 < 20:
             return TRUNCATED_L4
@@ -229,30 +252,35 @@ def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _tcp=_TCP.unpack_from,
         doff = (doff >> 4) << 2
         if doff < 20 or l4 + doff > pend:
             return BAD_TCP_OFFSET
-        return (4, 6, saddr, sport, daddr, dport, flags, off, l4, tlen, off + 8, l4 + 16,
-                fkind, ipid, 0, mf, 0, 0, None)
+        return (af, 6, saddr, sport, daddr, dport, flags, off, l4, tlen, ttloff, l4 + 16,
+                fkind, fid, 0, mf, 0, 0, None)
     if proto == 17:
         if pend - l4 < 8:
             return TRUNCATED_L4
         sport, dport, ulen = _udp(buf, l4)
         if not fkind and (ulen < 8 or ulen > pend - l4):
             return BAD_UDP_LENGTH
-        return (4, 17, saddr, sport, daddr, dport, 0, off, l4, tlen, off + 8, l4 + 6,
-                fkind, ipid, 0, mf, 0, 0, None)
-    if proto == 1:
+        return (af, 17, saddr, sport, daddr, dport, 0, off, l4, tlen, ttloff, l4 + 6,
+                fkind, fid, 0, mf, 0, 0, None)
+    if proto == icmp:          # ICMP in IPv4, ICMPv6 in IPv6
         if pend - l4 < 8:
             return TRUNCATED_L4
         itype, icode, ident = _ICMP.unpack_from(buf, l4)
         inner = None
         port = 0
-        if itype == 8 or itype == 0:
+        if af == 4:
+            if itype == 8 or itype == 0:
+                port = ident
+            elif itype in ICMP_ERROR_TYPES:
+                inner = _parse_quoted(buf, l4 + 8, pend, 4)
+        elif itype == 128 or itype == 129:
             port = ident
-        elif itype in ICMP_ERROR_TYPES:
-            inner = _parse_quoted4(buf, l4 + 8, pend)
-            if type(inner) is str:
-                return inner
-        return (4, 1, saddr, port, daddr, port, 0, off, l4, tlen, off + 8, l4 + 2,
-                fkind, ipid, 0, mf, itype, icode, inner)
+        elif itype < 128:
+            inner = _parse_quoted(buf, l4 + 8, pend, 6)
+        if type(inner) is str:
+            return inner
+        return (af, icmp, saddr, port, daddr, port, 0, off, l4, tlen, ttloff, l4 + 2,
+                fkind, fid, 0, mf, itype, icode, inner)
     return UNSUPPORTED_PROTOCOL
 
 
@@ -289,72 +317,45 @@ def _walk6(buf, off, pend, nh):
     return nh, p, fkind, fid, foff, mf
 
 
-def _parse6(buf, off, end, _ip6=_IP6.unpack_from, _tcp=_TCP.unpack_from,
-            _udp=_UDP.unpack_from):
+def _parse_quoted(buf, off, end, af):
+    """The packet quoted by an ICMP (`af` 4) / ICMPv6 (`af` 6) error at
+    ``buf[off:end]``: the same layout as `parse`, with the exceptions listed
+    in the module docstring (only its IP header and 8 bytes of L4 are
+    guaranteed), or an ICMP_INNER_* reason."""
     avail = end - off
-    if avail < 40:
-        return TRUNCATED
-    plen, nh, saddr, daddr = _ip6(buf, off)
-    tlen = 40 + plen
-    if plen == 0 or tlen > avail:
-        # payload length 0 means a jumbogram (hop-by-hop option); unsupported
-        return BAD_TOTAL_LENGTH
-    pend = off + tlen
-    if nh == 6:
-        l4 = off + 40
-        fkind = fid = foff = mf = 0
-        proto = 6
-    elif nh == 17:
-        l4 = off + 40
-        fkind = fid = foff = mf = 0
-        proto = 17
+    if avail < (20 if af == 4 else 40) or buf[off] >> 4 != af:
+        if avail >= 1 and buf[off] >> 4 != af:
+            return ICMP_INNER_BAD
+        return ICMP_INNER_TRUNCATED
+    fkind = foff = mf = 0
+    if af == 4:
+        vihl, tlen, fid, frag, ttl, proto, saddr, daddr = _IP4.unpack_from(buf, off)
+        hl = (vihl & 15) << 2
+        if hl < 20 or tlen < hl:
+            return ICMP_INNER_BAD
+        if avail < hl:
+            return ICMP_INNER_TRUNCATED
+        if proto != 6 and proto != 17 and proto != 1:
+            return ICMP_INNER_UNSUPPORTED
+        if frag & 0x3fff:
+            foff = (frag & 0x1fff) << 3
+            mf = (frag >> 13) & 1
+            fkind = 2 if foff else 1
+        l4 = off + hl
+        ttloff = off + 8
     else:
-        w = _walk6(buf, off, pend, nh)
+        plen, nh, saddr, daddr = _IP6.unpack_from(buf, off)
+        w = _walk6(buf, off, end, nh)
         if w is None:
-            return BAD_EXT_HEADER
+            # an extension header runs past the quoted bytes: truncated by the
+            # quote if the quoted packet claims to be longer, else malformed
+            return ICMP_INNER_TRUNCATED if off + 40 + plen > end else ICMP_INNER_BAD
         proto, l4, fkind, fid, foff, mf = w
-        if fkind == 2:
-            if proto == 6 or proto == 17 or proto == 58:
-                return (6, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, off + 7, -1,
-                        2, fid, foff, mf, 0, 0, None)
-            return UNSUPPORTED_PROTOCOL
-    if proto == 6:
-        if pend - l4 < 20:
-            return TRUNCATED_L4
-        sport, dport, doff, flags = _tcp(buf, l4)
-        doff = (doff >> 4) << 2
-        if doff < 20 or l4 + doff > pend:
-            return BAD_TCP_OFFSET
-        return (6, 6, saddr, sport, daddr, dport, flags, off, l4, tlen, off + 7, l4 + 16,
-                fkind, fid, 0, mf, 0, 0, None)
-    if proto == 17:
-        if pend - l4 < 8:
-            return TRUNCATED_L4
-        sport, dport, ulen = _udp(buf, l4)
-        if not fkind and (ulen < 8 or ulen > pend - l4):
-            return BAD_UDP_LENGTH
-        return (6, 17, saddr, sport, daddr, dport, 0, off, l4, tlen, off + 7, l4 + 6,
-                fkind, fid, 0, mf, 0, 0, None)
-    if proto == 58:
-        if pend - l4 < 8:
-            return TRUNCATED_L4
-        itype, icode, ident = _ICMP.unpack_from(buf, l4)
-        inner = None
-        port = 0
-        if itype == 128 or itype == 129:
-            port = ident
-        elif itype < 128:
-            inner = _parse_quoted6(buf, l4 + 8, pend)
-            if type(inner) is str:
-                return inner
-        return (6, 58, saddr, port, daddr, port, 0, off, l4, tlen, off + 7, l4 + 2,
-                fkind, fid, 0, mf, itype, icode, inner)
-    return UNSUPPORTED_PROTOCOL
-
-
-def _quoted_l4(af, proto, saddr, daddr, buf, off, l4, end, tlen, ttloff,
-               fkind, fid, foff, mf):
-    """The L4 part of a quoted packet (only 8 bytes guaranteed)."""
+        if proto != 6 and proto != 17 and proto != 58:
+            return ICMP_INNER_UNSUPPORTED
+        tlen = 40 + plen
+        ttloff = off + 7
+    # the L4 part (only 8 bytes guaranteed)
     if fkind == 2:
         return (af, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, ttloff, -1,
                 2, fid, foff, mf, 0, 0, None)
@@ -376,52 +377,6 @@ def _quoted_l4(af, proto, saddr, daddr, buf, off, l4, end, tlen, ttloff,
         port = ident if (itype == 128 or itype == 129) else 0
     return (af, proto, saddr, port, daddr, port, 0, off, l4, tlen, ttloff, l4 + 2,
             fkind, fid, 0, mf, itype, icode, None)
-
-
-def _parse_quoted4(buf, off, end):
-    avail = end - off
-    if avail < 20:
-        if avail >= 1 and buf[off] >> 4 != 4:
-            return ICMP_INNER_BAD
-        return ICMP_INNER_TRUNCATED
-    vihl, tlen, ipid, frag, ttl, proto, saddr, daddr = _IP4.unpack_from(buf, off)
-    if vihl >> 4 != 4:
-        return ICMP_INNER_BAD
-    hl = (vihl & 15) << 2
-    if hl < 20 or tlen < hl:
-        return ICMP_INNER_BAD
-    if avail < hl:
-        return ICMP_INNER_TRUNCATED
-    if proto != 6 and proto != 17 and proto != 1:
-        return ICMP_INNER_UNSUPPORTED
-    fkind = foff = mf = 0
-    if frag & 0x3fff:
-        foff = (frag & 0x1fff) << 3
-        mf = (frag >> 13) & 1
-        fkind = 2 if foff else 1
-    return _quoted_l4(4, proto, saddr, daddr, buf, off, off + hl, end, tlen, off + 8,
-                      fkind, ipid, foff, mf)
-
-
-def _parse_quoted6(buf, off, end):
-    avail = end - off
-    if avail < 40:
-        if avail >= 1 and buf[off] >> 4 != 6:
-            return ICMP_INNER_BAD
-        return ICMP_INNER_TRUNCATED
-    if buf[off] >> 4 != 6:
-        return ICMP_INNER_BAD
-    plen, nh, saddr, daddr = _IP6.unpack_from(buf, off)
-    w = _walk6(buf, off, end, nh)
-    if w is None:
-        # an extension header runs past the quoted bytes: truncated by the
-        # quote if the quoted packet claims to be longer, else malformed
-        return ICMP_INNER_TRUNCATED if off + 40 + plen > end else ICMP_INNER_BAD
-    proto, l4, fkind, fid, foff, mf = w
-    if proto != 6 and proto != 17 and proto != 58:
-        return ICMP_INNER_UNSUPPORTED
-    return _quoted_l4(6, proto, saddr, daddr, buf, off, l4, end, 40 + plen, off + 7,
-                      fkind, fid, foff, mf)
 
 
 def is_icmp_error(r):

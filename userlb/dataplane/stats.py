@@ -43,7 +43,7 @@ class Estimator:
         cur = self.stats.as_tuple()
         last = self.last
         self.last = cur
-        if any(c < p for c, p in zip(cur, last)):
+        if any(c < p for c, p in zip(cur, last, strict=True)):
             # counters were zeroed in place: start over from them
             self.cps = self.inpps = self.outpps = self.inbps = self.outbps = 0
             return
@@ -135,6 +135,6 @@ class Zero:
         out = Stats()
         s = self._snap.get(id(stats))
         base = s[1] if s is not None and s[0] is stats else (0, 0, 0, 0, 0)
-        for f, cur, b in zip(_FIELDS, stats.as_tuple(), base):
+        for f, cur, b in zip(_FIELDS, stats.as_tuple(), base, strict=True):
             setattr(out, f, cur - b)
         return out

@@ -25,6 +25,8 @@ For the packet path the table is also flattened: ``NEXT[direction]`` is a
 tuple indexed by ``flags << 4 | state`` (flags = the raw TCP flags byte), so
 a transition is one tuple index.
 """
+from ..model import DEFAULT_TCP_TIMEOUT, DEFAULT_TCPFIN_TIMEOUT, DEFAULT_UDP_TIMEOUT
+from .packet import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 # ---------------------------------------------------------------- states
 NONE = 0
@@ -62,11 +64,6 @@ EV_ACK = 2
 EV_RST = 3
 EV_NONE = 4          # no SYN/FIN/ACK/RST: forces CLOSE
 EVENT_NAMES = ("syn", "fin", "ack", "rst", "none")
-
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_ACK = 0x10
 
 
 def event_of(flags):
@@ -145,8 +142,10 @@ def _flatten(direction):
 NEXT = tuple(_flatten(d) for d in (INPUT, OUTPUT, INPUT_ONLY))
 
 # ---------------------------------------------------------------- timeouts
-#: default timeout (seconds) per state; index UDP holds the UDP timeout
-DEFAULT_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120, 300)
+#: default timeout (seconds) per state; index UDP holds the UDP timeout.
+#: ESTABLISHED, FIN_WAIT and UDP are the ``ipvsadm --set`` values (model.py)
+DEFAULT_TIMEOUTS = (2, DEFAULT_TCP_TIMEOUT, 120, 60, DEFAULT_TCPFIN_TIMEOUT, 120, 10, 60, 30,
+                    120, 120, DEFAULT_UDP_TIMEOUT)
 #: the timeout of a brand-new entry until its first transition
 NEW_TIMEOUT = 3
 
