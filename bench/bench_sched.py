@@ -58,13 +58,13 @@ def lookup_ns(svc, v6=False, n=200_000):
     else:
         clients = [rnd.getrandbits(32) for _ in range(1000)]
     ports = [rnd.getrandbits(16) for _ in range(1000)]
-    pairs = list(zip(clients, ports)) * (n // 1000)
+    pairs = list(zip(clients, ports, strict=True)) * (n // 1000)
     sched = svc.sched.schedule
     # loop overhead alone, subtracted so the figure is the call itself
     results = []
     for _ in range(RUNS):
         t0 = time.perf_counter_ns()
-        for a, p in pairs:
+        for _a, _p in pairs:
             pass
         t1 = time.perf_counter_ns()
         for a, p in pairs:

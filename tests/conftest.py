@@ -6,6 +6,7 @@ import subprocess
 import uuid
 
 import pytest
+
 from helpers.netns import HAVE_ROOT, HAVE_TUN, ROOT_REASON
 
 

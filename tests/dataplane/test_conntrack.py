@@ -2,10 +2,10 @@
 wheel (property: the sweep removes exactly the expired entries)."""
 import math
 
-from helpers.engine import RIP1, VIP, ip, make_service
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.engine import RIP1, VIP, ip, make_service
 from userlb.dataplane import conntrack as CT
 from userlb.dataplane import tcpstate as T
 from userlb.model import IPPROTO_TCP

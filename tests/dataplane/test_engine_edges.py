@@ -1,7 +1,6 @@
 """Engine edge cases: a length larger than the buffer, expiry after a long
 sweep gap, ICMP types that IPVS ignores."""
 from helpers.engine import CIP, RIP1, VIP, engine_with, make_service, run, tcp4, udp4
-
 from userlb.dataplane.conntrack import MAX_HOP
 from userlb.dataplane.engine import V_DROP, V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
@@ -58,7 +57,7 @@ def _established_tcp():
 
 
 def test_icmp_parameter_problem_is_not_translated():
-    # IPVS.md §5.4: for IPv4 only Destination Unreachable, Source Quench and
+    # docs/ipvs.md §5.4: for IPv4 only Destination Unreachable, Source Quench and
     # Time Exceeded are handled; other ICMP (Parameter Problem, 12) is ignored
     from scapy.layers.inet import ICMP, IP, TCP
     eng = _established_tcp()

@@ -2,6 +2,9 @@
 entries, no destination, not-for-us, IPv6, the entry limit, destination
 removal and overload, set_services, statistics, entries() listing."""
 import pytest
+from scapy.layers.inet import ICMP, IP, IPerror
+from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPerror6, IPv6
+
 from helpers.engine import (
     CIP,
     CIP6,
@@ -24,9 +27,6 @@ from helpers.engine import (
     udp4,
     udp6,
 )
-from scapy.layers.inet import ICMP, IP, IPerror
-from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6EchoRequest, IPerror6, IPv6
-
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY, Engine
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
 

@@ -5,12 +5,12 @@ valid one, and the destinations' connection counters match the table."""
 import random
 
 import pytest
-from helpers.engine import CIP, CIP6, RIP1, RIP2, RIP6_1, VIP, VIP6, engine_with, make_service
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrFragment
 
+from helpers.engine import CIP, CIP6, RIP1, RIP2, RIP6_1, VIP, VIP6, engine_with, make_service
 from userlb.dataplane import packet as P
 from userlb.dataplane.csum import ones_sum, pseudo_sum
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY

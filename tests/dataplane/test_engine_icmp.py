@@ -1,11 +1,11 @@
-"""ICMP / ICMPv6 errors about translated flows, both ways (IPVS.md §5.4):
+"""ICMP / ICMPv6 errors about translated flows, both ways (docs/ipvs.md §5.4):
 expected output packets are built independently with scapy (the quoted
 packet is the one the other side really sent, with valid checksums)."""
 import pytest
-from helpers.engine import CIP, CIP6, RIP1, RIP6_1, VIP, VIP6, engine_with, make_service, run
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, ICMPv6TimeExceeded, IPv6
 
+from helpers.engine import CIP, CIP6, RIP1, RIP6_1, VIP, VIP6, engine_with, make_service, run
 from userlb.dataplane.engine import V_DROP, V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
 

@@ -4,10 +4,10 @@ path must not accept what the parser rejects)."""
 import struct
 
 import pytest
-from helpers.engine import CIP, CIP6, RIP1, RIP6_1, VIP, VIP6, engine_with, make_service
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 
+from helpers.engine import CIP, CIP6, RIP1, RIP6_1, VIP, VIP6, engine_with, make_service
 from userlb.dataplane import packet as P
 from userlb.dataplane.engine import V_DROP, V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP

@@ -1,10 +1,10 @@
-"""mhs decisions through the engine (MHS.md rules 8-13, scenarios S1, S2, S6):
+"""mhs decisions through the engine (docs/mhs-spec.md rules 8-13, scenarios S1, S2, S6):
 entries first, which packets create entries, stateless forwarding and
 stateless replies."""
 import pytest
-from helpers.engine import engine_with, expect_rewritten, ip, run, tcp4, udp4
 from scapy.layers.inet import ICMP, IP
 
+from helpers.engine import engine_with, expect_rewritten, ip, run, tcp4, udp4
 from userlb.clock import ManualClock
 from userlb.dataplane.engine import V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, Dest, Service

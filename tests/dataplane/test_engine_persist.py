@@ -1,11 +1,12 @@
-"""Persistence (-p timeout, -M netmask) in the engine (IPVS.md §1.8, §4.1-§4.3,
+"""Persistence (-p timeout, -M netmask) in the engine (docs/ipvs.md §1.8, §4.1-§4.3,
 §7): templates keyed by (protocol, masked client, VIP, vport), controlled
 connections, the 60 s retry, PersistConn / ActiveConn / InActConn / conns,
 entries() and the -L -c listing, invalid templates, the entry limit.  Manual
 `now`, never sleeping; `tick` runs the periodic sweep every second as the
 driver does."""
-import helpers.engine as test_engine_helpers
 import pytest
+
+import helpers.engine as test_engine_helpers
 from helpers.engine import (
     CIP,
     CIP6,
@@ -25,7 +26,6 @@ from helpers.engine import (
     tcp6,
     udp4,
 )
-
 from userlb.control import listing
 from userlb.dataplane.conntrack import Template
 from userlb.dataplane.engine import V_DROP, V_FORWARD

@@ -12,11 +12,11 @@ the netmask changed.  Checked after every step:
   its linked connections; a template's n_control = the linked connections
   pointing at it; len(engine) = connections + templates.
 """
-from helpers.engine import VIP, add_dest, del_dest, engine_with, ip, make_service, run, tcp4, udp4
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IPOption_EOL, IPOption_NOP
 
+from helpers.engine import VIP, add_dest, del_dest, engine_with, ip, make_service, run, tcp4, udp4
 from userlb.dataplane.conntrack import DEAD, Template
 from userlb.dataplane.engine import V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP, SVC_F_PERSISTENT

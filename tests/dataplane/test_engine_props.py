@@ -3,10 +3,10 @@ rewrite (IPv4 fast path, IPv6 general path) equals the packet scapy builds
 with the translated fields, checksums included."""
 import ipaddress
 
-from helpers.engine import engine_with, expect_rewritten, make_service, run, tcp4, tcp6, udp4, udp6
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.engine import engine_with, expect_rewritten, make_service, run, tcp4, tcp6, udp4, udp6
 from userlb.dataplane.engine import V_FORWARD
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP
 

@@ -1,7 +1,8 @@
 """Every cell of the IPVS TCP state table through Engine.process, both
 directions, IPv4 (fast path) and IPv6 (general path), sloppy on and off;
-connection creation rules, reuse, accounting and timeouts (IPVS.md §4)."""
+connection creation rules, reuse, accounting and timeouts (docs/ipvs.md §4)."""
 import pytest
+
 from helpers.engine import (
     CIP,
     CIP6,
@@ -18,7 +19,6 @@ from helpers.engine import (
     tcp4,
     tcp6,
 )
-
 from userlb.dataplane import tcpstate as T
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP
@@ -148,9 +148,10 @@ def test_creation(af, desc, flags, sloppy, verdict, state, reason):
 
 def check_rst(pkt, out):
     """The RST the director's stack would send (RFC 793 reset generation)."""
-    from helpers.engine import checksums_ok
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
+
+    from helpers.engine import checksums_ok
     got = IP(out) if out[0] >> 4 == 4 else IPv6(out)
     l3 = pkt[IP] if pkt.haslayer(IP) else pkt[IPv6]
     assert got.src == l3.dst and got.dst == l3.src

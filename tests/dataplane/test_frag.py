@@ -3,6 +3,9 @@ IPv6, in order, out of order, duplicates, overlaps, timeout, memory limit."""
 import random
 
 import pytest
+from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
+
 from helpers.engine import (
     CIP,
     CIP6,
@@ -15,9 +18,6 @@ from helpers.engine import (
     make_service,
     run,
 )
-from scapy.layers.inet import IP, TCP, UDP, fragment
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, fragment6
-
 from userlb.dataplane import frag as F
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_FORWARD_OUT
 from userlb.dataplane.packet import parse

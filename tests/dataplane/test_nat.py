@@ -11,13 +11,13 @@ import os
 import struct
 
 import pytest
-from helpers.packets import a4, a6, addr4, addr6, framed, icmp_error, ip_packet, port  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, in4_chksum
 from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.utils import checksum as scapy_checksum
 
+from helpers.packets import a4, a6, addr4, addr6, framed, icmp_error, ip_packet, port  # noqa: E402
 from userlb.dataplane import nat  # noqa: E402
 from userlb.dataplane import packet as P  # noqa: E402
 

@@ -3,7 +3,6 @@ table, every prefix and random mutations never raise."""
 import struct
 
 import pytest
-from helpers.packets import framed, icmp_error, ip_packet  # noqa: E402
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -21,6 +20,7 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import GRE
 from scapy.packet import Raw
 
+from helpers.packets import framed, icmp_error, ip_packet  # noqa: E402
 from userlb.dataplane import packet as P  # noqa: E402
 
 # generation is slow on a busy 2-core machine; that is not a bug
@@ -411,24 +411,3 @@ def test_padding_after_total_length():
     b = raw(_v4() / UDP(sport=1, dport=2) / b"abc") + bytearray(b"\0" * 18)
     r = P.parse(b)
     assert r[P.P_LEN] == 31 and r[P.P_DPORT] == 2
-
-
-def test_codec_modules_import_nothing_heavy():
-    """Hot-path hygiene (ARCHITECTURE.md): the codec modules import only struct
-    and each other (no scapy, ipaddress, socket, asyncio, logging, time)."""
-    import ast
-    import pathlib
-
-    import userlb.dataplane as dp
-    root = pathlib.Path(dp.__file__).parent
-    for name in ("packet.py", "csum.py", "nat.py"):
-        tree = ast.parse((root / name).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                mods = [("." * node.level) + (node.module or "")]
-            else:
-                continue
-            for m in mods:
-                assert m in ("struct", ".csum", ".packet"), (name, m)

@@ -2,12 +2,13 @@
 dissector: what they claim to build is what scapy reads."""
 import struct
 
-from helpers.packets import SLOW_OK, a4, a6, icmp_error, ip_packet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP, in4_chksum
 from scapy.layers.inet6 import IPv6, in6_chksum
 from scapy.utils import checksum as scapy_checksum
+
+from helpers.packets import SLOW_OK, a4, a6, icmp_error, ip_packet
 
 # ---------------------------------------------------------------- generators vs scapy
 

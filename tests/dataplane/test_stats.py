@@ -1,4 +1,4 @@
-"""Rate estimator (IPVS.md §7): the kernel's fixed-point EWMA, zeroing."""
+"""Rate estimator (docs/ipvs.md §7): the kernel's fixed-point EWMA, zeroing."""
 from hypothesis import given
 from hypothesis import strategies as st
 

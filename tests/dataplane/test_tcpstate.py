@@ -1,11 +1,11 @@
-"""The TCP state table as data (IPVS.md §4.2, §4.3)."""
+"""The TCP state table as data (docs/ipvs.md §4.2, §4.3)."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from userlb.dataplane import tcpstate as T
 
-# IPVS.md §4.2, copied cell by cell (columns NONE ES SS SR FW TW CL CW LA LI SA)
+# docs/ipvs.md §4.2, copied cell by cell (columns NONE ES SS SR FW TW CL CW LA LI SA)
 SPEC = {
     ("IN", "syn"): "SR ES ES SR SR SR SR SR SR SR SR",
     ("IN", "fin"): "CL CW SS TW TW TW CL CW LA LI TW",

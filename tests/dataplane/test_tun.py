@@ -10,8 +10,8 @@ import socket
 
 import pytest
 import uvloop
-from helpers.netns import needs_root, ns_python
 
+from helpers.netns import needs_root, ns_python
 from userlb.dataplane.tun import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY, TunDriver
 
 

@@ -10,8 +10,9 @@ checksums."""
 import json
 
 import pytest
-from helpers.netns import needs_root, ns_python
 from test_vnet import complete, pseudo_sum
+
+from helpers.netns import needs_root, ns_python
 
 pytestmark = [needs_root, pytest.mark.root]
 

@@ -10,6 +10,11 @@ a named reason and never reach the engine."""
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+
 from helpers.engine import (
     CIP,
     CIP6,
@@ -26,11 +31,6 @@ from helpers.engine import (
     udp4,
     udp6,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
-
 from userlb.dataplane import vnet
 from userlb.dataplane.engine import V_DROP, V_FORWARD, V_REPLY
 from userlb.model import IPPROTO_TCP, IPPROTO_UDP

@@ -17,8 +17,8 @@ import sys
 import time
 
 import pytest
-from helpers.netns import make_lab, needs_root
 
+from helpers.netns import make_lab, needs_root
 from userlb.lab import ECHO, HASH, HTTP, VIP4, VIP6, ClientSession
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]

@@ -12,8 +12,8 @@ import sys
 import time
 
 import pytest
-from helpers.netns import make_lab, needs_root
 
+from helpers.netns import make_lab, needs_root
 from userlb.lab import ECHO, HASH, HTTP, UDP_ECHO, VIP4, VIP6
 from userlb.lab import demo as lab_demo
 

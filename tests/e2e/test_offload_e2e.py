@@ -22,7 +22,6 @@ import socket
 import struct
 
 import pytest
-from helpers.netns import make_lab, needs_root
 from test_e2e import (  # noqa: F401
     test_fragmented_udp_datagram_ipv4,
     test_pmtu_discovery_through_the_director,
@@ -32,6 +31,7 @@ from test_e2e import (  # noqa: F401
     test_udp_flows_go_where_simulate_predicts,
 )
 
+from helpers.netns import make_lab, needs_root
 from userlb.lab import ECHO, VIP4, VIP6
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]

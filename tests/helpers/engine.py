@@ -9,7 +9,7 @@ from scapy.layers.inet6 import ICMPv6DestUnreach, ICMPv6PacketTooBig, IPv6
 
 from userlb.clock import ManualClock
 from userlb.dataplane.engine import Engine
-from userlb.model import Dest, Service
+from userlb.model import Service
 from userlb.sched import base
 
 CIP = "192.0.2.10"
@@ -38,17 +38,13 @@ def make_service(proto, vip, vport, dests, sched="rr", clock=None, flags=0, opti
 
 
 def add_dest(svc, addr, port, weight=1, **kw):
-    d = Dest(ip(addr), port, weight, **kw)
-    d.svc = svc
-    svc.dests = [d] + svc.dests
-    svc.sched.add_dest(d)
-    return d
+    """ipvsadm -a (model.Service.add_dest: at the head of svc.dests)."""
+    return svc.add_dest(ip(addr), port, weight, **kw)
 
 
 def del_dest(svc, d):
-    svc.dests = [x for x in svc.dests if x is not d]
-    d.available = False
-    svc.sched.del_dest(d)
+    """ipvsadm -d (model.Service.del_dest)."""
+    svc.del_dest(d)
 
 
 def engine_with(*services, **kw):

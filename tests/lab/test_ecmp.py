@@ -15,8 +15,8 @@ import sys
 from collections import Counter
 
 import pytest
-from helpers.netns import make_lab, needs_root
 
+from helpers.netns import make_lab, needs_root
 from userlb.lab import ECHO, ROUTER_REPLY_TABLE, VIP4, VIP6, ecmp
 from userlb.lab import demo as lab_demo
 

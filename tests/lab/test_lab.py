@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers.netns import needs_root
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]

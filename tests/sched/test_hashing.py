@@ -1,4 +1,4 @@
-"""userlb.sched.hashing against the kernel's hsiphash vectors (IPVS.md §2.3)
+"""userlb.sched.hashing against the kernel's hsiphash vectors (docs/ipvs.md §2.3)
 and the spec's worked examples (§1.3, §1.4, §3)."""
 import json
 from pathlib import Path
@@ -58,7 +58,7 @@ def test_mh_keys_match_vector_file():
 
 
 def test_spec_worked_examples():
-    # IPVS.md §1.4: 10.0.0.1:80 -> v 0x0A000051
+    # docs/ipvs.md §1.4: 10.0.0.1:80 -> v 0x0A000051
     assert h.mh_hashkey(0x0A000001, 80, h.MH_KEY1) == 0x439C0CBE
     assert h.mh_hashkey(0x0A000001, 80, h.MH_KEY2) == 0x97B3DC47
     # §1.8: client 192.168.1.100 without / with port 12345

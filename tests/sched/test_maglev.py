@@ -1,4 +1,4 @@
-"""userlb.sched.maglev: the spec's turns examples (IPVS.md §1.5), the
+"""userlb.sched.maglev: the spec's turns examples (docs/ipvs.md §1.5), the
 permutation worked examples (§1.4) and population invariants (§1.7)."""
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -1,4 +1,4 @@
-"""userlb.sched.mh: the kernel's `mh` (IPVS.md §1) and `mh-backport`.
+"""userlb.sched.mh: the kernel's `mh` (docs/ipvs.md §1) and `mh-backport`.
 
 * every scenario of tests/vectors/mh_vectors.json, replayed through the
   Python API from its ipvsadm lines (tables, per-destination parameters,
@@ -190,7 +190,7 @@ def test_edit_to_weight0_keeps_table():
 
 
 # ------------------------------------------------------------------ independent reference
-# Deliberately simple and slow: its own SipHash-1-3 from IPVS.md §2.1 and a
+# Deliberately simple and slow: its own SipHash-1-3 from docs/ipvs.md §2.1 and a
 # literal transliteration of the pseudo-code of §1.4 - §1.8.  It shares no
 # code with userlb.
 

@@ -1,4 +1,4 @@
-"""mhs scheduler: the scenarios S1-S8 of MHS.md and the rules behind them,
+"""mhs scheduler: the scenarios S1-S8 of docs/mhs-spec.md and the rules behind them,
 through the Python API.  Packets go through the TEST-ONLY entry model
 ToyDirector (test_sched_mhs_helpers.py) where the "entry?" column matters.
 
@@ -43,7 +43,7 @@ from userlb.sched import base, maglev
 from userlb.sched.mhs import MHSScheduler, canonical_order
 
 UDP = IPPROTO_UDP
-T = 900          # MHS.md scenarios: default timeouts
+T = 900          # docs/mhs-spec.md scenarios: default timeouts
 
 ABC = expected_table({A: 1, B: 1, C: 1})
 AC = expected_table({A: 1, C: 1})

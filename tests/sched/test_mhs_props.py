@@ -3,7 +3,7 @@
 * After any sequence of backend changes at any times, T seconds and a sweep
   later, both tables equal maglev.build of the current backends (canonical
   order, current weights) and no slot is unstable.
-* Decisions equal those of a literal transcription of MHS.md rules 4-7 and
+* Decisions equal those of a literal transcription of docs/mhs-spec.md rules 4-7 and
   10 (RefMHS below: endpoints in the tables, ts[i] == 0 = stable, no sweep,
   no caching), whether or not the real scheduler is swept in between.
 * Directors fed the same changes in different orders agree on every key.
@@ -36,7 +36,7 @@ KINDS = ((True, True), (True, False), (False, False))   # TCP SYN, TCP non-SYN, 
 
 
 class RefMHS:
-    """MHS.md rules 4-7 and 10, written as literally as possible."""
+    """docs/mhs-spec.md rules 4-7 and 10, written as literally as possible."""
 
     def __init__(self, T):
         self.T = T

@@ -1,4 +1,4 @@
-"""userlb.sched.sh: the kernel's `sh` (IPVS.md §3).
+"""userlb.sched.sh: the kernel's `sh` (docs/ipvs.md §3).
 
 Every scenario of tests/vectors/sh_vectors.json replayed through the Python
 API (table, first bucket, every lookup under every flag combination), an

@@ -1,4 +1,4 @@
-"""Connection entries (IPVS.md §5.1, §5.2), both directions, expiry.
+"""Connection entries (docs/ipvs.md §5.1, §5.2), both directions, expiry.
 
 Theory of operation
 -------------------
@@ -26,7 +26,7 @@ checksum deltas, the NAT plans, the stats objects -- lives in one shared
 `Xlate` object per (service, destination) pair; an entry holds its keys, its
 Xlate, its state and its timer.  Expiry: an entry is live while ``now < last
 + timeout``; `timeout` is re-read from the timeout table on every packet
-(IPVS.md §4.2/§4.4).  No timer per entry: a coarse timing wheel of
+(docs/ipvs.md §4.2/§4.4).  No timer per entry: a coarse timing wheel of
 one-second buckets (`sweep`) plus the lazy test on lookup.  An entry is
 scheduled in one bucket (`Entry.bucket` is that bucket's list); a refreshed
 entry found in its bucket is moved to the bucket of its current expiry; a
@@ -34,7 +34,7 @@ state change that shortens the expiry re-schedules it at once (stale copies
 in older buckets are skipped because `bucket` no longer names them); no
 entry waits more than MAX_HOP seconds for its next visit.
 
-Persistence templates (IPVS.md §1.8, §4.3, §5.1, §7)
+Persistence templates (docs/ipvs.md §1.8, §4.3, §5.1, §7)
 -----------------------------------------------------
 A `Template` (kernel: a connection with IP_VS_CONN_F_TEMPLATE) is an entry
 without packet keys: it binds (protocol, masked client address, VIP, vport)

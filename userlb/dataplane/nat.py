@@ -35,7 +35,7 @@ would reach 0 and answers ``build_time_exceeded``).
 Checksum rules: the IPv4 header checksum and the TCP/UDP checksum are
 updated incrementally (never recomputed over the payload); a UDP checksum of
 0 ("no checksum", legal in IPv4) stays 0 — note: the kernel computes a fresh
-one instead (IPVS.md §5.3); we keep 0 so that we never touch the payload
+one instead (docs/ipvs.md §5.3); we keep 0 so that we never touch the payload
 (IPv6 UDP with checksum 0 is invalid; it is also left alone, the engine may
 drop it) — and a computed UDP checksum of 0 is stored as 0xFFFF.
 
@@ -44,7 +44,7 @@ Not handled: an IPv6 packet whose routing header still has segments left
 destination field we rewrite); such a packet is not finally addressed to the
 VIP, and the engine should not translate it.
 
-ICMP errors (IPVS.md §5.4)
+ICMP errors (docs/ipvs.md §5.4)
 --------------------------
 ``icmp_in(buf, r, daddr, dport)``: an error arriving from outside about a
 packet the director sent to the client (quoted ``vaddr:vport -> caddr:cport``):

@@ -1,4 +1,4 @@
-"""Statistics outside the hot path (IPVS.md §7).
+"""Statistics outside the hot path (docs/ipvs.md §7).
 
 The packet path only increments plain counters (`model.Stats` on services,
 destinations and the engine's global object; `Engine.drops` per drop

@@ -1,4 +1,4 @@
-"""The IPVS TCP state machine as data (IPVS.md §4.2, §4.3).
+"""The IPVS TCP state machine as data (docs/ipvs.md §4.2, §4.3).
 
 Theory of operation
 -------------------

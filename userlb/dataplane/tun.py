@@ -42,7 +42,6 @@ import pytun
 # the driver only tells "write buf[:out_len]" (V_FORWARD) from "write eng.out"
 # (V_REPLY, V_FORWARD_OUT) and "nothing" (V_DROP)
 from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY  # noqa: F401
-
 from .steering import write_sysctl
 from .vnet import VNET_HDR_LEN, ZERO_HDR, VnetPath
 
