@@ -78,8 +78,9 @@ RULES = (
          "the engine's parts (packet, csum, nat, conntrack, ...) are below it",
          exempt=DP_ABOVE_ENGINE + ("userlb.dataplane.engine",)),
     # the codecs: plain struct work, nothing but each other below them
-    Rule("userlb.dataplane.packet", ("userlb.*",), "the packet codec is a leaf",
-         allowed=("userlb.dataplane.csum",)),
+    Rule("userlb.dataplane.packet", ("userlb.*",),
+         "the packet codec is a leaf (protocol numbers come from model)",
+         allowed=("userlb.dataplane.csum", "userlb.model")),
     Rule("userlb.dataplane.csum", ("userlb.*",), "checksums are a leaf"),
     # -- control: below the CLI
     Rule("userlb.control*", _tree("userlb.cli", "userlb.lab"),

@@ -73,12 +73,15 @@ ports, like conntrack; other non-error ICMP messages have ports 0.
 """
 from struct import Struct
 
-AF_INET = 4
-AF_INET6 = 6
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
+# the family and protocol numbers have their home in model (re-exported here)
+from ..model import (  # noqa: F401
+    AF_INET,
+    AF_INET6,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+)
 
 # ---------------------------------------------------------------- result layout
 P_AF = 0
