@@ -524,10 +524,12 @@ class LbLab:
     def close(self) -> list[str]:
         """Stop every process the lab started and delete its namespaces and
         state (idempotent): the errors met, if any."""
-        lab, self._lab_obj = self._lab_obj, None
+        lab = self._lab_obj
         if lab is None:
             return []
-        return list(lab.down())
+        errors = list(lab.down())
+        self._lab_obj = None
+        return errors
 
     def __enter__(self) -> LbLab:
         return self.up()
