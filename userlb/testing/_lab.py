@@ -26,6 +26,7 @@ from ..lab import ECHO, HTTP, UDP_ECHO, VIP4, VIP6, LabError, Streams, core, rul
 from ..lab.base import server_addr4, server_addr6, short
 from ..lab.processes import child_env
 from ..lab.sessions import client_argv
+from ..lab.topology import sysctls
 
 __all__ = ["AdmError", "AdmResult", "Client", "Director", "Flow", "HttpReply", "LabError",
            "LbLab", "RealServer", "StreamState", "TcpStreams", "sweep_stale",
@@ -40,6 +41,10 @@ RulesSpec: TypeAlias = "str | Callable[[LbLab], str]"
 ServerCommand: TypeAlias = "Sequence[str] | Callable[[RealServer], Sequence[str]]"
 
 OWNER_FILE = "owner.json"
+#: -b of the default rules per scheduler (the lab's own choice, userlb/lab/rules.py):
+#: without them mh and sh hash the client address only, and a real server at
+#: weight 0 refuses the connections that hash to it (as the kernel does)
+DEFAULT_FLAGS = {"mh": "mh-fallback,mh-port", "sh": "sh-fallback,sh-port"}
 
 
 def unavailable_reason() -> str | None:
@@ -388,6 +393,14 @@ class _Lab(core.Lab):
         super().__init__(**kw)  # type: ignore[no-untyped-call]
         self.spec = spec
 
+    def ns_add(self, name: str) -> None:
+        """A namespace whose links come up without IPv6 duplicate address
+        detection: otherwise their link-local addresses stay tentative for
+        about two seconds and the first IPv6 flow waits that long."""
+        super().ns_add(name)  # type: ignore[no-untyped-call]
+        sysctls(name, (("net.ipv6.conf.default.accept_dad", 0),
+                       ("net.ipv6.conf.all.accept_dad", 0)))
+
     def rules_text(self, servers: Any = None, weights: Any = None, extra: str = "") -> str:
         return self.spec._rules_text() + extra
 
@@ -471,7 +484,9 @@ class LbLab:
                      for the lab's own servers TCP 80 (HTTP), TCP 7 (echo) and
                      UDP 7 (echo), for `server_command` TCP `server_port`
     scheduler        -s of the default rules (mh, sh, rr, wlc, mhs, ...)
-    scheduler_flags  -b of the default rules ("mh-port", "sh-fallback,sh-port", ...)
+    scheduler_flags  -b of the default rules; None: DEFAULT_FLAGS (mh and sh spread
+                     connections, not clients: mh-port/sh-port, and skip a
+                     weight-0 server: mh-fallback/sh-fallback); "" for none
     server_command   run this instead of the lab's servers on each real server:
                      words with {name} {index} {addr4} {addr6} {port} replaced,
                      or a function RealServer -> words; it is stopped with
@@ -484,7 +499,7 @@ class LbLab:
     servers: int = 2
     rules: RulesSpec | None = None
     scheduler: str = "mh"
-    scheduler_flags: str = ""
+    scheduler_flags: str | None = None
     server_command: ServerCommand | None = None
     server_port: int = HTTP
     clients: int = 2
@@ -623,7 +638,10 @@ class LbLab:
         if self.rules is not None:
             text = self.rules(self) if callable(self.rules) else self.rules
             return text if text.endswith("\n") else text + "\n"
-        opts = rules.sched_opts(self.scheduler, self.scheduler_flags)
+        flags = self.scheduler_flags
+        if flags is None:
+            flags = DEFAULT_FLAGS.get(self.scheduler, "")
+        opts = rules.sched_opts(self.scheduler, flags)
         addrs = [(f"s{i}", server_addr4(i), server_addr6(i)) for i in range(1, self.servers + 1)]
         services = ([("-t", self.server_port)] if self.server_command is not None
                     else [("-t", HTTP), ("-t", ECHO), ("-u", UDP_ECHO)])
