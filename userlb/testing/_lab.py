@@ -398,7 +398,7 @@ class _Lab(core.Lab):
         detection: otherwise their link-local addresses stay tentative for
         about two seconds and the first IPv6 flow waits that long."""
         super().ns_add(name)  # type: ignore[no-untyped-call]
-        sysctls(name, (("net.ipv6.conf.default.accept_dad", 0),
+        sysctls(name, (("net.ipv6.conf.default.accept_dad", 0),  # type: ignore[no-untyped-call]
                        ("net.ipv6.conf.all.accept_dad", 0)))
 
     def rules_text(self, servers: Any = None, weights: Any = None, extra: str = "") -> str:
