@@ -27,6 +27,10 @@ WHEELS = ROOT / ".cache" / "example-wheels"
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
 
+# what the CI job of docs/testing-with-userlb.md runs (test_docs.py compares)
+PIP_INSTALL = ["-m", "pip", "install"]
+PYTEST = ["-m", "pytest", "-q", "-p", "no:cacheprovider"]
+
 
 def requirements():
     """userlb's dependencies, the example's test extra (but userlb) and the
@@ -78,7 +82,7 @@ def test_example_project_in_a_clean_virtualenv(tmp_path):
            if k not in ("PYTHONPATH", "PYTEST_ADDOPTS", "VIRTUAL_ENV", "PYTHONHOME")}
     env["USERLB_LAB_DIR"] = str(tmp_path / "state")
     env["PIP_NO_INDEX"] = "1"
-    p = subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", "--find-links",
+    p = subprocess.run([py, *PIP_INSTALL, "-q", "--no-index", "--find-links",
                         str(WHEELS), str(src), f"{example}[test]"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -90,7 +94,7 @@ def test_example_project_in_a_clean_virtualenv(tmp_path):
     assert all(line.startswith(str(venv)) for line in where.stdout.split()), where.stdout
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True,
                                 text=True).stdout.split())
-    p = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    p = subprocess.run([py, *PYTEST],
                        cwd=example, capture_output=True, text=True, env=env, timeout=300)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
