@@ -103,5 +103,9 @@ def test_example_project_in_a_clean_virtualenv(tmp_path):
                                text=True).stdout.split())
     assert {ns for ns in after - before if ns.startswith("ulb-")} == set()
     assert not any((tmp_path / "state").iterdir())
+    # the entry point's name is the documented switch: `-p no:userlb`
+    p = subprocess.run([py, *PYTEST, "-p", "no:userlb", "-k", "every_server"], cwd=example,
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 1 and "fixture 'userlb_lab' not found" in p.stdout, p.stdout
     print(f"clean virtualenv + install: {t_install:.1f}s, "
           f"example tests: {time.monotonic() - t0 - t_install:.1f}s")
