@@ -4,6 +4,7 @@ traffic; afterwards no namespace, process or state of its labs may remain --
 after a passing test, a failing one, Ctrl-C (SIGINT), SIGTERM, and (swept by
 the next session) SIGKILL.  Without root the fixtures skip, with the reason."""
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -198,6 +199,24 @@ def test_fixtures_skip_without_root():
         assert "error" not in p.stdout.lower(), p.stdout
     finally:
         shutil.rmtree(d)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/net/tun")
+                    or shutil.which("unshare") is None,
+                    reason="needs root, /dev/net/tun and unshare to hide it")
+def test_fixtures_skip_without_tun(tmp_path):
+    """As root, but with /dev/net/tun hidden (a private mount namespace with
+    an empty /dev/net): the fixture skips with the reason."""
+    test = tmp_path / "test_generated.py"
+    test.write_text("def test_needs_a_lab(userlb_lab):\n    raise AssertionError('ran')\n")
+    argv = " ".join(shlex.quote(a) for a in pytest_argv(test))
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f"mount -t tmpfs none /dev/net && exec {argv}"], cwd=tmp_path,
+                       env=pytest_env(tmp_path / "state"), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "1 skipped" in p.stdout and "userlb lab: needs /dev/net/tun" in p.stdout, p.stdout
+    assert os.path.exists("/dev/net/tun")             # the host's is untouched
 
 
 def test_plugin_imports_without_root_and_registers_its_marker():
