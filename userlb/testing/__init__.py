@@ -27,19 +27,17 @@ See docs/testing-with-userlb.md.  Needs root, /dev/net/tun and iproute2;
 """
 from ..lab import ECHO, EXTRA_ECHO, HTTP, UDP_ECHO, VIP4, VIP6, LabError
 from ..lab.base import server_addr4, server_addr6
-from ._lab import (
+from ._lab import LbLab, sweep_stale, unavailable_reason
+from .parts import (
     AdmError,
     AdmResult,
     Client,
     Director,
     Flow,
     HttpReply,
-    LbLab,
     RealServer,
     StreamState,
     TcpStreams,
-    sweep_stale,
-    unavailable_reason,
 )
 
 __all__ = ["ECHO", "EXTRA_ECHO", "HTTP", "UDP_ECHO", "VIP4", "VIP6", "AdmError", "AdmResult",
