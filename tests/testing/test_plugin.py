@@ -38,7 +38,7 @@ pytestmark = pytest.mark.userlb_lab(servers=3)
 @pytest.mark.userlb_lab(scheduler="rr")
 def test_traffic_adm_flows(userlb_lab):
     lab = userlb_lab
-    record(lab, INFO)
+    record(lab, INFO + ".1")
     replies = lab.client.http_gets(6)
     assert [r.status for r in replies] == [200] * 6
     assert {r.server for r in replies} == {"s1", "s2", "s3"}        # rr over 3
@@ -56,6 +56,7 @@ def test_traffic_adm_flows(userlb_lab):
 
 @schedulers("mh", "sh", servers=2)
 def test_each_scheduler(userlb_lab):
+    record(userlb_lab, INFO + "." + userlb_lab.scheduler)
     assert userlb_lab.servers == 2
     sched = userlb_lab.scheduler
     assert f"-A -t 10.99.0.1:80 -s {sched}" in userlb_lab.director.rules()
@@ -66,6 +67,8 @@ def test_factory_two_labs(userlb_lab_factory):
     b = userlb_lab_factory(servers=1, server_command=[sys.executable, "-m", "http.server",
                                                       "{port}"], server_port=8000)
     assert a.tag != b.tag
+    record(a, INFO + ".a")
+    record(b, INFO + ".b")
     assert a.client.http_get().server == "s1"
     assert b.client.http_get(port=8000).status == 200
 '''
@@ -102,12 +105,13 @@ def _run(tmp_path, body):
 @needs_root
 @pytest.mark.root
 def test_plugin_fixtures_pass_and_clean_up(tmp_path):
-    before = namespaces()
     p, info = _run(tmp_path, PASSING)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "4 passed" in p.stdout, p.stdout
-    assert_nothing_left(load(info))
-    assert namespaces() - before == set()
+    infos = [load(f) for f in sorted(tmp_path.glob("info.json.*"))]
+    assert len(infos) == 5 and len({i["tag"] for i in infos}) == 5     # every lab recorded
+    for rec in infos:
+        assert_nothing_left(rec)
 
 
 @needs_root

@@ -160,7 +160,12 @@ class LbLab:
     server_port      the port `server_command` listens on (TCP): start() waits
                      until it listens (0: do not wait)
     clients          client source addresses per family (10.10.0.2.., fd00:10::2..)
-    sloppy_tcp       start the director with --sloppy-tcp
+    sloppy_tcp       start the director(s) with --sloppy-tcp
+    directors        K >= 2: K directors with the same rules behind a router that
+                     spreads the flows over the running ones (kernel multipath, L4
+                     hash) and sends the real servers' replies back the same way;
+                     no state is shared (mh/sh pick the same real server on every
+                     director; sloppy_tcp lets one take over mid-stream flows)
     """
     servers: int = 2
     rules: RulesSpec | None = None
@@ -170,6 +175,7 @@ class LbLab:
     server_port: int = HTTP
     clients: int = 2
     sloppy_tcp: bool = False
+    directors: int = 1
     ready_timeout: float = 15.0
     _lab_obj: Any = field(default=None, init=False, repr=False)
 
@@ -188,13 +194,15 @@ class LbLab:
         reason = unavailable_reason()
         if reason:
             raise LabError(f"userlb lab: {reason}")
+        if not 1 <= self.directors <= 16:
+            raise LabError("directors: 1 to 16")
         lab = _Lab(self, n_servers=self.servers, n_clients=self.clients,
-                   sloppy=self.sloppy_tcp, current=False)
+                   sloppy=self.sloppy_tcp, current=False, directors=self.directors)
         self._lab_obj = lab
         lab.dir.mkdir(parents=True, exist_ok=True)
         (lab.dir / OWNER_FILE).write_text(json.dumps(
             {"pid": os.getpid(), "start": _proc_start(os.getpid())}))
-        self._write_shim()
+        self._write_shims()
         try:
             _untyped(lab).up()
         except BaseException:
@@ -235,7 +243,19 @@ class LbLab:
 
     @property
     def director(self) -> Director:
-        return Director(self)
+        """Director 1 (the director, with one)."""
+        return Director(self, 1)
+
+    @property
+    def all_directors(self) -> list[Director]:
+        """Directors 1..K (`directors`)."""
+        return [Director(self, k) for k in range(1, self.directors + 1)]
+
+    @property
+    def router(self) -> str | None:
+        """The ECMP router's namespace (K >= 2), for `run_in`; else None."""
+        r = self._require().router
+        return str(r) if self.directors > 1 and r else None
 
     @property
     def client(self) -> Client:
@@ -257,12 +277,14 @@ class LbLab:
                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run cmd inside a namespace of the lab (a part, or a namespace
         name): a string through `sh -c`, a list as is.  PATH starts with the
-        director's `bin_dir` (so `ipvsadm` is this lab's) and PYTHONPATH
-        finds userlb.  check=True: LabError on a non-zero exit."""
+        director's `bin_dir` (that director's when `where` is one, else
+        director 1's: `ipvsadm` is this lab's) and PYTHONPATH finds userlb.
+        check=True: LabError on a non-zero exit."""
         ns = where if isinstance(where, str) else where.namespace
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else [str(w) for w in cmd]
         env = child_env()
-        env["PATH"] = self.director.bin_dir + os.pathsep + env.get("PATH", os.defpath)
+        bin_dir = (where if isinstance(where, Director) else self.director).bin_dir
+        env["PATH"] = bin_dir + os.pathsep + env.get("PATH", os.defpath)
         p = subprocess.run(["ip", "netns", "exec", ns] + argv, input=input, text=True,
                            capture_output=True, timeout=timeout, env=env)
         if check and p.returncode:
@@ -271,20 +293,24 @@ class LbLab:
         return p
 
     def flows(self) -> list[Flow]:
-        """The director's connection entries (`ipvsadm -L -n -c`)."""
+        """The connection entries (`ipvsadm -L -n -c`) of every running
+        director, each with its director's number."""
         names = {}
         for s in self.real_servers:
             names[s.addr4] = s.name
             names[str(ipaddress.ip_address(s.addr6))] = s.name
         out = []
-        for line in self.director.adm("-L", "-n", "-c").splitlines()[2:]:
-            w = line.split()
-            if len(w) < 6:
+        for d in self.all_directors:
+            if not d.running:
                 continue
-            mins, _, secs = w[1].partition(":")
-            (c, cp), (v, vp), (r, rp) = (_endpoint(x) for x in w[3:6])
-            out.append(Flow(w[0], c, cp, v, vp, r, rp, w[2], int(mins) * 60 + int(secs or 0),
-                            names.get(r)))
+            for line in d.adm("-L", "-n", "-c").splitlines()[2:]:
+                w = line.split()
+                if len(w) < 6:
+                    continue
+                mins, _, secs = w[1].partition(":")
+                (c, cp), (v, vp), (r, rp) = (_endpoint(x) for x in w[3:6])
+                out.append(Flow(w[0], c, cp, v, vp, r, rp, w[2],
+                                int(mins) * 60 + int(secs or 0), names.get(r), d.k))
         return out
 
     @contextmanager
@@ -317,16 +343,17 @@ class LbLab:
                 lines += rules.service_lines(proto, vip, port, opts, rules.rips(addrs, v6))
         return "\n".join(lines) + "\n"
 
-    def _write_shim(self) -> None:
-        lab = self._lab_obj
-        os.makedirs(self.director.bin_dir, exist_ok=True)
+    def _write_shims(self) -> None:
+        """An `ipvsadm` command per director (its `bin_dir`)."""
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        with open(self.director.ipvsadm_path, "w") as f:
-            f.write("#!/bin/sh\n# ipvsadm for userlb lab " + str(lab.tag) + "\n"
-                    f"PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}} "
-                    f"exec {shlex.quote(sys.executable)} -m userlb.cli.main adm "
-                    f"--control {shlex.quote(str(lab.control_path))} \"$@\"\n")
-        os.chmod(self.director.ipvsadm_path, 0o755)
+        for d in self.all_directors:
+            os.makedirs(d.bin_dir, exist_ok=True)
+            with open(d.ipvsadm_path, "w") as f:
+                f.write(f"#!/bin/sh\n# ipvsadm for director {d.k} of userlb lab {self.tag}\n"
+                        f"PYTHONPATH={shlex.quote(root)}${{PYTHONPATH:+:$PYTHONPATH}} "
+                        f"exec {shlex.quote(sys.executable)} -m userlb.cli.main adm "
+                        f"--control {shlex.quote(d.control_path)} \"$@\"\n")
+            os.chmod(d.ipvsadm_path, 0o755)
 
 
 def _endpoint(text: str) -> tuple[str, int]:

@@ -61,6 +61,7 @@ class Flow(NamedTuple):
     state: str          # ESTABLISHED, SYN_RECV, TIME_WAIT, ..., UDP
     expires: int        # seconds left
     server: str | None  # the real server's name ("s1"), None if not a lab server
+    director: int = 1   # the director that holds the entry
 
 
 @dataclass
@@ -128,22 +129,32 @@ class _LabBox:
 
 
 class Director(_LabBox):
-    """The director: `userlb run` on a TUN device in its own namespace."""
+    """Director k (1, or 1..K with `directors=K`): `userlb run` on a TUN
+    device in its own namespace.  With K >= 2 the directors sit behind a
+    router that spreads flows over the running ones (ECMP, L4 hash); they
+    share no state and have the same rules."""
+
+    def __init__(self, owner: LbLab, k: int = 1) -> None:
+        super().__init__(owner)
+        self.k = k
+
+    def __repr__(self) -> str:
+        return f"Director({self.k})"
 
     @property
     def namespace(self) -> str:
-        return str(self._lab.director)
+        return str(self._lab.director_ns[self.k - 1])
 
     @property
     def control_path(self) -> str:
         """Its control socket (`userlb adm --control PATH`)."""
-        return str(self._lab.control_path)
+        return str(self._lab.control_of(self.k))
 
     @property
     def bin_dir(self) -> str:
         """A directory holding an `ipvsadm` command that talks to this
         director: put it first on PATH for scripts under test (`run_in` does)."""
-        return os.path.join(str(self._lab.dir), "bin")
+        return os.path.join(str(self._lab.dir), "bin" if self.k == 1 else f"bin-{self.k}")
 
     @property
     def ipvsadm_path(self) -> str:
@@ -152,7 +163,7 @@ class Director(_LabBox):
 
     @property
     def pid(self) -> int | None:
-        pid = self._lab.director_pid(1)
+        pid = self._lab.director_pid(self.k)
         return int(pid) if pid else None
 
     @property
@@ -203,22 +214,31 @@ class Director(_LabBox):
         self.adm("-R", input=text)
 
     def stop(self, hard: bool = False) -> None:
-        """Stop the director (SIGTERM; SIGKILL with hard=True).  Without a
-        director the VIPs are unreachable (its routes go with it)."""
+        """Stop the director (SIGTERM; SIGKILL with hard=True).  With one
+        director the VIPs are then unreachable (its routes go with it); with
+        K >= 2 the router first takes it out of its routes, and the flows it
+        carried are hashed onto the others."""
+        if self._lab.n_directors > 1:
+            self._lab.kill_director(self.k, hard=hard)
+            return
         if hard and self.pid and self._lab.ours(self.pid):
             os.kill(self.pid, signal.SIGKILL)
         self._lab.stop_director()
 
     def start(self) -> None:
         """Start the director again with the lab's rules file (the rules it
-        started with: run-time `adm` changes are not kept)."""
+        started with: run-time `adm` changes are not kept); with K >= 2 it
+        goes back into the router's routes."""
         if self.running:
-            raise LabError("the director is running")
-        self._lab.start_director()
+            raise LabError(f"director {self.k} is running")
+        if self._lab.n_directors > 1:
+            self._lab.revive_director(self.k)
+        else:
+            self._lab.start_director()
 
     def log(self) -> str:
         """What the director wrote to stderr."""
-        with open(self._lab.director_log) as f:
+        with open(self._lab.log_of(self.k)) as f:
             return f.read()
 
 

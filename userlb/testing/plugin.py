@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{MARKER}(**options): options of the userlb_lab fixture (keywords of "
         "userlb.testing.LbLab: servers, rules, scheduler, scheduler_flags, server_command, "
-        "server_port, clients, sloppy_tcp)")
+        "server_port, clients, sloppy_tcp, directors)")
 
 
 def schedulers(*names: str, **options: Any) -> pytest.MarkDecorator:
