@@ -51,6 +51,12 @@ def test_bad_rules_fail_up_and_leave_nothing(state_dir, monkeypatch):
         lab.director.adm("-L -n")
 
 
+def test_keepalived_conf_text_is_refused_until_its_parser_exists():
+    conf = "virtual_server 10.99.0.1 80 {\n    lb_algo rr\n    lb_kind NAT\n}\n"
+    with pytest.raises(LabError, match="keepalived.conf text is not read yet"):
+        LbLab(servers=1, rules=conf).up()
+
+
 def test_rules_text_weights_and_adm_results():
     rules = ("-A -t 10.99.0.1:80 -s wrr\n"
              "-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 3\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -191,6 +192,7 @@ class LbLab:
             raise LabError("this lab is already up")
         if self.servers < 1:
             raise LabError("servers: at least 1")
+        self._rules_text()              # a bad kind of rules text fails before anything is built
         reason = unavailable_reason()
         if reason:
             raise LabError(f"userlb lab: {reason}")
@@ -329,6 +331,10 @@ class LbLab:
     def _rules_text(self) -> str:
         if self.rules is not None:
             text = self.rules(self) if callable(self.rules) else self.rules
+            if re.search(r"^\s*virtual_server\b", text, flags=re.M):
+                raise LabError("rules: keepalived.conf text is not read yet (it comes with "
+                               "userlb's keepalived.conf parser); give the ipvsadm -R lines "
+                               "keepalived would install")
             return text if text.endswith("\n") else text + "\n"
         flags = self.scheduler_flags
         if flags is None:
