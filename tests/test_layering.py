@@ -86,13 +86,19 @@ RULES = (
     Rule("userlb.control*", _tree("userlb.cli", "userlb.lab"),
          "the control plane is below the CLI and never uses the lab"),
     # -- lab: used by the CLI only, never uses it
-    Rule("userlb.lab*", _tree("userlb.cli"), "the lab is driven by the CLI, not the reverse"),
+    Rule("userlb.lab*", _tree("userlb.cli", "userlb.testing"),
+         "the lab is driven by the CLI and userlb.testing, not the reverse"),
+    # -- testing: the API for other projects' tests; a client of the lab (as the CLI is)
+    Rule("userlb.testing*", _tree("userlb.cli"),
+         "userlb.testing drives the lab and the control socket, never the CLI"),
     Rule("userlb.cli*", (), "the CLI is the top: it may import any layer"),
     Rule("userlb", (), "the package root"),
 )
 
-# Who may import the lab: the CLI and the lab itself (checked for everyone else).
-LAB_USERS = ("userlb.cli", "userlb.cli.*", "userlb.lab", "userlb.lab.*")
+# Who may import the lab: the CLI, userlb.testing and the lab itself (checked
+# for everyone else).
+LAB_USERS = ("userlb.cli", "userlb.cli.*", "userlb.lab", "userlb.lab.*", "userlb.testing",
+             "userlb.testing.*")
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -44,16 +44,16 @@ def sh(cmd, check=True, input=None, capture=True, timeout=60):
     return p
 
 
-def short(ns):
+def short(ns: str) -> str:
     """A namespace's short name: 'ulb-SFX-s1' -> 's1'."""
     return ns.rsplit("-", 1)[1]
 
 
-def server_addr4(i):
+def server_addr4(i: int) -> str:
     return f"10.20.0.{10 + i}"
 
 
-def server_addr6(i):
+def server_addr6(i: int) -> str:
     return f"fd00:20::{10 + i:x}"
 
 

@@ -5,6 +5,7 @@
 FUNC:
   http      count requests to vip:port, round robin over `sources` (client
             addresses), kernel-chosen source ports; one record per flow
+  get       HTTP GETs of any HTTP server: status, headers, body
   udp       the same with UDP echo datagrams (a new socket per flow)
   transfer  `size` random bytes through the TCP echo service and back: sha256
             of both directions compared
@@ -86,6 +87,47 @@ def http(vip, port=80, count=10, sources=(), timeout=5.0):
             rec["error"] = f"{type(e).__name__}: {e}"
         out.append(rec)
     return out
+
+
+def get(vip, port=80, path="/", count=1, sources=(None,), timeout=5.0, tries=1,
+        retry_delay=0.2):
+    """count HTTP/1.0 GETs of any HTTP server (userlb.testing's http_get),
+    round robin over `sources` (None: the kernel's choice), kernel-chosen
+    source ports: one record each, {"status", "headers", "body", "client",
+    "cport", "tries"}, or with "error" when it failed `tries` times in a row."""
+    return [_get_one(vip, port, path, sources[i % len(sources)], timeout, tries, retry_delay)
+            for i in range(count)]
+
+
+def _get_one(vip, port, path, src, timeout, tries, retry_delay):
+    rec = {"client": src, "vip": vip, "vport": port}
+    for attempt in range(1, tries + 1):
+        rec["tries"] = attempt
+        try:
+            s = connect(src or ("::" if ":" in vip else "0.0.0.0"), vip, port, timeout)
+            rec["client"], rec["cport"] = s.getsockname()[:2]
+            host = f"[{vip}]" if ":" in vip else vip
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            rec["status"] = int(lines[0].split()[1])
+            rec["headers"] = dict(tuple(x.strip() for x in line.split(":", 1))
+                                  for line in lines[1:] if ":" in line)
+            rec["body"] = body.decode("utf-8", errors="replace")
+            rec.pop("error", None)
+            return rec
+        except (OSError, ValueError, IndexError) as e:
+            rec["error"] = f"{type(e).__name__}: {e}"
+            if attempt < tries:
+                time.sleep(retry_delay)
+    return rec
 
 
 def udp(vip, port=7, count=10, sources=(), timeout=2.0, payload="ping", tries=3, size=0):
@@ -326,8 +368,8 @@ def rate(vip, port=80, sources=(), rate=100.0, seconds=10.0, timeout=3.0, inflig
             "seconds": time.monotonic() - t0}
 
 
-FUNCS = {"http": http, "udp": udp, "transfer": transfer, "upload": upload, "pinned": pinned,
-         "rate": rate}
+FUNCS = {"http": http, "get": get, "udp": udp, "transfer": transfer, "upload": upload,
+         "pinned": pinned, "rate": rate}
 
 
 def main(argv=None):

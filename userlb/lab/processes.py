@@ -20,7 +20,7 @@ from .base import DISCARD, EXTRA_ECHO, REPLY_FROM, TUN, LabError, sh, short
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def child_env():
+def child_env() -> dict[str, str]:
     """The environment of a lab child: this checkout first on PYTHONPATH."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -132,10 +132,22 @@ class Processes:
 
     def _start_servers(self):
         for ns, _a4, _a6 in self.servers + ([self.far] if self.far else []):
-            self.start(short(ns), ns,
-                       [sys.executable, "-m", "userlb.lab.servers", "--name", short(ns),
-                        "--discard", str(DISCARD), "--more-echo",
-                        f"{EXTRA_ECHO[0]}-{EXTRA_ECHO[-1]}", "--lab", self.tag], ready="ready")
+            self.start_server(ns)
+
+    # the real servers one by one (a hook: userlb.testing runs users' own
+    # commands as real servers by overriding start_server)
+    def start_server(self, ns):
+        """Start the real server of namespace ns (the lab's servers.py), PID
+        under its short name ("s1")."""
+        return self.start(short(ns), ns,
+                          [sys.executable, "-m", "userlb.lab.servers", "--name", short(ns),
+                           "--discard", str(DISCARD), "--more-echo",
+                           f"{EXTRA_ECHO[0]}-{EXTRA_ECHO[-1]}", "--lab", self.tag],
+                          ready="ready")
+
+    def stop_server(self, ns, hard=False):
+        """Stop the real server of namespace ns (SIGTERM, SIGKILL with hard=True)."""
+        return self.stop(short(ns), hard=hard)
 
     # ------------------------------------------------- per-director names
     # (K = 1: the names of the one-director lab)

@@ -15,18 +15,19 @@ LAB_SERVICES = (("-t", HTTP, "-s mh -b mh-fallback,mh-port"),
 HASH_SCHED = "-s mh -b mh-port"
 
 
-def sched_opts(sched, flags=""):
+def sched_opts(sched: str, flags: str = "") -> str:
     """'-s SCHED [-b FLAGS]'."""
     return f"-s {sched}" + (f" -b {flags}" if flags else "")
 
 
-def rips(servers, v6):
+def rips(servers: list[tuple[str, str, str]], v6: bool) -> list[str]:
     """The real servers' addresses as they stand before ":port";
     servers: [(name, a4, a6)]."""
     return [f"[{a6}]" if v6 else a4 for _name, a4, a6 in servers]
 
 
-def service_lines(proto, vip, port, sched, addrs, weights=None):
+def service_lines(proto: str, vip: str, port: int, sched: str, addrs: list[str],
+                  weights: list[int] | None = None) -> list[str]:
     """`-A` for proto vip:port with scheduler options sched, and one `-a -m`
     per real server address (weights: one per address, default 1)."""
     weights = weights or [1] * len(addrs)

@@ -13,7 +13,7 @@ from .base import LabError, sh
 from .processes import child_env
 
 
-def client_argv(func, kw):
+def client_argv(func: str, kw: dict) -> list[str]:
     """The command line of `userlb.lab.client FUNC 'JSON-KWARGS'`."""
     return [sys.executable, "-m", "userlb.lab.client", func, json.dumps(kw)]
 
