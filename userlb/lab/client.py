@@ -73,20 +73,27 @@ def http(vip, port=80, count=10, sources=(), timeout=5.0):
         try:
             s = connect(src, vip, port, timeout)
             rec["cport"] = s.getsockname()[1]
-            s.sendall(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
+            data = _exchange(s, b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
             body = json.loads(data.split(b"\r\n\r\n", 1)[1])
             rec.update(server=body["server"], seen_client=body["client"], seen_port=body["port"])
         except (OSError, ValueError, IndexError) as e:
             rec["error"] = f"{type(e).__name__}: {e}"
         out.append(rec)
     return out
+
+
+def _exchange(s, request):
+    """Send an HTTP/1.0 request on connected socket s, read until the server
+    closes, close s; the whole response."""
+    s.sendall(request)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
 
 
 def get(vip, port=80, path="/", count=1, sources=(None,), timeout=5.0, tries=1,
@@ -107,14 +114,7 @@ def _get_one(vip, port, path, src, timeout, tries, retry_delay):
             s = connect(src or ("::" if ":" in vip else "0.0.0.0"), vip, port, timeout)
             rec["client"], rec["cport"] = s.getsockname()[:2]
             host = f"[{vip}]" if ":" in vip else vip
-            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
+            data = _exchange(s, f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
             head, _, body = data.partition(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             rec["status"] = int(lines[0].split()[1])
