@@ -1,8 +1,8 @@
 """Active-active directors behind ECMP, in network namespaces.
 
-One lab for the module: 3 directors behind a router with L4-hashed multipath
-routes (both to the VIPs and, for the real servers' replies, back to the
-clients), 5 real servers (the rules use s1-s4; s5 is the spare the mhs test
+One lab for the module: 3 directors behind a router with multipath routes
+hashed on the 5-tuple (both to the VIPs and, for the real servers' replies,
+back to the clients), 5 real servers (the rules use s1-s4; s5 is the spare the mhs test
 adds), 64 client addresses per family.  Besides the lab's own services the
 rules have one TCP echo service per scheduler variant (userlb.lab.ecmp.SERVICES:
 mh, mh + mh-port, sh, sh + sh-port, mhs, mhs + mh-port), each on its own
@@ -68,9 +68,10 @@ def _svc_stats(text, vip_port):
 
 def test_router_multipath_routes_and_same_rules(lab):
     r = lab.router
-    for fam in ("ipv4", "ipv6"):
+    for fam in ("ipv4", "ipv6"):       # the custom hash over the 5-tuple (0x37), both families
         policy = lab.exec(r, ["sysctl", "-n", f"net.{fam}.fib_multipath_hash_policy"]).stdout
-        assert policy.strip() == "1"
+        fields = lab.exec(r, ["sysctl", "-n", f"net.{fam}.fib_multipath_hash_fields"]).stdout
+        assert (policy.strip(), int(fields.strip(), 0)) == ("3", 0x37)
     v4 = lab.exec(r, ["ip", "route", "show", f"{VIP4}/32"]).stdout
     v6 = lab.exec(r, ["ip", "-6", "route", "show", f"{VIP6}/128"]).stdout
     back4 = lab.exec(r, ["ip", "route", "show", "table", str(ROUTER_REPLY_TABLE)]).stdout
@@ -104,6 +105,28 @@ def test_flows_spread_and_replies_reach_other_directors(lab):
     for k in (2, 3):
         assert after[k][0] == before[k][0] and after[k][1] == before[k][1]   # no flow, no SYN
         assert after[k][2] - before[k][2] > 0                                # but replies
+
+
+def test_router_hash_is_a_function_of_the_5tuple(all_up):
+    """Repeated connects from the same client address and port (not pinned:
+    the router's multipath hash picks the director) reach the same director
+    every time, IPv4 and IPv6.  With fib_multipath_hash_policy 1 the router
+    used the hash the sending socket had chosen at random (it travels with
+    the packet between namespaces): 1 of 24 pairs was consistent."""
+    lab = all_up
+    port = ecmp.PORT_OF[("mh", "")]
+    base = 25000
+    for vip, srcs in ((VIP4, lab.clients4), (VIP6, lab.clients6)):
+        pairs = [[srcs[i % len(srcs)], base + i] for i in range(24)]
+        base += 100
+        rounds = [lab.client_py("pinned", vip=vip, port=port, flows=pairs, tos=0)
+                  for _ in range(3)]
+        assert all(isinstance(a, list) for r in rounds for a in r), rounds
+        assert rounds[0] == rounds[1] == rounds[2]         # and the same real server
+        # each connection leaves an entry (CLOSE after the RST, 10 s) where it went
+        held = ecmp.carriers(lab, [{"client": src, "cport": sport} for src, sport in pairs])
+        assert [len(c) for c in held] == [1] * len(pairs), (vip, held)
+        assert set().union(*held) == {1, 2, 3}               # and the pairs are spread
 
 
 # --------------------------------------------------------------- consistency

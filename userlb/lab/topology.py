@@ -7,8 +7,9 @@ director, or the ECMP router) through a veth pair eth0 -- c0, and the real
 servers off a bridge br0 on the same hub.  The ECMP router reaches the VIPs,
 and the client networks from the real servers' side (rule `iif br0` to
 ROUTER_REPLY_TABLE), through kernel multipath routes over the live directors
-(`set_routes`); a DSCP K from the client side pins a flow to director K
-(rule `iif c0 tos 4K` to table ROUTER_PIN_TABLE + K, `pin_lines`).
+(`set_routes`), hashed on each packet's 5-tuple (MULTIPATH_HASH_FIELDS); a
+DSCP K from the client side pins a flow to director K (rule `iif c0 tos 4K`
+to table ROUTER_PIN_TABLE + K, `pin_lines`).
 """
 from .base import (
     CLIENT_NET4,
@@ -24,10 +25,26 @@ from .base import (
 )
 
 FORWARDING = (("net.ipv4.ip_forward", 1), ("net.ipv6.conf.all.forwarding", 1))
-# the ECMP router: forwarding, L4 multipath hashing, no reverse-path filter
-# (the replies of a flow may come back over another director's link)
-ROUTER_SYSCTLS = FORWARDING + (("net.ipv4.fib_multipath_hash_policy", 1),
-                               ("net.ipv6.fib_multipath_hash_policy", 1),
+# The ECMP router's multipath hash: policy 3 (custom) over the fields of
+# MULTIPATH_HASH_FIELDS, computed from the packet's headers alone.  Policy 1
+# ("L4") would reuse a hash the packet already carries, and between network
+# namespaces a forwarded packet keeps the one its sending socket chose at
+# random (and re-chooses after a retransmission timeout): the same client
+# address and port could reach another director on every connect.
+# Bits (Documentation/networking/ip-sysctl.rst): 0x01 source address,
+# 0x02 destination address, 0x04 protocol, 0x10 source port, 0x20
+# destination port -- not 0x08, the IPv6 flow label (random per socket too).
+MULTIPATH_HASH_POLICY = 3
+MULTIPATH_HASH_FIELDS = 0x37
+# the ECMP router: forwarding, the 5-tuple multipath hash (IPv4 and IPv6), no
+# reverse-path filter (the replies of a flow may come back over another
+# director's link)
+ROUTER_SYSCTLS = FORWARDING + (("net.ipv4.fib_multipath_hash_policy", MULTIPATH_HASH_POLICY),
+                               ("net.ipv4.fib_multipath_hash_fields",
+                                f"0x{MULTIPATH_HASH_FIELDS:x}"),
+                               ("net.ipv6.fib_multipath_hash_policy", MULTIPATH_HASH_POLICY),
+                               ("net.ipv6.fib_multipath_hash_fields",
+                                f"0x{MULTIPATH_HASH_FIELDS:x}"),
                                ("net.ipv4.conf.all.rp_filter", 0),
                                ("net.ipv4.conf.default.rp_filter", 0),
                                ("net.ipv6.conf.default.accept_dad", 0))
