@@ -28,8 +28,9 @@ namespaces sit beside it:
                              ulb0  the TUN device of `userlb run` (same rules everywhere)
     server ns i (ulb-SFX-sI) eth0  10.20.0.(10+i)  default via the router
 
-The router (net.ipv4/ipv6.fib_multipath_hash_policy = 1, L4 hashing) reaches
-the VIPs through a multipath route over the live directors, and sends what
+The router (fib_multipath_hash_policy 3 over the 5-tuple, IPv4 and IPv6:
+userlb/lab/topology.py) reaches the VIPs through a multipath route over
+the live directors, and sends what
 comes from the real servers (`iif br0`, rule to table ROUTER_REPLY_TABLE)
 to the client networks through the same kind of multipath route: the
 replies of a flow are hashed on their own 5-tuple and may reach a director

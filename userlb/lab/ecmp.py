@@ -2,8 +2,8 @@
 
 Runs against a lab with K >= 2 directors (`Lab(directors=K)`, see
 userlb.lab): a router spreads the flows over the directors with a kernel
-multipath route (L4 hash), the replies come back through the router and are
-spread the same way, so a director sees packets of flows whose SYN it never
+multipath route (hash of the 5-tuple), the replies come back through the
+router and are spread the same way, so a director sees packets of flows whose SYN it never
 saw.  No state is shared between directors; what makes it work is that every
 director computes the same answer from the same configuration:
 
