@@ -251,7 +251,9 @@ def test_cli_kill_and_start_director(tmp_path):
     try:
         p = run("up", "--directors", "2", "--servers", "2", "--clients", "2")
         assert p.returncode == 0, p.stderr
-        st = json.loads(run("status").stdout)
+        sock1 = os.path.join(str(tmp_path), p.stdout.split()[1].split("-")[1], "control-1.sock")
+        assert f"    userlb adm --control {sock1} -L -n\n" in p.stdout, p.stdout
+        st = json.loads(run("status", "--json").stdout)
         assert st["directors"] == 2 and st["alive"] == [1, 2]
         pid = st["pids"]["director1"]
         p = run("kill-director", "1")
@@ -266,9 +268,14 @@ def test_cli_kill_and_start_director(tmp_path):
         out = subprocess.run(["ip", "netns", "exec", st["client"], "curl", "-s", "-m", "5",
                               f"http://{VIP4}/"], capture_output=True, text=True).stdout
         assert json.loads(out)["server"] in ("s1", "s2")
+        text = run("status").stdout
+        assert f"director 1 {st['director_namespaces'][0]}: not running, out of the routes" \
+            in text
+        assert f"director 2 {st['director_namespaces'][1]}: pid {st['pids']['director2']}, " \
+               f"running, in the routes" in text
         p = run("start-director", "1")
         assert p.returncode == 0, p.stderr
-        st = json.loads(run("status").stdout)
+        st = json.loads(run("status", "--json").stdout)
         assert st["alive"] == [1, 2] and os.path.exists(f"/proc/{st['pids']['director1']}")
         p = run("kill-director", "3")
         assert p.returncode == 1 and "no director 3" in p.stderr
@@ -288,4 +295,4 @@ def test_failover_demo_counts_connections(all_up):
     assert "start    connections alive: 20/20" in text
     assert "kill 2   connections alive: 20/20" in text
     assert "after: 20/20 connections completed with their data intact" in text
-    assert "lost: 0" in text
+    assert "lost: 0; 1 of 3 directors still in the routes: d3" in text

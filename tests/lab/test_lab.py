@@ -28,17 +28,59 @@ def test_lab_cli_up_demo_down(tmp_path):
     try:
         p = _lab(["up", "--servers", "2", "--clients", "2"], env)
         assert p.returncode == 0, p.stderr
-        st = json.loads(_lab(["status"], env).stdout)
+        st = json.loads(_lab(["status", "--json"], env).stdout)
         tag = st["tag"]
         mine = {ns for ns in _namespaces() - before if ns.startswith(tag)}
         assert mine == {f"{tag}-c", f"{tag}-d", f"{tag}-s1", f"{tag}-s2"}
         for pid in st["pids"].values():
             assert os.path.exists(f"/proc/{pid}")
+        # `up` says how to reach this lab's director (not /run/userlb/control.sock)
+        adm_line = f"userlb adm --control {st['control']} -L -n"
+        assert f"    {adm_line}\n" in p.stdout, p.stdout
+        # ... and that line works as printed
+        adm = subprocess.run([sys.executable, "-m", "userlb.cli.main"] + adm_line.split()[1:],
+                             capture_output=True, text=True, timeout=30)
+        assert adm.returncode == 0 and "TCP  10.99.0.1:80 mh" in adm.stdout, adm.stderr
+        # `status` for a human; --json for the raw state
+        text = _lab(["status"], env).stdout
+        assert text.startswith(f"lab {tag} (state ")
+        assert f"director  {tag}-d: pid {st['pids']['director']}, running" in text
+        assert f"  {adm_line}" in text
+        assert f"s2        {tag}-s2: 10.20.0.12 fd00:20::c, pid {st['pids']['s2']}, running" \
+            in text
         p = _lab(["demo", "--requests", "20", "--udp-flows", "6"], env)
         assert p.returncode == 0, p.stdout + p.stderr
-        assert "as predicted by `userlb simulate`: 26" in p.stdout
-        assert "client's own address and port: 26" in p.stdout
-        assert "TCP  10.99.0.1:80" in p.stdout           # the director's listing
+        out = p.stdout
+        assert "as predicted by `userlb simulate`: 26" in out
+        assert "client's own address and port: 26" in out
+        assert "TCP  10.99.0.1:80" in out           # the director's listing
+        assert f"on the director's running configuration (userlb adm --control " \
+               f"{st['control']} -S -n)" in out
+        assert "differs from the rules the lab started with" not in out
+        # the output explains itself: pred/got, the idle services, the drops
+        assert "pred = flows that `userlb simulate`" in out
+        assert "got  = flows that real server actually answered" in out
+        assert "TCP :7 (echo) and :9 (hash) are services of the lab" in out
+        assert "icmp_ignored = ICMP messages that are not errors" in out
+        assert "drops = packets\nthe director did not forward" in out
+
+        # a live change: s1 quiesced for HTTP v4, removed from UDP v6
+        for cmd in (["-e", "-t", "10.99.0.1:80", "-r", "10.20.0.11:80", "-m", "-w", "0"],
+                    ["-d", "-u", "[fd00:99::1]:7", "-r", "[fd00:20::b]:7"]):
+            adm = subprocess.run([sys.executable, "-m", "userlb.cli.main", "adm", "--control",
+                                  st["control"]] + cmd, capture_output=True, text=True)
+            assert adm.returncode == 0, adm.stderr
+        p = _lab(["demo", "--requests", "20", "--udp-flows", "6"], env)
+        assert p.returncode == 0, p.stdout + p.stderr    # compared with the running rules
+        out = p.stdout
+        assert "as predicted by `userlb simulate`: 26" in out
+        assert "(it differs from the rules the lab started with" in out
+        row = next(line.split() for line in out.splitlines() if line.startswith("s1 "))
+        assert row[1] == "0/0" and row[4] == "0/0", row     # HTTP v4, UDP v6
+        assert "s1: 0 predicted for HTTP v4: weight 0 in the running configuration: a real " \
+               "server with weight 0 is quiesced" in " ".join(out.split())
+        assert "s1: 0 predicted for UDP v6: not a real server of that service in the running " \
+               "configuration" in " ".join(out.split())
         p = _lab(["down"], env)
         assert p.returncode == 0 and f"lab {tag} removed" in p.stdout
         assert not any(ns.startswith(tag) for ns in _namespaces())

@@ -5,7 +5,7 @@
     userlb lab kill-director N [--hard]
     userlb lab start-director N
     userlb lab experiment [--quick] [--seconds S] [--rate R] ...
-    userlb lab status
+    userlb lab status [--json]
     userlb lab down [--all]
 
 `up` creates a client namespace (N client addresses, IPv4 and IPv6), a
@@ -13,7 +13,9 @@ director namespace running `userlb run` on a TUN device, and N real-server
 namespaces running HTTP / TCP echo / TCP hash / UDP echo servers (see
 userlb.lab).  Names carry a random suffix; the state (names, PIDs) is kept in
 /run/userlb-lab/SUFFIX/state.json and /run/userlb-lab/current points to the
-last lab.  `demo` sends traffic and compares with `userlb simulate`; `down`
+last lab.  `status` shows its namespaces, processes and control sockets
+(`--json`: the saved state).  `demo` sends traffic and compares with
+`userlb simulate` on the director's running configuration; `down`
 kills the lab's processes and deletes its namespaces (idempotent; `--all`:
 every lab found in /run/userlb-lab).  Root is needed.
 
@@ -64,11 +66,45 @@ def build_parser():
     ex = sub.add_parser("experiment", help="the mhs experiment (docs/mhs-experiment.md)",
                         add_help=False)
     ex.add_argument("rest", nargs=argparse.REMAINDER)
-    sub.add_parser("status", help="show the current lab")
+    st = sub.add_parser("status", help="show the current lab")
+    st.add_argument("--json", action="store_true", help="the raw state (state.json)")
+    st.add_argument("--lab", help="lab suffix (default: the current one)")
     dn = sub.add_parser("down", help="remove the lab")
     dn.add_argument("--all", action="store_true")
     dn.add_argument("--lab", help="lab suffix (default: the current one)")
     return p
+
+
+def status_text(lab):
+    """`userlb lab status`: the lab for a human (`--json`: the raw state)."""
+    from ..lab import VIP4, VIP6
+    from ..lab.base import short
+
+    def proc(key):
+        pid = lab.pids.get(key)
+        if not pid:
+            return "not running"
+        return f"pid {pid}, " + ("running" if lab.ours(pid) else "NOT running (gone)")
+
+    lines = [f"lab {lab.tag} (state {lab.dir}/state.json)",
+             f"  client    {lab.client}: {' '.join(lab.clients4)}",
+             f"            {' '.join(lab.clients6)}"]
+    if lab.n_directors > 1:
+        lines.append(f"  router    {lab.router}: ECMP over the directors in the routes "
+                     f"({' '.join(map(str, lab.alive)) or 'none'})")
+    for k in range(1, lab.n_directors + 1):
+        name = "director" if lab.n_directors == 1 else f"director {k}"
+        routes = ("" if lab.n_directors == 1 else
+                  ", in the routes" if k in lab.alive else ", out of the routes")
+        lines.append(f"  {name:<9} {lab.director_ns[k - 1]}: {proc(lab.director_key(k))}"
+                     f"{routes}")
+        lines.append(f"            userlb adm --control {lab.control_of(k)} -L -n")
+    for ns, a4, a6 in lab.servers + ([lab.far] if lab.far else []):
+        lines.append(f"  {short(ns):<9} {ns}: {a4} {a6}, {proc(short(ns))}")
+    lines.append(f"  VIPs      {VIP4} {VIP6}; rules file {lab.rules_path}")
+    lines.append(f"  director log {lab.log_of(1)}"
+                 + ("" if lab.n_directors == 1 else " (director-K.log for director K)"))
+    return "\n".join(lines)
 
 
 def main(argv):
@@ -89,13 +125,19 @@ def main(argv):
                 print(f"lab {lab.tag} is up: client {lab.client}, router {lab.router}, "
                       f"directors {' '.join(lab.director_ns)}, "
                       f"servers {' '.join(s[0] for s in lab.servers)}")
-                print(f"  control sockets {lab.dir}/control-K.sock "
-                      f"(userlb adm --control PATH); `userlb lab kill-director K`")
+                print(f"  VIPs {VIP4} and {VIP6}; rules {lab.rules_path}")
+                print(f"  director K's control socket: {lab.dir}/control-K.sock, e.g.")
+                print(f"    userlb adm --control {lab.control_of(1)} -L -n")
+                print("  `userlb lab kill-director K`, `userlb lab start-director K`")
             else:
                 print(f"lab {lab.tag} is up: client {lab.client}, director {lab.director}, "
                       f"servers {' '.join(s[0] for s in lab.servers)}")
-            print(f"  VIPs {VIP4} and {VIP6}; rules {lab.rules_path}")
+                print(f"  VIPs {VIP4} and {VIP6}; rules {lab.rules_path}")
+                print("  its director's control socket (plain `userlb adm` talks to "
+                      "/run/userlb/control.sock, not this one):")
+                print(f"    userlb adm --control {lab.control_path} -L -n")
             print(f"  try: ip netns exec {lab.client} curl -s http://{VIP4}/")
+            print("  `userlb lab status`, `userlb lab demo`, `userlb lab down`")
             return 0
         if args.action == "demo":
             if args.directors is not None and args.directors >= 2:
@@ -118,8 +160,11 @@ def main(argv):
                       f"directors in the routes: {' '.join(map(str, lab.alive))}")
             return 0
         if args.action == "status":
-            lab = Lab.load()
-            print(open(lab.dir / "state.json").read())
+            lab = Lab.load(args.lab)
+            if args.json:
+                print(open(lab.dir / "state.json").read())
+            else:
+                print(status_text(lab))
             return 0
         if args.action == "down":
             sfxs = Lab.all_suffixes() if args.all else [args.lab]

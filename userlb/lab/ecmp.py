@@ -179,9 +179,11 @@ def demo(lab, connections=30, out=sys.stdout, seconds=1.5):
     intact = sum(1 for f in final if f["intact"] and f["done"])
     lost = [f for f in final if not (f["intact"] and f["done"])]
     nbytes = sum(f["bytes"] for f in final)
+    left = r["alive"]
     p(f"  after: {intact}/{connections} connections completed with their data intact "
       f"({nbytes} bytes echoed and compared), lost: {len(lost)}; "
-      f"directors left: {', '.join(map(str, r['alive']))}")
+      f"{len(left)} of {len(lab.director_ns)} director{'s' if len(lab.director_ns) > 1 else ''}"
+      f" still in the routes: {', '.join(short(lab.director_ns[k - 1]) for k in left) or 'none'}")
     for f in lost[:5]:
         p(f"    LOST {f['client']}:{f['cport']} -> {f['server']}: {f['error']}")
     return not lost
