@@ -11,7 +11,8 @@ Then, unless `--directors 1`, the failover demo (`userlb lab demo
 connections streaming checked data while directors are killed one after
 another, connections counted before and after (on its own lab, removed at
 the end).  Exit status 0 when every flow went where predicted and no
-connection was lost.  Needs root.
+connection was lost.  Ctrl-C stops it: the lab is removed (a second Ctrl-C
+does not cut that short), one line says so, exit status 130.  Needs root.
 """
 import argparse
 import os
@@ -33,9 +34,22 @@ def main(argv):
         print("userlb demo: needs root and /dev/net/tun (network namespaces + a TUN device)",
               file=sys.stderr)
         return 1
+    removed, kept = [], []
+    try:
+        return _demo(args, removed, kept)
+    except KeyboardInterrupt:
+        what = ([f"lab {', '.join(removed)} removed"] if removed else []) + \
+               [f"lab {t} left up (`userlb lab down --lab {t[4:]}` removes it)" for t in kept]
+        print(("\n" if sys.stderr.isatty() else "") + "userlb demo: interrupted"
+              + (f"; {'; '.join(what)}" if what else ""), file=sys.stderr, flush=True)
+        return 130
+
+
+def _demo(args, removed, kept):
     from ..lab import Lab, LabError
     from ..lab import demo as lab_demo
     lab = Lab(n_servers=args.servers, current=False)
+    interrupted = False
     try:
         print(f"setting up lab {lab.tag} ({args.servers} real servers) ...", flush=True)
         lab.up()
@@ -43,12 +57,23 @@ def main(argv):
     except LabError as e:
         print(f"userlb demo: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        if args.keep:
-            print(f"lab {lab.tag} left up; remove it with `userlb lab down`")
-        else:
-            lab.down()
-            print(f"lab {lab.tag} removed")
+        with lab_demo.sigint_ignored():
+            if args.keep:
+                if interrupted:
+                    kept.append(lab.tag)
+                else:
+                    print(f"lab {lab.tag} left up; remove it with "
+                          f"`userlb lab down --lab {lab.sfx}`")
+            else:
+                lab.down()
+                if interrupted:
+                    removed.append(lab.tag)
+                else:
+                    print(f"lab {lab.tag} removed")
     if not res["ok"]:
         return 1
     if args.directors < 2:
@@ -56,7 +81,8 @@ def main(argv):
     from ..lab import ecmp
     print(flush=True)
     try:
-        return ecmp.demo_main(args.directors, connections=args.connections, temp=True)
+        return ecmp.demo_main(args.directors, connections=args.connections, temp=True,
+                              removed=removed)
     except LabError as e:
         print(f"userlb demo: {e}", file=sys.stderr)
         return 1

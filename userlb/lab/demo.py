@@ -12,12 +12,25 @@ failed, went elsewhere than predicted (except where `-S` cannot carry the
 decision: `quiesced_mh`), or if a real server saw another address/port than
 the client's own.
 """
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import textwrap
 
 from .base import HTTP, UDP_ECHO, VIP4, VIP6, endpoint, short
+
+
+@contextlib.contextmanager
+def sigint_ignored():
+    """Ctrl-C is ignored inside (the lab's clean-up must not be cut short by a
+    second one); the previous handler is back afterwards."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def predict(rules_path, flows):

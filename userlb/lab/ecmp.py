@@ -189,11 +189,14 @@ def demo(lab, connections=30, out=sys.stdout, seconds=1.5):
     return not lost
 
 
-def demo_main(k, suffix=None, connections=30, out=sys.stdout, temp=False):
+def demo_main(k, suffix=None, connections=30, out=sys.stdout, temp=False, removed=None):
     """`userlb lab demo --directors K`: on the current lab (or --lab) if it has
     K directors, all of them running; else (or with temp=True) on a temporary
     lab.  The killed directors are started again afterwards when the lab is
-    kept."""
+    kept.  Ctrl-C (KeyboardInterrupt) is passed on after the clean-up, which
+    it does not interrupt; then the temporary lab's tag is appended to
+    `removed` (a list) instead of printing "lab ... removed"."""
+    from .demo import sigint_ignored
     lab = None
     try:
         cur = None if temp else Lab.load(suffix)
@@ -203,19 +206,28 @@ def demo_main(k, suffix=None, connections=30, out=sys.stdout, temp=False):
         if suffix:
             raise
     temp = lab is None
-    if temp:
-        print(f"setting up a lab with {k} directors ...", file=out, flush=True)
-        lab = Lab(n_servers=3, n_clients=8, directors=k, current=False).up()
+    interrupted = False
     try:
-        ok = demo(lab, connections=connections, out=out)
-    finally:
         if temp:
-            lab.down()
-            print(f"lab {lab.tag} removed", file=out, flush=True)
-        else:
-            for d in range(1, k + 1):
-                if d not in lab.running_directors():
-                    lab.revive_director(d)
-            if not lab.sloppy:
-                lab.adm_all("--sloppy-tcp", "off")
+            print(f"setting up a lab with {k} directors ...", file=out, flush=True)
+            lab = Lab(n_servers=3, n_clients=8, directors=k, current=False)
+            lab.up()
+        ok = demo(lab, connections=connections, out=out)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        with sigint_ignored():
+            if temp and lab is not None:
+                lab.down()
+                if interrupted and removed is not None:
+                    removed.append(lab.tag)
+                else:
+                    print(f"lab {lab.tag} removed", file=out, flush=True)
+            elif lab is not None:
+                for d in range(1, k + 1):
+                    if d not in lab.running_directors():
+                        lab.revive_director(d)
+                if not lab.sloppy:
+                    lab.adm_all("--sloppy-tcp", "off")
     return 0 if ok else 1
