@@ -27,6 +27,7 @@
 #   ULB_CACHE              where the base tarball is cached (default REPO/.cache/docker)
 #   ULB_MIRROR             Debian mirror for debootstrap (default http://deb.debian.org/debian)
 #   ULB_TMP                parent of a private engine's directory (default /tmp; keep it short)
+#   ULB_PROGRESS_EVERY     seconds between debootstrap's progress lines within a phase (default 10)
 #   PYTHON                 host Python that builds the wheels (default REPO/.venv/bin/python or
 #                          python3); its X.Y must be the image's (3.11 for bookworm)
 set -euo pipefail
@@ -93,6 +94,33 @@ base_tar() {
     echo "$CACHE/base-$SUITE-$key.tar"
 }
 
+# debootstrap's output (stdin) -> LOG, and a progress line on stderr for each
+# phase (downloading, extracting, unpacking, configuring) and, within a long
+# phase, one every ULB_PROGRESS_EVERY seconds (default 10) with its current step
+debootstrap_progress() {
+    local log=$1 start=$SECONDS last=$SECONDS phase="" now line
+    : > "$log"
+    while IFS= read -r line; do
+        printf '%s\n' "$line" >> "$log"
+        case "$line" in
+            "I: Retrieving "*|"I: Validating "*|"I: Checking "*|"I: Valid "*|"I: Resolving "*|"I: Found "*)
+                now="downloading and checking packages" ;;
+            "I: Chosen extractor"*|"I: Extracting "*) now="extracting packages" ;;
+            "I: Installing "*|"I: Unpacking "*) now="unpacking packages" ;;
+            "I: Configuring "*) now="configuring packages" ;;
+            *) continue ;;
+        esac
+        if [ "$now" != "$phase" ]; then
+            say "  debootstrap ($((SECONDS - start)) s): $now"
+        elif [ $((SECONDS - last)) -ge "${ULB_PROGRESS_EVERY:-10}" ]; then
+            say "  debootstrap ($((SECONDS - start)) s): $now: ${line#I: }"
+        else
+            continue
+        fi
+        phase=$now last=$SECONDS
+    done
+}
+
 make_base_tar() {
     local tar=$1 tmp
     command -v debootstrap >/dev/null || die "debootstrap missing: docker/lab.sh deps (or apt-get install debootstrap)"
@@ -100,9 +128,13 @@ make_base_tar() {
     tmp=$(mktemp -d "$CACHE/rootfs.XXXXXX")
     # shellcheck disable=SC2064
     trap "umount -R '$tmp/root/proc' '$tmp/root/sys' 2>/dev/null || true; rm -rf '$tmp'" EXIT
-    say "debootstrap --variant=minbase --include=$INCLUDE $SUITE (once; cached in $tar)"
-    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$tmp/root" "$MIRROR" \
-        > "$tmp/debootstrap.log" 2>&1 || { tail -20 "$tmp/debootstrap.log" >&2; die "debootstrap failed"; }
+    say "building the base image with debootstrap --variant=minbase --include=$INCLUDE $SUITE:"
+    say "  about 40 MB from $MIRROR, usually 45 s to 2 minutes; made once, then cached in $tar"
+    local start=$SECONDS
+    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$tmp/root" "$MIRROR" 2>&1 |
+        debootstrap_progress "$tmp/debootstrap.log" ||
+        { tail -20 "$tmp/debootstrap.log" >&2; die "debootstrap failed"; }
+    say "debootstrap done in $((SECONDS - start)) s; packing the root file system (about 180 MB)"
     rm -rf "$tmp/root/var/cache/apt/archives/"*.deb "$tmp/root/var/lib/apt/lists/"* \
            "$tmp/root/var/log/"*.log "$tmp/root/dev/"* 2>/dev/null || true
     tar --numeric-owner -C "$tmp/root" -cf "$tar.tmp" .
