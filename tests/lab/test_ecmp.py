@@ -268,6 +268,11 @@ def test_cli_kill_and_start_director(tmp_path):
         out = subprocess.run(["ip", "netns", "exec", st["client"], "curl", "-s", "-m", "5",
                               f"http://{VIP4}/"], capture_output=True, text=True).stdout
         assert json.loads(out)["server"] in ("s1", "s2")
+        # `lab demo` asks a running director for its configuration and listing
+        p = run("demo", "--requests", "20", "--udp-flows", "4")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "control-2.sock -S -n)" in p.stdout and "control-2.sock -L -n --stats" in p.stdout
+        assert "as predicted by `userlb simulate`: 24" in p.stdout
         text = run("status").stdout
         assert f"director 1 {st['director_namespaces'][0]}: not running, out of the routes" \
             in text

@@ -90,10 +90,10 @@ got  = flows that real server actually answered (it replies with its name).
 pred = got in every column: the director picked exactly what the model picked."""
 
 LISTING_NOTES = """\
-How to read it (ipvsadm's format): one line per virtual service (protocol,
-VIP:port, scheduler), then `->` one line per real server.  Conns = connections
-scheduled, InPkts/InBytes = client -> real server, OutPkts/OutBytes = real server
--> client (NAT: both directions pass the director).
+How to read it (ipvsadm's format): one line per virtual service (protocol and
+VIP:port), then `->` one line per real server.  Conns = connections scheduled,
+InPkts/InBytes = client -> real server, OutPkts/OutBytes = real server -> client
+(NAT: both directions pass the director).
 TCP :7 (echo) and :9 (hash) are services of the lab that the tests and
 `userlb lab` experiments use; this demo sends no traffic to them, so they stay 0.
 driver: rx/tx = packets read from / written to the TUN device; drops = packets
@@ -108,10 +108,18 @@ def wrap(text):
     return textwrap.fill(text, 92, initial_indent="  ", subsequent_indent="    ")
 
 
+def asked_director(lab):
+    """The director the demo asks (-S, the listing): the lab's one, or the
+    first running one of an ECMP lab."""
+    if lab.n_directors == 1:
+        return 1
+    return (lab.running_directors() or [1])[0]
+
+
 def running_rules(lab):
     """The director's running configuration (`userlb adm -S -n` over its
     control socket): (text, None), or (None, why) when it does not answer."""
-    p = lab.adm("-S", "-n")
+    p = lab.adm("-S", "-n", k=asked_director(lab))
     if p.returncode or not p.stdout.strip():
         return None, (p.stderr or p.stdout).strip() or f"exit {p.returncode}"
     return p.stdout, None
@@ -184,7 +192,7 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
         with open(rules_path, "w") as f:
             f.write(running)
         source = f"the director's running configuration (userlb adm --control " \
-                 f"{lab.control_path} -S -n)"
+                 f"{lab.control_of(asked_director(lab))} -S -n)"
     else:
         rules_path = lab.rules_path
         running = open(rules_path).read()
@@ -266,13 +274,14 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
                f"does) and sends their new flows to the fallback server; `-S` does not carry "
                f"the last weight, so `userlb simulate` builds the table without it."))
     p("")
-    adm = lab.adm("-L", "-n", "--stats")
+    k = asked_director(lab)
+    adm = lab.adm("-L", "-n", "--stats", k=k)
     try:
-        raw = lab.stats().rstrip()
+        raw = lab.stats(k=k).rstrip()
     except Exception as e:   # noqa: BLE001
         raw = f"(stats not available: {e})"
     if adm.returncode == 0:
-        p(f"director stats (userlb adm --control {lab.control_path} -L -n --stats):")
+        p(f"director stats (userlb adm --control {lab.control_of(k)} -L -n --stats):")
         p(adm.stdout.rstrip())
         p("\n".join(line for line in raw.splitlines()
                     if line.startswith(("driver:", "engine "))))

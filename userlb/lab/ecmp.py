@@ -163,6 +163,11 @@ def demo(lab, connections=30, out=sys.stdout, seconds=1.5):
       f"behind an ECMP router, sloppy TCP on, scheduler mh")
     p(f"{connections} long-lived TCP connections stream checked data to {VIP4}:{ECHO} and "
       f"[{VIP6}]:{ECHO}; killing directors {', '.join(map(str, kill))} one after another")
+    p("  (the directors share no state: mh picks the same real server on each of them, "
+      "and with sloppy TCP")
+    p("  a director that gets a mid-stream packet of a connection it never saw creates "
+      "its entry,")
+    p("  so a killed director's connections go on through the others)")
     r = failover(lab, [[VIP4, ECHO], [VIP6, ECHO]], kill, count=connections,
                  before=seconds, between=seconds, after=seconds)
     per = {}
