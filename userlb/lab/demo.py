@@ -13,6 +13,7 @@ decision: `quiesced_mh`), or if a real server saw another address/port than
 the client's own.
 """
 import contextlib
+import ipaddress
 import json
 import signal
 import subprocess
@@ -47,7 +48,6 @@ def predict(rules_path, flows):
 
 def server_names(lab):
     """'RIP' (v4 dotted or v6 text, no port) -> short server name."""
-    import ipaddress
     out = {}
     for ns, a4, a6 in lab.servers + ([lab.far] if lab.far else []):
         name = short(ns)
@@ -60,7 +60,6 @@ def dest_name(names, dest):
     if dest is None:
         return None
     host = dest.rsplit(":", 1)[0].strip("[]")
-    import ipaddress
     return names.get(str(ipaddress.ip_address(host)), host)
 
 
@@ -128,7 +127,6 @@ def running_rules(lab):
 def dest_weights(rules):
     """ipvsadm -R text -> {(proto, 'VIP:PORT'): {'RIP': weight}} (RIP without
     port, IPv6 without brackets, as server_names() has them)."""
-    import ipaddress
     out = {}
     for line in rules.splitlines():
         w = line.split()
@@ -209,15 +207,12 @@ def run(lab, requests=300, udp_flows=60, out=sys.stdout):
     # a flow of an mh service with a weight-0 server that went to another
     # (available) server than predicted: what `-S` cannot carry (quiesced_mh)
     quiet = quiesced_mh(running)
-    import ipaddress
-    rip_of = {n: a for a, n in server_names(lab).items()
-              if isinstance(ipaddress.ip_address(a), ipaddress.IPv4Address)}
-    rip6_of = {n: a for a, n in server_names(lab).items() if ":" in a}
+    rip_of = {(n, ":" in a): a for a, n in server_names(lab).items()}
 
     def explained(f, why):
         gone = quiet.get((f["proto"], endpoint(f["vip"], f["vport"])), set())
-        to = (rip6_of if ":" in f["vip"] else rip_of).get(f.get("server"))
-        return bool(gone) and why.startswith("went to") and to not in gone
+        to = rip_of.get((f.get("server"), ":" in f["vip"]))
+        return bool(gone) and why.startswith("went to") and to is not None and to not in gone
     expected = [(f, why) for f, why in bad if explained(f, why)]
     bad = [(f, why) for f, why in bad if not explained(f, why)]
     names = server_names(lab)
