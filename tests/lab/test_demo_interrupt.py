@@ -34,6 +34,8 @@ def _states(root):
     """{suffix: state} of the labs under root."""
     out = {}
     for d in root.iterdir() if root.is_dir() else ():
+        if d.is_symlink():        # "current"
+            continue
         try:
             out[d.name] = json.loads((d / "state.json").read_text())
         except (OSError, ValueError):
@@ -88,4 +90,33 @@ def test_ctrl_c_ends_with_one_line_and_removes_the_lab(tmp_path, phase):
         for pid in st["pids"].values():
             assert not os.path.exists(f"/proc/{pid}") or \
                 open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+    assert _states(state) == {}
+
+
+def test_ctrl_c_during_lab_up_removes_what_was_made(tmp_path):
+    """`userlb lab up` interrupted while it builds: one line, nothing left."""
+    state = tmp_path / "labs"
+    env = dict(os.environ, USERLB_LAB_DIR=str(state))
+    p = subprocess.Popen([sys.executable, "-m", "userlb.cli.main", "lab", "up", "--servers", "4"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    seen = {}
+    try:
+        def building():           # namespaces made, real servers being started
+            seen.update(_states(state))
+            return any(st["pids"] for st in seen.values())
+        _wait(building, 60, "the real servers")
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        subprocess.run([sys.executable, "-m", "userlb.cli.main", "lab", "down", "--all"],
+                       env=env, capture_output=True)
+    (st,) = seen.values()
+    assert p.returncode == 130, err
+    assert err.strip() == "userlb lab: interrupted; the lab being set up was removed", err
+    assert out == ""
+    assert not any(ns.startswith(st["tag"]) for ns in _namespaces())
     assert _states(state) == {}

@@ -187,4 +187,12 @@ def main(argv):
     except LabError as e:
         print(f"userlb lab: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # `up` removed what it had made; `demo` leaves the lab as it found it
+        after = ("; the lab being set up was removed" if args.action == "up" else
+                 "; the lab is still up (`userlb lab down` removes it)"
+                 if args.action == "demo" and not args.directors else "")
+        print(("\n" if sys.stderr.isatty() else "") + "userlb lab: interrupted" + after,
+              file=sys.stderr)
+        return 130
     return 2
