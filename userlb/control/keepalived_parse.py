@@ -156,7 +156,7 @@ def _read_text(path: str, by: _Tok | None) -> str:
 
 def _include_paths(tok: _Tok, pattern: str) -> list[str]:
     base = os.path.dirname(os.path.abspath(tok.file))
-    full = pattern if os.path.isabs(pattern) else os.path.join(base, pattern)
+    full = os.path.normpath(pattern if os.path.isabs(pattern) else os.path.join(base, pattern))
     found: list[str] = []
     for p in _expand_braces(full):
         if glob.has_magic(p):
@@ -187,9 +187,10 @@ def _lex(path: str, src: _Source, stack: list[str], by: _Tok | None) -> None:
         if not first.quoted:
             _refuse_preprocessor(first)
         if first.text == "include" and not first.quoted:
-            if len(toks) != 2:
+            rest = re.split(r"[#!]", raw.lstrip()[len("include"):], maxsplit=1)[0].split()
+            if len(rest) != 1:
                 raise KeepalivedError("include needs exactly one file pattern", path, lineno)
-            for inc in _include_paths(first, toks[1].text):
+            for inc in _include_paths(first, rest[0].strip('"')):
                 _lex(inc, src, stack, first)
             continue
         for t in toks:
