@@ -102,7 +102,7 @@ async def tcp_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
         return Result(False, f"no connection to {format_endpoint(a, p)} within "
                              f"{cd.connect_timeout:g}s")
     except OSError as e:
-        return Result(False, f"{format_endpoint(a, p)}: {e.strerror or e}")
+        return Result(False, f"{format_endpoint(a, p)}: {_oserror(e)}")
     w.close()
     return Result(True)
 
@@ -151,8 +151,10 @@ async def http_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
                                                 cd.connect_timeout)
         except TimeoutError:
             return Result(False, f"GET {url.path}: no answer within {cd.connect_timeout:g}s")
-        except (OSError, ssl.SSLError, ValueError, asyncio.IncompleteReadError) as e:
-            return Result(False, f"GET {url.path}: {getattr(e, 'strerror', None) or e}")
+        except OSError as e:             # ssl.SSLError included
+            return Result(False, f"GET {url.path}: {_oserror(e)}")
+        except (ValueError, asyncio.IncompleteReadError) as e:
+            return Result(False, f"GET {url.path}: {e}")
         ok = (code in url.status_codes) if url.status_codes is not None else 200 <= code < 300
         if not ok:
             return Result(False, f"GET {url.path}: status {code}")
@@ -180,12 +182,22 @@ async def misc_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
         _kill_group(proc.pid)
         await proc.wait()
         return Result(False, f"{argv[0]}: no exit within {timeout:g}s (killed)")
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)             # stopping: leave no checker process behind
+        raise
     if code == 0:
         return Result(True)
     if cd.misc_dynamic and 2 <= code <= 255:
         return Result(True, weight=code - 2)
     return Result(False, f"{argv[0]}: exit {code}" if code > 0 else
                   f"{argv[0]}: killed by signal {-code}")
+
+
+def _oserror(e: OSError) -> str:
+    """'Connection refused' rather than asyncio's 'Connect call failed (...)'."""
+    if e.errno and not isinstance(e, ssl.SSLError):
+        return os.strerror(e.errno)
+    return str(e)
 
 
 def _kill_group(pid: int) -> None:
