@@ -172,11 +172,10 @@ class Director:
             return
         self.args.reply_from = self.base_reply_from + [
             format_addr(a) for a in self.health.conf.all_addresses()]
-        try:
-            self.update_routes()
-        except Exception as e:   # noqa: BLE001 - reported, keep running
-            log(f"SIGHUP: routes: {e}")
         log(f"SIGHUP: {path}: applied {n} change(s)")
+        # pyroute2 cannot run on the running loop: a worker thread
+        fut = self.loop.run_in_executor(None, self.update_routes)
+        fut.add_done_callback(lambda f: f.exception() and log(f"routes: {f.exception()}"))
 
     def listing_text(self):
         from ..control import listing
