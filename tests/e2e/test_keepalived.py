@@ -64,6 +64,17 @@ def conf_text(lab, s3_weight=1):
                 }}
             }}
         }}
+        virtual_server {VIP4} 8080 {{
+            delay_loop 0.5
+            quorum 2
+            sorry_server {a3} {HTTP}
+            real_server {a1} {HTTP} {{
+        {check}
+            }}
+            real_server {a2} {HTTP} {{
+        {check}
+            }}
+        }}
         virtual_server {VIP6} {HTTP} {{
             delay_loop 0.5
             lb_algo mh
@@ -142,8 +153,9 @@ def ep(addr, port=HTTP):
 def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     (ns1, a1, b1), (ns2, a2, b2), (_ns3, a3, _b3) = lab.servers[:3]
     v4, v6 = ep(VIP4), ep(VIP6)
-    wait_listing(lab, {(v4, ep(a1)): 1, (v4, ep(a2)): 1, (v4, ep(a3)): 1,
-                       (v6, ep(b1)): 1, (v6, ep(b2)): 1})
+    got = wait_listing(lab, {(v4, ep(a1)): 1, (v4, ep(a2)): 1, (v4, ep(a3)): 1,
+                             (v6, ep(b1)): 1, (v6, ep(b2)): 1})
+    assert (ep(VIP4, 8080), ep(a3)) not in got          # quorum 2 of 2: no sorry server
     flows = http(lab)
     assert all("error" not in f for f in flows), flows
     assert {f["server"] for f in flows} == {"s1", "s2", "s3"}
@@ -154,7 +166,8 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     t0 = time.monotonic()
     lab.stop("s1")
     lab.stop("s2")
-    got = wait_listing(lab, {(v4, ep(a2)): 0, (v4, ep(a3)): 1}, timeout=10)
+    got = wait_listing(lab, {(v4, ep(a2)): 0, (v4, ep(a3)): 1,
+                             (ep(VIP4, 8080), ep(a3)): 1}, timeout=10)
     took = time.monotonic() - t0
     assert (v4, ep(a1)) not in got            # removed
     assert (v6, ep(b1)) not in got and (v6, ep(b2)) not in got
@@ -164,9 +177,20 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     assert f"real server {ep(a1)} DOWN (HTTP_GET /" in text
     assert f"-d -t {v4} -r {ep(a1)}" in text
     assert f"-e -t {v4} -r {ep(a2)} -m -w 0" in text
+    # SIGUSR1's listing carries the checker state of every real server
+    stats = lab.stats()
+    assert f"keepalived: TCP {v4} {ep(a1)} weight 1 down: GET /: Connection refused" in stats
+    assert f"keepalived: TCP {v4} {ep(a3)} weight 1 up" in stats
     # new connections all reach s3, every one answered
     flows = http(lab, count=10)
     assert [f.get("server") for f in flows] == ["s3"] * 10, flows
+    # the quorum of VIP:8080 is lost: its sorry server (s3) answers
+    assert got.get((ep(VIP4, 8080), ep(a3))) == 1, got
+    assert (ep(VIP4, 8080), ep(a1)) not in got and (ep(VIP4, 8080), ep(a2)) not in got
+    assert f"TCP {ep(VIP4, 8080)}: quorum lost" in text
+    flows = lab.client_py("http", vip=VIP4, port=8080, count=4, sources=lab.clients4,
+                          timeout=3.0)
+    assert [f.get("server") for f in flows] == ["s3"] * 4, flows
     # the IPv6 service has no real server left: refused, not hanging
     flows6 = http(lab, vip=VIP6, count=2)
     assert all("error" in f for f in flows6), flows6
@@ -177,6 +201,9 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     wait_listing(lab, {(v4, ep(a1)): 1, (v4, ep(a2)): 1, (v4, ep(a3)): 1,
                        (v6, ep(b1)): 1, (v6, ep(b2)): 1}, timeout=10)
     assert f"real server {ep(a1)} UP" in log(lab)
+    got = wait_listing(lab, {(ep(VIP4, 8080), ep(a1)): 1, (ep(VIP4, 8080), ep(a2)): 1})
+    assert (ep(VIP4, 8080), ep(a3)) not in got          # the sorry server is out again
+    assert f"TCP {ep(VIP4, 8080)}: quorum gained" in log(lab)
     flows = http(lab)
     assert {f.get("server") for f in flows} == {"s1", "s2", "s3"}, flows
     flows6 = http(lab, vip=VIP6, count=6)

@@ -189,6 +189,8 @@ class Director:
             if counts:
                 extra += f"\nengine {name}: " + " ".join(f"{k}={v}"
                                                          for k, v in sorted(counts.items()))
+        if getattr(self, "health", None) is not None:
+            extra += "".join(f"\nkeepalived: {line}" for line in self.health.status())
         return text + f"driver: {extra}\n"
 
     def dump_stats(self):

@@ -4,7 +4,11 @@
 settings (checker, then real server, then virtual server, then default),
 whatever order the keywords come in.  Each value is checked where it is
 read, so an error names its own line (keepalived.py's docstring lists what
-is refused and what is accepted with a note)."""
+is refused and what is accepted with a note).
+
+One module over 500 lines on purpose: every block kind reads its keywords
+with the same value readers and passes the same inheritable checker
+settings down, so the keyword tables stay side by side."""
 from __future__ import annotations
 
 import math
