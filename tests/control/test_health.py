@@ -360,8 +360,26 @@ def test_misc_check_exit_codes_dynamic_weights_and_timeout(tmp_path, script, dyn
     sh.chmod(0o755)
     cd = checker(f'MISC_CHECK {{ misc_path "{sh} arg"\n misc_timeout 0.3'
                  + ("\n misc_dynamic }" if dynamic else " }"))
-    res = run(health.misc_check(cd, 0, 0))
+    import uvloop                  # what `userlb run` uses: its subprocess support
+    res = uvloop.run(health.misc_check(cd, 0, 0))
     assert (res.ok, res.weight) == (ok, weight) and words in res.reason
+
+
+def test_misc_check_as_another_user():
+    import os
+    import pwd
+    import uvloop
+    if os.geteuid() != 0:
+        pytest.skip("needs root to change user")
+    nobody = pwd.getpwnam("nobody")
+    # /bin/sh itself: a script under pytest's 0700 directories is out of nobody's reach
+    cd = checker(f"MISC_CHECK {{ misc_path \"/bin/sh -c '[ $(id -u) = {nobody.pw_uid} ] "
+                 "&& exit 4; exit 1'\"\n user nobody\n misc_dynamic }")
+    res = uvloop.run(health.misc_check(cd, 0, 0))
+    assert (res.ok, res.weight) == (True, 2), res
+    bad = checker("MISC_CHECK { misc_path /bin/true\n user no-such-user-here }")
+    res = uvloop.run(health.misc_check(bad, 0, 0))
+    assert not res.ok and "no-such-user-here" in res.reason
 
 
 def test_misc_check_missing_program():

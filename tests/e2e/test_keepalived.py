@@ -62,6 +62,11 @@ def conf_text(lab, s3_weight=1):
                 TCP_CHECK {{
                     connect_timeout 1
                 }}
+                MISC_CHECK {{
+                    misc_path "/bin/sh -c 'exit $(cat {lab.dir}/s3.code 2>/dev/null || echo 0)'"
+                    misc_timeout 2
+                    misc_dynamic
+                }}
             }}
         }}
         virtual_server {VIP4} 8080 {{
@@ -209,6 +214,28 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     flows6 = http(lab, vip=VIP6, count=6)
     assert {f.get("server") for f in flows6} <= {"s1", "s2"} and \
         all("error" not in f for f in flows6), flows6
+
+
+def test_misc_dynamic_exit_codes_set_the_weight(lab):
+    v4, a3 = ep(VIP4), lab.servers[2][1]
+    code = lab.dir / "s3.code"
+    try:
+        code.write_text("5\n")                  # 2..255: up with weight code - 2
+        wait_listing(lab, {(v4, ep(a3)): 3})
+        assert f"real server {ep(a3)} WEIGHT" in log(lab)
+        code.write_text("1\n")                  # down
+        got = wait_listing(lab, {(v4, ep(lab.servers[0][1])): 1})
+        deadline = time.monotonic() + 10
+        while (v4, ep(a3)) in got and time.monotonic() < deadline:
+            got = listing(lab)
+            time.sleep(0.2)
+        assert (v4, ep(a3)) not in got, got
+        flows = http(lab, count=6)
+        assert "s3" not in {f.get("server") for f in flows}, flows
+        code.write_text("3\n")                  # up, weight 1
+        wait_listing(lab, {(v4, ep(a3)): 1})
+    finally:
+        code.unlink()                           # exit 0: up, weight unchanged
 
 
 def test_sighup_rereads_the_file_and_a_bad_file_changes_nothing(lab):

@@ -169,10 +169,10 @@ async def misc_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
     argv = shlex.split(cd.misc_path or "")
     timeout = cd.misc_timeout if cd.misc_timeout is not None else cd.delay_loop
     try:
+        extra = _as_user(cd.user, cd.group)
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-            user=cd.user, group=cd.group)
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, **extra)
     except (OSError, ValueError, KeyError) as e:
         return Result(False, f"cannot run {argv[0] if argv else '?'}: "
                              f"{getattr(e, 'strerror', None) or e}")
@@ -191,6 +191,23 @@ async def misc_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
         return Result(True, weight=code - 2)
     return Result(False, f"{argv[0]}: exit {code}" if code > 0 else
                   f"{argv[0]}: killed by signal {-code}")
+
+
+def _as_user(user: str | None, group: str | None) -> dict[str, Callable[[], None]]:
+    """MISC_CHECK's `user USER [GROUP]` as a preexec_fn (uvloop's
+    subprocess_exec has no user=/group=).  KeyError for an unknown name."""
+    if user is None:
+        return {}
+    import grp
+    import pwd
+    pw = pwd.getpwnam(user)
+    uid, gid = pw.pw_uid, (grp.getgrnam(group).gr_gid if group else pw.pw_gid)
+
+    def become() -> None:
+        os.setgroups([gid])
+        os.setgid(gid)
+        os.setuid(uid)
+    return {"preexec_fn": become}
 
 
 def _oserror(e: OSError) -> str:
