@@ -360,7 +360,7 @@ def test_misc_check_exit_codes_dynamic_weights_and_timeout(tmp_path, script, dyn
     sh.chmod(0o755)
     cd = checker(f'MISC_CHECK {{ misc_path "{sh} arg"\n misc_timeout 0.3'
                  + ("\n misc_dynamic }" if dynamic else " }"))
-    import uvloop                  # what `userlb run` uses: its subprocess support
+    import uvloop  # what `userlb run` uses: its subprocess support
     res = uvloop.run(health.misc_check(cd, 0, 0))
     assert (res.ok, res.weight) == (ok, weight) and words in res.reason
 
@@ -368,6 +368,7 @@ def test_misc_check_exit_codes_dynamic_weights_and_timeout(tmp_path, script, dyn
 def test_misc_check_as_another_user():
     import os
     import pwd
+
     import uvloop
     if os.geteuid() != 0:
         pytest.skip("needs root to change user")

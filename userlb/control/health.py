@@ -169,10 +169,10 @@ async def misc_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
     argv = shlex.split(cd.misc_path or "")
     timeout = cd.misc_timeout if cd.misc_timeout is not None else cd.delay_loop
     try:
-        extra = _as_user(cd.user, cd.group)
+        become = _as_user(cd.user, cd.group)
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, **extra)
+            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=become)
     except (OSError, ValueError, KeyError) as e:
         return Result(False, f"cannot run {argv[0] if argv else '?'}: "
                              f"{getattr(e, 'strerror', None) or e}")
@@ -193,11 +193,11 @@ async def misc_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
                   f"{argv[0]}: killed by signal {-code}")
 
 
-def _as_user(user: str | None, group: str | None) -> dict[str, Callable[[], None]]:
+def _as_user(user: str | None, group: str | None) -> Callable[[], None] | None:
     """MISC_CHECK's `user USER [GROUP]` as a preexec_fn (uvloop's
     subprocess_exec has no user=/group=).  KeyError for an unknown name."""
     if user is None:
-        return {}
+        return None
     import grp
     import pwd
     pw = pwd.getpwnam(user)
@@ -207,7 +207,7 @@ def _as_user(user: str | None, group: str | None) -> dict[str, Callable[[], None
         os.setgroups([gid])
         os.setgid(gid)
         os.setuid(uid)
-    return {"preexec_fn": become}
+    return become
 
 
 def _oserror(e: OSError) -> str:
