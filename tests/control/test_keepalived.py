@@ -4,6 +4,8 @@ line (userlb/control/keepalived*.py, docs/keepalived.md)."""
 import textwrap
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from userlb.cli import check_config
 from userlb.control.config import Config
@@ -395,3 +397,45 @@ def test_check_config_exit_codes_and_messages(tmp_path, capsys):
     assert err.splitlines()[0].startswith(f"userlb check-config: {bad}:2: lb_kind TUN: ")
     assert check_config.main([str(tmp_path / "missing.conf")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- never a crash
+
+_CORPUS = "\n".join(textwrap.dedent(g[1]) for g in GOOD) + "\n".join(b[1] for b in BAD)
+_WORDS = sorted(set(_CORPUS.split())) + ["{", "}", "\"", "#", "!", "-", "", "\x00", "é",
+                                         "99999999999999999999", "1e309", "nan", "::", "-1"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.lists(hs.lists(hs.sampled_from(_WORDS), max_size=6), max_size=30))
+def test_random_files_are_accepted_or_refused_with_a_line_never_a_crash(lines):
+    text = "\n".join(" ".join(ws) for ws in lines)
+    try:
+        conf = load_text(text, "k.conf")
+    except KeepalivedError as e:
+        assert e.file == "k.conf" and (e.line is None or 1 <= e.line <= len(lines))
+        return
+    build_config(start_states(conf))      # an accepted file always configures
+
+
+@settings(max_examples=200, deadline=None)
+@given(hs.sampled_from([textwrap.dedent(g[1]) for g in GOOD]), hs.data())
+def test_mutated_good_files_never_crash(text, data):
+    lines = text.splitlines()
+    for _ in range(data.draw(hs.integers(1, 4))):
+        if not lines:
+            break
+        i = data.draw(hs.integers(0, len(lines) - 1))
+        op = data.draw(hs.sampled_from(["drop", "dup", "word"]))
+        if op == "drop":
+            del lines[i]
+        elif op == "dup":
+            lines.insert(i, lines[i])
+        else:
+            lines[i] += " " + data.draw(hs.sampled_from(_WORDS))
+    try:
+        conf = load_text("\n".join(lines), "k.conf")
+    except KeepalivedError as e:
+        assert e.line is None or 1 <= e.line <= len(lines)
+        return
+    build_config(start_states(conf))
