@@ -250,6 +250,9 @@ BAD = [
      "takes no { } block"),
     ("real_server without block value", "virtual_server 10.0.0.1 80 {\n real_server\n}\n", 2,
      "real_server takes IP [PORT]"),
+    ("lvs_timeouts", "global_defs {\n router_id x\n lvs_timeouts tcp 9 udp\n}\n", 3,
+     "lvs_timeouts takes"),
+    ("lvs_timeouts value", "global_defs {\n lvs_timeouts tcpfin 0\n}\n", 2, "seconds 1.."),
     ("persistence engine", "virtual_server 10.0.0.1 80 {\n persistence_engine sip\n}\n", 2,
      "persistence engines"),
     ("granularity with mhs line", "virtual_server 10.0.0.1 80 {\n persistence_timeout 9\n"
@@ -309,10 +312,12 @@ def test_misc_check_retry_default_is_zero_others_one():
 
 
 def test_notes_for_what_userlb_does_differently():
-    conf = load_text("virtual_server 10.0.0.1 80 {\n ha_suspend\n hashed\n smtp_alert\n}\n",
-                     "k.conf")
+    conf = load_text("virtual_server 10.0.0.1 80 {\n ha_suspend\n hashed\n smtp_alert\n}\n"
+                     "global_defs {\n lvs_sync_daemon eth0 VI_1\n}\n", "k.conf")
     assert [n.split(": ")[0:2] for n in conf.notes] == [
-        ["k.conf:2", "ha_suspend"], ["k.conf:3", "hashed"], ["k.conf:4", "smtp_alert"]]
+        ["k.conf:2", "ha_suspend"], ["k.conf:3", "hashed"], ["k.conf:4", "smtp_alert"],
+        ["k.conf:7", "lvs_sync_daemon"]]
+    assert conf.timeouts is None
 
 
 # ----------------------------------------------------------------- includes

@@ -133,7 +133,7 @@ CLASSIC_RULES = """\
 MODERN_MAIN = """
 global_defs {
     router_id lb1
-    lvs_timeouts tcp 900 tcpfin 120 udp 300
+    lvs_timeouts tcp 7200 udp 60
 }
 
 include /etc/keepalived/vrrp.conf
@@ -212,6 +212,7 @@ virtual_server 198.51.100.53 53 {
 """
 
 MODERN_RULES = """\
+--set 7200 120 60
 -A -t [2001:db8:10::1]:80 -s mh -b mh-port
 -a -t [2001:db8:10::1]:80 -r [2001:db8:20::11]:80 -m -w 0
 -a -t [2001:db8:10::1]:80 -r [2001:db8:20::12]:80 -m -w 0

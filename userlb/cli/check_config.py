@@ -28,7 +28,7 @@ def main(argv, stdout=None, stderr=None):
     from ..control.keepalived_apply import build_config, start_states
     try:
         conf = load(args.file)
-        cfg = build_config(start_states(conf))
+        cfg = build_config(start_states(conf), conf.timeouts)
     except ConfigError as e:
         print(f"userlb check-config: {e}", file=err)
         print(f"userlb check-config: {args.file}: configuration refused", file=err)
@@ -43,6 +43,6 @@ def main(argv, stdout=None, stderr=None):
     print(f"userlb check-config: {args.file}: OK: {len(conf.virtual_servers)} virtual "
           f"server(s), {nsvc} service(s), {nrs} real server(s), {nchk} checker(s)", file=err)
     if args.rules:
-        for line in cfg.save(with_timeouts=False):
+        for line in cfg.save():
             print(line, file=out)
     return 0

@@ -255,7 +255,7 @@ class HealthManager:
     # ------------------------------------------------------------ commands
     def initial_commands(self) -> list[ia.Command]:
         from .keepalived_apply import initial_commands
-        return initial_commands(self.states)
+        return initial_commands(self.states, self.conf.timeouts)
 
     def apply(self, cmds: list[ia.Command], why: str) -> bool:
         """All or nothing, as a `userlb adm -R` request; logged."""
@@ -481,7 +481,8 @@ def reload_director(mgr: HealthManager, path: str) -> int:
     conf = load(path)
 
     def cmds_for(states: list[VsState]) -> list[ia.Command]:
-        new = build_config(states)
-        new.timeouts = mgr.config.timeouts       # keepalived.conf has no --set
+        new = build_config(states, conf.timeouts)
+        if conf.timeouts is None:                # no lvs_timeouts: --set is left alone
+            new.timeouts = mgr.config.timeouts
         return diff_commands(mgr.config, new)
     return mgr.reload(conf, cmds_for)

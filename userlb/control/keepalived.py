@@ -40,6 +40,7 @@ from ..model import (
     format_endpoint,
 )
 from . import ipvsadm as ia
+from .ipvsadm_values import number
 from .keepalived_parse import KeepalivedError, Stmt, read_config
 
 __all__ = ["KeepalivedError", "KeepalivedConf", "VirtualServer", "RealServer", "CheckerDef",
@@ -169,6 +170,8 @@ class KeepalivedConf:
     notes: list[str] = field(default_factory=list)
     #: "file:line: block" of the skipped blocks (VRRP, global_defs, ...)
     skipped: list[str] = field(default_factory=list)
+    #: global_defs' `lvs_timeouts` as ipvsadm --set (tcp, tcpfin, udp; 0 = unchanged)
+    timeouts: tuple[int, int, int] | None = None
 
     def all_addresses(self) -> list[Addr]:
         """Every real server and sorry server address (their replies must
@@ -255,6 +258,9 @@ def interpret(stmts: list[Stmt], path: str) -> KeepalivedConf:
             conf.virtual_servers.append(vs)
         elif k == "virtual_server_group":
             continue
+        elif k == "global_defs":
+            _global_defs(st, conf)
+            conf.skipped.append(f"{st.file}:{st.line}: {k} (but lvs_timeouts)")
         elif k in SKIPPED_TOP or k.startswith(SKIPPED_PREFIXES):
             conf.skipped.append(f"{st.file}:{st.line}: {k}")
         elif k in ("real_server",) + CHECKERS:
@@ -262,6 +268,28 @@ def interpret(stmts: list[Stmt], path: str) -> KeepalivedConf:
         else:
             raise st.error(f"unknown keyword {k!r}")
     return conf
+
+
+def _global_defs(st: Stmt, conf: KeepalivedConf) -> None:
+    """global_defs is keepalived's, but for the IPVS settings in it:
+    `lvs_timeouts [tcp N] [tcpfin N] [udp N]` (ipvsadm --set); the sync
+    daemon is noted as not done."""
+    for s in st.block or []:
+        if s.keyword == "lvs_timeouts":
+            vals = {"tcp": 0, "tcpfin": 0, "udp": 0}
+            words = s.args
+            if not words or len(words) % 2:
+                raise s.error("lvs_timeouts takes tcp N, tcpfin N and/or udp N")
+            for name, val in zip(words[::2], words[1::2], strict=True):
+                n = number(val, 1, MAX_TIMEOUT)
+                if name not in vals or n is None:
+                    raise s.error(f"lvs_timeouts: {name} {val}: expected tcp, tcpfin or udp "
+                                  f"and seconds 1..{MAX_TIMEOUT}")
+                vals[name] = n
+            conf.timeouts = (vals["tcp"], vals["tcpfin"], vals["udp"])
+        elif s.keyword.startswith("lvs_sync_daemon"):
+            conf.notes.append(f"{s.file}:{s.line}: {s.keyword}: userlb has no connection "
+                              "sync daemon")
 
 
 def load(path: str) -> KeepalivedConf:

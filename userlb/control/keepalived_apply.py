@@ -176,9 +176,13 @@ def reconcile(config: Config, st: VsState) -> list[ia.Command]:
     return cmds
 
 
-def initial_commands(states: list[VsState]) -> list[ia.Command]:
-    """-A for every service, -a for what each should hold."""
+def initial_commands(states: list[VsState],
+                     timeouts: tuple[int, int, int] | None = None) -> list[ia.Command]:
+    """--set (global_defs' lvs_timeouts), -A for every service, -a for what
+    each should hold."""
     cmds: list[ia.Command] = []
+    if timeouts is not None:
+        cmds.append(ia.parse_argv(["--set"] + [str(t) for t in timeouts]))
     for st in states:
         for key in st.vs.services:
             cmds.append(service_command(st.vs, key))
@@ -189,9 +193,10 @@ def initial_commands(states: list[VsState]) -> list[ia.Command]:
     return cmds
 
 
-def build_config(states: list[VsState]) -> Config:
+def build_config(states: list[VsState],
+                 timeouts: tuple[int, int, int] | None = None) -> Config:
     cfg = Config()
-    cfg.apply_batch(initial_commands(states))
+    cfg.apply_batch(initial_commands(states, timeouts))
     return cfg
 
 
