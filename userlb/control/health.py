@@ -301,19 +301,17 @@ class HealthManager:
                 res = await self.attempt(cd, addr, port)
             except Exception as e:   # noqa: BLE001 - a checker bug is a failed check
                 res = Result(False, f"checker error: {e!r}")
-            st = self.states[i]
-            up = st.rs[r].checker_up[c]
-            if res.ok:
-                failures = 0
-                self.report(i, r, c, True, res)
-                await self.sleep(cd.delay_loop)
-                continue
-            failures += 1
-            if up and failures <= cd.retry:
-                await self.sleep(cd.delay_before_retry)
-                continue
+            up = self.states[i].rs[r].checker_up[c]
+            if not res.ok:
+                failures += 1
+                if up and failures <= cd.retry:
+                    await self.sleep(cd.delay_before_retry)
+                    continue
             failures = 0
-            self.report(i, r, c, False, res)
+            try:
+                self.report(i, r, c, res.ok, res)
+            except Exception as e:   # noqa: BLE001 - a bug must not stop the checks
+                self.log(f"keepalived: internal error on a checker verdict: {e!r}")
             await self.sleep(cd.delay_loop)
 
     def report(self, i: int, r: int, c: int, up: bool, res: Result) -> list[Event]:
@@ -467,6 +465,8 @@ def load_director(path: str, log: Callable[[str], None] | None = None
     cfg.apply_batch(mgr.initial_commands())
     for note in conf.notes:
         mgr.log(f"keepalived: {note}")
+    if conf.skipped:
+        mgr.log("keepalived: left to keepalived: " + ", ".join(conf.skipped))
     return cfg, mgr
 
 
