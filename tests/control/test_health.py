@@ -454,3 +454,48 @@ def test_build_config_matches_the_manager_start():
     conf = conf_of(QUORUM)
     cfg, mgr, _ = manager(QUORUM)
     assert build_config(start_states(conf)).save() == cfg.save()
+
+
+def test_dns_check_against_a_loopback_responder():
+    import struct
+
+    from userlb.control.health import dns_query
+    q = dns_query(0x1234, "www.example.org", 28)
+    assert q == (bytes.fromhex("123401000001000000000000") + b"\x03www\x07example\x03org\x00"
+                 + struct.pack("!HH", 28, 1))
+    assert dns_query(1, ".", 2).endswith(b"\x00\x00\x02\x00\x01")
+
+    class Responder(asyncio.DatagramProtocol):
+        """Answers: 1 record, then NXDOMAIN, then no records, then nothing."""
+        def __init__(self):
+            self.n, self.seen = 0, []
+
+        def connection_made(self, transport):
+            self.t = transport
+
+        def datagram_received(self, data, addr):
+            self.seen.append(data)
+            self.n += 1
+            qid = data[:2]
+            if self.n == 1:
+                self.t.sendto(b"\x00\x00" + qid, addr)            # wrong id: ignored
+                self.t.sendto(qid + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0), addr)
+            elif self.n == 2:
+                self.t.sendto(qid + struct.pack("!HHHHH", 0x8183, 1, 0, 0, 0), addr)
+            elif self.n == 3:
+                self.t.sendto(qid + struct.pack("!HHHHH", 0x8180, 1, 0, 0, 0), addr)
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        t, proto = await loop.create_datagram_endpoint(Responder, local_addr=("127.0.0.1", 0))
+        port = t.get_extra_info("sockname")[1]
+        cd = checker("DNS_CHECK { type AAAA\n name www.example.org\n connect_timeout 0.3 }")
+        out = [await health.dns_check(cd, 0x7F000001, port) for _ in range(4)]
+        t.close()
+        return out, proto.seen
+    (r1, r2, r3, r4), seen = run(go())
+    assert r1.ok
+    assert not r2.ok and r2.reason == "DNS: rcode 3"
+    assert not r3.ok and r3.reason == "DNS: no answer for AAAA www.example.org"
+    assert not r4.ok and "no DNS answer within 0.3s" in r4.reason
+    assert seen[0][12:] == q[12:]

@@ -221,8 +221,12 @@ BAD = [
      " real_server 10.0.0.2 80 {\n }\n}\n", 4, "given twice"),
     ("family mix", "virtual_server 10.0.0.1 80 {\n real_server 2001:db8::2 80 {\n }\n}\n", 2,
      "Different address family"),
-    ("DNS_CHECK", "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n"
-     "  DNS_CHECK {\n  }\n }\n}\n", 3, "DNS_CHECK is not implemented"),
+    ("SMTP_CHECK", "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n"
+     "  SMTP_CHECK {\n  }\n }\n}\n", 3, "SMTP_CHECK is not implemented"),
+    ("DNS_CHECK type", "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n"
+     "  DNS_CHECK {\n   type PTRX\n  }\n }\n}\n", 4, "is not one of A NS"),
+    ("DNS_CHECK name", "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n"
+     "  DNS_CHECK {\n   name a..b\n  }\n }\n}\n", 4, "not a domain name"),
     ("HTTP_GET without url", "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n"
      "  HTTP_GET {\n  }\n }\n}\n", 3, "needs at least one url"),
     ("url without path", "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n"
@@ -444,3 +448,10 @@ def test_mutated_good_files_never_crash(text, data):
         assert e.line is None or 1 <= e.line <= len(lines)
         return
     build_config(start_states(conf))
+
+
+def test_dns_check_defaults():
+    conf = load_text("virtual_server 10.0.0.1 53 {\n protocol UDP\n real_server 10.0.0.2 53 {\n"
+                     "  DNS_CHECK {\n   connect_port 5353\n  }\n }\n}\n")
+    (dns,) = conf.virtual_servers[0].real_servers[0].checkers
+    assert (dns.dns_type, dns.dns_name, dns.connect_port, dns.retry) == ("A", ".", 5353, 1)

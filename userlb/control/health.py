@@ -18,6 +18,9 @@ back up (keepalived.conf(5)).  The attempts:
   and, when `digest` is given, the MD5 of the body must equal it.  SSL_GET
   does not verify the certificate (keepalived does not either); SNI only with
   `enable_sni`;
+* DNS_CHECK: one query (`type`, default A; `name`, default `.`) over UDP
+  to connect_ip:connect_port, answered within `connect_timeout` with the
+  query's id, no error code and at least one answer record;
 * MISC_CHECK: `misc_path` run without a shell (words split as a shell
   would), killed with its process group after `misc_timeout` (default
   `delay_loop`): exit 0 = up, anything else = down; with `misc_dynamic`, exit
@@ -47,6 +50,7 @@ import random
 import shlex
 import signal
 import ssl
+import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -224,9 +228,63 @@ def _kill_group(pid: int) -> None:
         pass
 
 
+def dns_query(qid: int, name: str, qtype: int) -> bytes:
+    """A DNS query (RD set) for `name`, type `qtype`, class IN."""
+    labels = [p for p in name.rstrip(".").split(".") if p] if name != "." else []
+    qname = b"".join(bytes([len(p)]) + p.encode("idna") for p in labels) + b"\0"
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
+
+
+class _DnsProto(asyncio.DatagramProtocol):
+    def __init__(self, qid: int) -> None:
+        self.qid = qid
+        self.answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if len(data) >= 12 and struct.unpack_from("!H", data)[0] == self.qid \
+                and not self.answer.done():
+            self.answer.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(exc)
+
+
+async def dns_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
+    """One query over UDP: up when the answer has the query's id, no error
+    code and at least one answer record."""
+    from .keepalived import DNS_TYPES
+    a, p = _target(cd, addr, port)
+    qid = random.getrandbits(16)
+    loop = asyncio.get_running_loop()
+    local = (_host(cd.bindto), cd.bind_port or 0) if cd.bindto is not None else None
+    try:
+        transport, proto = await loop.create_datagram_endpoint(
+            lambda: _DnsProto(qid), remote_addr=(_host(a), p), local_addr=local)
+    except OSError as e:
+        return Result(False, f"{format_endpoint(a, p)}: {_oserror(e)}")
+    try:
+        transport.sendto(dns_query(qid, cd.dns_name, DNS_TYPES[cd.dns_type]))
+        data = await asyncio.wait_for(proto.answer, cd.connect_timeout)
+    except TimeoutError:
+        return Result(False, f"no DNS answer within {cd.connect_timeout:g}s")
+    except OSError as e:
+        return Result(False, f"{format_endpoint(a, p)}: {_oserror(e)}")
+    finally:
+        transport.close()
+    flags, _qd, ancount = struct.unpack_from("!HHH", data, 2)
+    if not flags & 0x8000:
+        return Result(False, "DNS: not a response")
+    if flags & 0xF:
+        return Result(False, f"DNS: rcode {flags & 0xF}")
+    if ancount == 0:
+        return Result(False, f"DNS: no answer for {cd.dns_type} {cd.dns_name}")
+    return Result(True)
+
+
 ATTEMPTS: dict[str, Callable[[CheckerDef, Addr, int], Awaitable[Result]]] = {
     "TCP_CHECK": tcp_check, "HTTP_GET": http_check, "SSL_GET": http_check,
-    "MISC_CHECK": misc_check}
+    "MISC_CHECK": misc_check, "DNS_CHECK": dns_check}
 
 
 # ------------------------------------------------------------------ manager

@@ -18,7 +18,7 @@ Keywords, with keepalived.conf(5)'s meaning (docs/keepalived.md lists them):
   keyword is an error, as `keepalived -t` reports it.
 * `virtual_server fwmark N`, `protocol SCTP`, `lb_kind DR|TUN`, persistence
   engines, a regex in `url`, the checkers userlb does not have
-  (`DNS_CHECK`, `SMTP_CHECK`, `UDP_CHECK`, `PING_CHECK`, `FILE_CHECK`,
+  (`SMTP_CHECK`, `UDP_CHECK`, `PING_CHECK`, `FILE_CHECK`,
   `BFD_CHECK`) are refused, one clear message naming the line.
 * Accepted with a note (what userlb does instead; `notes` lists them, `userlb
   check-config` prints them): `ha_suspend` (checkers always run: userlb has
@@ -56,8 +56,10 @@ DEFAULT_QUORUM = 1
 MAX_TIMEOUT = ia.MAX_TIMEOUT          # ipvsadm's bound for -p (31 days)
 MAX_SECONDS = 86400.0 * 31
 
-CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK")
-REFUSED_CHECKERS = ("DNS_CHECK", "SMTP_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
+CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK")
+#: DNS_CHECK `type` names -> query type numbers
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
+REFUSED_CHECKERS = ("SMTP_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
                     "BFD_CHECK")
 #: top-level keywords of keepalived's other parts: skipped on purpose
 SKIPPED_TOP = ("global_defs", "linkbeat_interfaces", "track_file", "track_process",
@@ -97,6 +99,8 @@ class CheckerDef:
     misc_path: str | None = None
     misc_timeout: float | None = None       # None: delay_loop
     misc_dynamic: bool = False
+    dns_type: str = "A"
+    dns_name: str = "."
     user: str | None = None
     group: str | None = None
     file: str = field(default="", compare=False)
@@ -107,7 +111,8 @@ class CheckerDef:
             return f"MISC_CHECK {self.misc_path}"
         port = f" port {self.connect_port}" if self.connect_port is not None else ""
         urls = "".join(f" {u.path}" for u in self.urls)
-        return f"{self.kind}{port}{urls}"
+        dns = f" {self.dns_type} {self.dns_name}" if self.kind == "DNS_CHECK" else ""
+        return f"{self.kind}{port}{urls}{dns}"
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .keepalived import (
     DEFAULT_DELAY_LOOP,
     DEFAULT_MISC_RETRY,
     DEFAULT_RETRY,
+    DNS_TYPES,
     MAX_SECONDS,
     MAX_TIMEOUT,
     REFUSED_CHECKERS,
@@ -246,6 +247,17 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
             kw["misc_timeout"] = _secs(s)
         elif kind == "MISC_CHECK" and k == "misc_dynamic":
             kw["misc_dynamic"] = _flag(s)
+        elif kind == "DNS_CHECK" and k == "type":
+            t = _one(s, "a query type").upper()
+            if t not in DNS_TYPES:
+                raise s.error(f"type: {s.args[0]!r} is not one of {' '.join(DNS_TYPES)}")
+            kw["dns_type"] = t
+        elif kind == "DNS_CHECK" and k == "name":
+            name = _one(s, "a domain name")
+            if len(name) > 253 or any(not 0 < len(p) < 64 for p in name.rstrip(".").split(".")
+                                      if name != "."):
+                raise s.error(f"name: {name!r} is not a domain name")
+            kw["dns_name"] = name
         elif kind == "MISC_CHECK" and k == "user":
             if not 1 <= len(s.args) <= 2:
                 raise s.error("user takes USER [GROUP]")
@@ -306,7 +318,7 @@ def _real_server(st: Stmt, notes: list[str]) -> _RawRS:
             continue
         if k in REFUSED_CHECKERS:
             raise s.error(f"{k} is not implemented by userlb (it has TCP_CHECK, HTTP_GET, "
-                          "SSL_GET and MISC_CHECK)")
+                          "SSL_GET, MISC_CHECK and DNS_CHECK)")
         _no_block(s)
         if k == "weight":
             rs.weight = _int(s, 0, 65535)
