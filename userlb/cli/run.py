@@ -38,6 +38,7 @@ import signal
 import sys
 
 from ..errors import ConfigError
+from ..model import format_addr
 
 
 def build_parser():
@@ -45,6 +46,9 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--config", metavar="FILE", help="rules in ipvsadm -R syntax")
+    p.add_argument("--keepalived", metavar="FILE",
+                   help="keepalived.conf: its virtual_server blocks, with their health checkers "
+                        "(docs/keepalived.md); instead of --config")
     p.add_argument("--tun", metavar="NAME", default="userlb0",
                    help="TUN device name (default userlb0)")
     p.add_argument("--sloppy-tcp", action="store_true",
@@ -137,6 +141,8 @@ class Director:
 
     # ------------------------------------------------------------- signals
     def reload(self):
+        if getattr(self, "health", None) is not None:
+            return self.reload_keepalived()
         path = self.args.config
         if not path:
             log("SIGHUP: no --config file to re-read")
@@ -156,6 +162,21 @@ class Director:
             log(f"SIGHUP: routes: {e}")
         log(f"SIGHUP: {path}: applied {len(cmds)} change(s)")
 
+    def reload_keepalived(self):
+        from ..control.health import reload_director
+        path = self.args.keepalived
+        try:
+            n = reload_director(self.health, path)
+        except (ConfigError, OSError) as e:
+            log(f"SIGHUP: {e}; running configuration unchanged")
+            return
+        self.args.reply_from = self.base_reply_from + [
+            format_addr(a) for a in self.health.conf.all_addresses()]
+        log(f"SIGHUP: {path}: applied {n} change(s)")
+        # pyroute2 cannot run on the running loop: a worker thread
+        fut = self.loop.run_in_executor(None, self.update_routes)
+        fut.add_done_callback(lambda f: f.exception() and log(f"routes: {f.exception()}"))
+
     def listing_text(self):
         from ..control import listing
         text = listing.list_all(self.cfg, numeric=True, stats=True)
@@ -168,6 +189,8 @@ class Director:
             if counts:
                 extra += f"\nengine {name}: " + " ".join(f"{k}={v}"
                                                          for k, v in sorted(counts.items()))
+        if getattr(self, "health", None) is not None:
+            extra += "".join(f"\nkeepalived: {line}" for line in self.health.status())
         return text + f"driver: {extra}\n"
 
     def dump_stats(self):
@@ -197,6 +220,9 @@ class Director:
         # the control socket for `userlb adm` (userlb/control/server.py)
         from ..control.server import start_for_director
         self.control = await start_for_director(self)
+        if getattr(self, "health", None) is not None:
+            self.health.sync = self.sync
+            self.health.start()
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
         log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), "
@@ -206,6 +232,8 @@ class Director:
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()
+        if getattr(self, "health", None) is not None:
+            await self.health.stop()
         if self.control is not None:
             self.control.close()
         self.driver.detach()
@@ -233,7 +261,18 @@ def main(argv):
     # until the event loop takes over: end through `finally` (cleanup) on TERM
     signal.signal(signal.SIGTERM, _raise_exit)
     from ..control.config import Config
-    if args.config:
+    health = None
+    if args.keepalived and args.config:
+        log("--config and --keepalived exclude each other")
+        return 2
+    if args.keepalived:
+        from ..control.health import load_director
+        try:
+            cfg, health = load_director(args.keepalived, log=log)
+        except ConfigError as e:
+            log(str(e))
+            return 1
+    elif args.config:
         try:
             cfg = read_rules(args.config)
         except OSError as e:
@@ -255,12 +294,18 @@ def main(argv):
             log(f"--reply-from: not a prefix: {p!r}")
             return 2
 
+    base_reply_from = list(args.reply_from)
+    if health is not None:
+        # every real and sorry server of keepalived.conf, healthy or not: the
+        # replies of their connections must reach the device
+        args.reply_from = base_reply_from + [format_addr(a) for a in health.conf.all_addresses()]
     from ..dataplane.tun import TunError
     try:
         director = Director(args, cfg)
     except TunError as e:
         log(str(e))
         return 1
+    director.health, director.base_reply_from = health, base_reply_from
     try:
         if not args.no_routes:
             try:
