@@ -15,8 +15,8 @@ import textwrap
 import time
 
 import pytest
-from helpers.netns import make_lab, needs_root
 
+from helpers.netns import make_lab, needs_root
 from userlb.lab import HTTP, VIP4, VIP6
 from userlb.lab.base import REPLY_FROM, TUN
 
