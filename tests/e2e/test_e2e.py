@@ -275,6 +275,30 @@ def test_new_vip_through_userlb_adm_gets_its_route(lab):
     assert f"from {lab.servers[3][1]} lookup" not in lab.exec(lab.director, ["ip", "rule"]).stdout
 
 
+def test_new_vip_through_sighup_gets_its_route(lab):
+    """A service for a new VIP added by editing the rules file and SIGHUP:
+    the routes are updated from a worker thread (pyroute2 cannot run on the
+    running uvloop loop), the route appears, traffic flows; removed again."""
+    vip = "10.99.0.3"
+    good = open(lab.rules_path).read()
+    routes = lambda: lab.exec(lab.director, ["ip", "route", "show"]).stdout   # noqa: E731
+    try:
+        lab.reload(good + f"-A -t {vip}:80 -s rr\n-a -t {vip}:80 -r {lab.servers[3][1]}:80 -m\n")
+        wait = time.monotonic() + 5
+        while f"{vip} dev ulb0" not in routes() and time.monotonic() < wait:
+            time.sleep(0.05)
+        assert f"{vip} dev ulb0" in routes()
+        flows = lab.client_py("http", vip=vip, port=HTTP, count=4, sources=lab.clients4)
+        assert {f.get("server") for f in flows} == {"s4"}, flows
+    finally:
+        lab.reload(good)
+    wait = time.monotonic() + 5
+    while vip in routes() and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert vip not in routes()
+    assert "routes:" not in open(lab.log_of(1)).read()
+
+
 def test_bad_reload_keeps_running_config(lab):
     good = open(lab.rules_path).read()
     try:

@@ -156,11 +156,8 @@ class Director:
             log(f"SIGHUP: {path}: {e}; running configuration unchanged")
             return
         self.sync.flush()
-        try:
-            self.update_routes()
-        except Exception as e:   # noqa: BLE001 - reported, keep running
-            log(f"SIGHUP: routes: {e}")
         log(f"SIGHUP: {path}: applied {len(cmds)} change(s)")
+        self.update_routes_soon()
 
     def reload_keepalived(self):
         from ..control.health import reload_director
@@ -173,9 +170,14 @@ class Director:
         self.args.reply_from = self.base_reply_from + [
             format_addr(a) for a in self.health.conf.all_addresses()]
         log(f"SIGHUP: {path}: applied {n} change(s)")
-        # pyroute2 cannot run on the running loop: a worker thread
+        self.update_routes_soon()
+
+    def update_routes_soon(self):
+        """update_routes from a signal handler: pyroute2 cannot run on the
+        running event loop (uvloop refuses its netlink socket), so a worker
+        thread does it; a failure is logged and the director keeps running."""
         fut = self.loop.run_in_executor(None, self.update_routes)
-        fut.add_done_callback(lambda f: f.exception() and log(f"routes: {f.exception()}"))
+        fut.add_done_callback(lambda f: f.exception() and log(f"SIGHUP: routes: {f.exception()}"))
 
     def listing_text(self):
         from ..control import listing
