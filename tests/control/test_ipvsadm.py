@@ -434,3 +434,23 @@ def test_flag_names_round_trip():
 def test_format_netmask():
     assert ia.format_netmask(0xFFFFFF00, 4) == "255.255.255.0"
     assert ia.format_netmask(64, 6) == "64"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("-A -t fd00:99::1:80 -s rr",
+     "Zero port specified for non-persistent service"
+     " (IPv6 addresses need brackets: [fd00:99::1]:80)"),
+    ("-a -t 10.0.0.1:80 -r fd00::5:80 -m",
+     "Different address family is allowed only for tunneling servers"
+     " (IPv6 addresses need brackets: [fd00::5]:80)"),
+    ("-A -t 10.2.1.311:80 -s rr",
+     "illegal virtual server address[:port] specified (invalid IPv4 address: '10.2.1.311')"),
+    ("-a -t 10.0.0.1:80 -r 10.2.1.311:80 -m",
+     "illegal real server address[:port] specified (invalid IPv4 address: '10.2.1.311')"),
+    # a bare IPv6 address without port is what ipvsadm reads: no hint
+    ("-A -t fd00:99::1 -s rr", "Zero port specified for non-persistent service"),
+])
+def test_newcomer_hints_for_ipv6_without_brackets_and_bad_ipv4(line, message):
+    with pytest.raises(ConfigError) as ei:
+        parse_line(line)
+    assert str(ei.value) == message

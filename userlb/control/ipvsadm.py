@@ -94,6 +94,7 @@ from .ipvsadm_values import (
     MH_LIKE,
     SCHED_FLAG_BITS,
     SH_LIKE,
+    bracket_hint,
     check_scheduler,
     checked,
     format_netmask,
@@ -292,7 +293,7 @@ def parse_argv(words: Iterable[str]) -> Command:
     if cmd in (ADD_SERVICE, EDIT_SERVICE):
         _check_service(c, raw)
     if cmd in (ADD_SERVER, EDIT_SERVER):
-        _check_dest(c)
+        _check_dest(c, raw)
     if cmd == LIST:
         _check_list(c)
     return c
@@ -361,7 +362,8 @@ def _set_timeouts(c: Command, positional: list[str]) -> list[str]:
 def _check_service(c: Command, raw: _Raw) -> None:
     """-A / -E: what ipvsadm checks, and the userlb options."""
     if not c.port and not (c.flags & SVC_F_PERSISTENT):
-        raise ConfigError("Zero port specified for non-persistent service")
+        raise ConfigError("Zero port specified for non-persistent service"
+                          + bracket_hint(raw.get("service-address", ("", None))[1]))
     if c.flags & SVC_F_ONEPACKET and c.protocol != IPPROTO_UDP:
         raise ConfigError("One-Packet Scheduling is only for UDP virtual services")
     if not c.sched_name:
@@ -409,11 +411,14 @@ def _only_for(c: Command, family: tuple[str, ...], option: str, which: str) -> N
         raise ConfigError(f"{option} only applies to {which}")
 
 
-def _check_dest(c: Command) -> None:
+def _check_dest(c: Command, raw: _Raw) -> None:
     if c.fwd in (FWD_TUNNEL, FWD_DROUTE):
         c.dport = c.port          # ipvsadm forces the virtual port
     if c.daf != c.af and c.fwd != FWD_TUNNEL:
-        raise ConfigError("Different address family is allowed only for tunneling servers")
+        hint = (bracket_hint(raw.get("real-server", ("", None))[1])
+                or bracket_hint(raw.get("service-address", ("", None))[1]))
+        raise ConfigError("Different address family is allowed only for tunneling servers"
+                          + hint)
     if c.l_threshold > c.u_threshold:
         raise ConfigError("lower threshold (-y) is higher than upper threshold (-x)")
 

@@ -67,13 +67,30 @@ def parse_service_address(text: str, protocol: int | None,
         host, sep, port_text = text.rpartition(":")
         if not sep:
             host, port_text = text, None
-        af, addr = _host(host, f"{illegal} (userlb does not resolve host names: {host!r})",
-                         AF_INET, illegal)
+        why = ("invalid IPv4 address" if host.replace(".", "").isdigit()
+               else "userlb does not resolve host names")
+        af, addr = _host(host, f"{illegal} ({why}: {host!r})", AF_INET, illegal)
     port = None
     if port_text is not None:
         port = checked(port_text, 0, 65535,
                         f"{illegal} (port {port_text!r}; userlb does not resolve service names)")
     return af, addr, port
+
+
+def bracket_hint(text: str | None) -> str:
+    """For 'fd00:99::1:80' (an IPv6 address and a port without brackets,
+    which ipvsadm reads as an address without port): a hint to append to the
+    error that follows, else ''."""
+    if not text or text.startswith("[") or text.count(":") < 2:
+        return ""
+    head, _, tail = text.rpartition(":")
+    try:
+        af, _ = parse_addr(head)
+    except ConfigError:
+        return ""
+    if af != AF_INET6 or not tail.isdigit():
+        return ""
+    return f" (IPv6 addresses need brackets: [{head}]:{tail})"
 
 
 def _host(text: str, bad: str, want_af: int | None, wrong_af: str) -> tuple[int, Addr]:
