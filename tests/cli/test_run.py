@@ -28,6 +28,12 @@ def test_bad_reply_prefix_is_refused(tmp_path):
     assert p.returncode == 2 and "--reply-from" in p.stderr
 
 
+def test_bad_max_entries_is_refused():
+    for bad in ("0", "100000001"):
+        p = _run(["--max-entries", bad, "--tun", "ulbnone"])
+        assert p.returncode == 2 and "--max-entries" in p.stderr, p.stderr
+
+
 def test_help_documents_the_signals():
     p = _run(["--help"])
     assert p.returncode == 0

@@ -466,6 +466,26 @@ def test_sloppy_tcp_switch_and_settings(d):
     assert d.engine.sloppy_tcp is False
 
 
+def test_max_entries_live_and_settings(d):
+    d.ok("-R", stdin=STATS_RULES)
+    assert "max_entries = 1000000" in lines(d.ok("--show-settings"))
+    assert "max_entries = 2" in lines(d.ok("--max-entries", "2"))
+    assert d.engine.max_entries == 2
+    for port in (43000, 43001, 43002):
+        d.packet(tcp4(CIP, port, VIP, 80, "S"))
+    assert len(d.engine) == 2
+    out = lines(d.ok("--show-settings"))
+    assert "conn_entries = 2" in out and "conn_limit_drops = 1" in out
+    assert "max_entries = 10" in lines(d.ok("--max-entries=10", "--sloppy-tcp", "on"))
+    assert d.engine.sloppy_tcp is True
+    assert d.packet(tcp4(CIP, 43003, VIP, 80, "S"))[0] == 1 and len(d.engine) == 3
+    for bad in (["--max-entries", "0"], ["--max-entries", "-5"], ["--max-entries", "x"],
+                ["--max-entries", "100000001"], ["--max-entries", "5", "-L"]):
+        rc, out, err = d.adm(*bad)
+        assert rc != 0 and "max-entries" in err.replace("_", "-"), (bad, rc, err)
+    assert d.engine.max_entries == 10
+
+
 # ------------------------------------------------------- -S | -R round trip
 
 def test_save_restore_round_trip(d):
@@ -605,7 +625,7 @@ def test_several_requests_on_one_connection_with_ids(d):
     (b'{"argv": ["-L"], "rules": ""}\n', "exactly one of"),
     (b'{}\n', "exactly one of"),
     (b'{"settings": {"sloppy_tcp": "yes"}}\n', "sloppy_tcp must be true or false"),
-    (b'{"settings": {"max_entries": 5}}\n', "unknown setting"),
+    (b'{"settings": {"dec_ttl": true}}\n', "unknown setting"),
     (b'{"argv": ["-R"], "stdin": 5}\n', "'stdin' must be a string"),
 ])
 def test_malformed_requests_get_an_error_and_change_nothing(d, payload, message):

@@ -2,6 +2,7 @@
 
     userlb adm [--control PATH] IPVSADM-ARGS...
     userlb adm [--control PATH] --sloppy-tcp on|off
+    userlb adm [--control PATH] --max-entries N
     userlb adm [--control PATH] --show-settings
 
 IPVSADM-ARGS are ipvsadm's (1.31): -A -E -D -C -a -e -d -R -S -Z --set
@@ -21,6 +22,8 @@ director may use it.
 userlb extensions:
   --sloppy-tcp on|off   switch IPVS sloppy TCP at run time (any TCP packet
                         but RST may create a connection); prints the settings
+  --max-entries N       connection entry limit, live (new connections beyond it
+                        are refused and counted as conn_limit); prints the settings
   --show-settings       print the run-time settings (sloppy_tcp = 0|1, ...)
 
 Exit status, as ipvsadm: 0 success; 2 a syntax error, no director
@@ -56,14 +59,20 @@ def split_args(argv):
             vals = {"on": True, "1": True, "yes": True, "off": False, "0": False, "no": False}
             if v not in vals:
                 raise ValueError(f"--sloppy-tcp: expected on or off, not {v!r}")
-            ext = {"settings": {"sloppy_tcp": vals[v]}}
+            ext = {"settings": {**(ext or {}).get("settings", {}), "sloppy_tcp": vals[v]}}
+        elif w == "--max-entries" or w.startswith("--max-entries="):
+            v, i = _option_value(argv, i, "--max-entries", "N")
+            if not (v.isascii() and v.isdigit()):
+                raise ValueError(f"--max-entries: expected a positive integer, not {v!r}")
+            ext = {"settings": {**(ext or {}).get("settings", {}), "max_entries": int(v)}}
         elif w == "--show-settings":
-            ext = {"settings": {}}
+            ext = ext or {"settings": {}}
         else:
             words.append(w)
         i += 1
     if ext is not None and words:
-        raise ValueError(f"--sloppy-tcp / --show-settings cannot be combined with ipvsadm "
+        raise ValueError(f"--sloppy-tcp / --max-entries / --show-settings cannot be combined "
+                         f"with ipvsadm "
                          f"arguments ({' '.join(words)})")
     return path, ext, words
 

@@ -71,6 +71,9 @@ def build_parser():
     p.add_argument("--no-offload", action="store_true",
                    help="open the TUN device without the virtio-net header and offloads "
                         "(checksum, TSO, USO): one MTU-sized packet per read")
+    p.add_argument("--max-entries", type=int, default=None, metavar="N",
+                   help="connection entry limit (default 1000000; `userlb adm --max-entries`"
+                        " changes it live)")
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `userlb adm` (default /run/userlb/control.sock)")
@@ -110,6 +113,8 @@ class Director:
         self.cfg = cfg
         from ..control.engine_sync import EngineSync
         self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
+        if args.max_entries is not None:
+            self.engine.max_entries = args.max_entries
         self.sync = EngineSync(cfg, self.engine)
         self.sync.push()
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload)
@@ -219,6 +224,9 @@ class Director:
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
         self.driver.attach(self.loop)
+        from ..control.table_watch import TableWatch
+        self._watch = TableWatch(self.engine, log)
+        self._watch_timer = self.loop.call_later(1.0, self._watch_tick)
         # the control socket for `userlb adm` (userlb/control/server.py)
         from ..control.server import start_for_director
         self.control = await start_for_director(self)
@@ -234,11 +242,18 @@ class Director:
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()
+        self._watch_timer.cancel()
         if getattr(self, "health", None) is not None:
             await self.health.stop()
         if self.control is not None:
             self.control.close()
         self.driver.detach()
+
+    def _watch_tick(self):
+        try:
+            self._watch.check(self.loop.time())
+        finally:
+            self._watch_timer = self.loop.call_later(1.0, self._watch_tick)
 
     def close(self):
         errors = []
@@ -285,6 +300,10 @@ def main(argv):
             return 1
     else:
         cfg = Config()
+    from ..control.server import MAX_ENTRIES
+    if args.max_entries is not None and not 1 <= args.max_entries <= MAX_ENTRIES:
+        log(f"--max-entries: {args.max_entries} is not in 1..{MAX_ENTRIES}")
+        return 2
     if args.mtu is not None and args.mtu != 0 and not 68 <= args.mtu <= 65535:
         log(f"--mtu: {args.mtu} is not a TUN device MTU (68..65535)")
         return 2

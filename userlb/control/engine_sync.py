@@ -21,7 +21,7 @@ tracked by the engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from ..model import Addr, Dest, Service, Stats
@@ -61,6 +61,7 @@ class EngineControl(Protocol):
     rates: Estimators
     sloppy_tcp: bool
     max_entries: int
+    drops: Mapping[str, int]
 
     def set_services(self, services: Iterable[Service]) -> None: ...
 

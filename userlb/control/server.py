@@ -60,6 +60,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..dataplane.verdict import R_CONN_LIMIT
 from ..errors import ConfigError
 from ..model import Service
 from . import ipvsadm as ia
@@ -72,6 +73,8 @@ from .protocol import DEFAULT_PATH
 __all__ = ["ControlServer", "serve_control", "start_for_director", "DEFAULT_PATH", "ControlError"]
 
 EST_TICK = 1.0
+#: the largest entry limit `--max-entries` accepts
+MAX_ENTRIES = 100_000_000
 REFUSE_READ_TIMEOUT = 5.0
 
 
@@ -319,12 +322,20 @@ class ControlServer:
 
     def _settings(self, settings: dict[str, Any]) -> str:
         for k, v in settings.items():
-            if k != "sloppy_tcp":
-                raise P.ProtocolError(f"unknown setting {k!r} (settable: sloppy_tcp)")
-            if not isinstance(v, bool):
-                raise P.ProtocolError("sloppy_tcp must be true or false")
+            if k == "sloppy_tcp":
+                if not isinstance(v, bool):
+                    raise P.ProtocolError("sloppy_tcp must be true or false")
+            elif k == "max_entries":
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_ENTRIES:
+                    raise P.ProtocolError(f"max_entries must be an integer 1..{MAX_ENTRIES}")
+            else:
+                raise P.ProtocolError(f"unknown setting {k!r} (settable: sloppy_tcp, "
+                                      f"max_entries)")
         if "sloppy_tcp" in settings:
             self.engine.sloppy_tcp = settings["sloppy_tcp"]
+        if "max_entries" in settings:
+            self.engine.max_entries = settings["max_entries"]
+            self.log(f"control: max_entries set to {settings['max_entries']}")
         return settings_text(self.engine)
 
     # --------------------------------------------------------------- listing
@@ -382,7 +393,8 @@ def settings_text(engine: EngineControl) -> str:
     """`userlb adm --show-settings` (sysctl-like, one `name = value` a line)."""
     out = [f"sloppy_tcp = {1 if engine.sloppy_tcp else 0}",
            f"conn_entries = {len(engine)}",
-           f"max_entries = {engine.max_entries}"]
+           f"max_entries = {engine.max_entries}",
+           f"conn_limit_drops = {engine.drops.get(R_CONN_LIMIT, 0)}"]
     return "\n".join(out) + "\n"
 
 
