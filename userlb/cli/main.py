@@ -8,6 +8,7 @@ COMMANDS = {
     "simulate": "offline: which real server gets this flow",
     "lab": "network-namespace lab: up | demo | down",
     "demo": "what `make demo` runs",
+    "ipvsadm-shim": "install | remove userlb's ipvsadm as /sbin/ipvsadm",
 }
 
 
@@ -28,9 +29,9 @@ def main(argv=None):
         usage()
         return 2
     try:
-        mod = importlib.import_module(f"userlb.cli.{cmd}")
+        mod = importlib.import_module(f"userlb.cli.{cmd.replace('-', '_')}")
     except ModuleNotFoundError as e:
-        if e.name == f"userlb.cli.{cmd}":
+        if e.name == f"userlb.cli.{cmd.replace('-', '_')}":
             print(f"userlb: command {cmd!r} is not available in this build", file=sys.stderr)
             return 2
         raise

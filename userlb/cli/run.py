@@ -197,6 +197,20 @@ class Director:
         # the control socket for `userlb adm` (userlb/control/server.py)
         from ..control.server import start_for_director
         self.control = await start_for_director(self)
+        self.exporters = None
+        if self.args.procfs or self.args.metrics:
+            from ..exporters.task import Exporters
+            self.exporters = Exporters(self, self.args.procfs, self.args.metrics)
+            try:
+                for line in self.exporters.start(self.loop):
+                    log(line)
+            except (OSError, ValueError) as e:
+                log(f"exporters: {e}")
+                self.exporters.close()
+                if self.control is not None:
+                    self.control.close()
+                self.driver.detach()
+                raise SystemExit(1) from None
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
         log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), "
@@ -206,6 +220,8 @@ class Director:
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()
+        if self.exporters is not None:
+            self.exporters.close()
         if self.control is not None:
             self.control.close()
         self.driver.detach()
