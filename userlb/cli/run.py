@@ -3,6 +3,7 @@
     userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
                [--no-routes] [--reply-from PREFIX]... [--table N]
                [--stats-file PATH] [--control PATH] [--no-offload]
+               [--procfs DIR] [--metrics ADDR:PORT]
 
 FILE holds `ipvsadm -R` lines (what `ipvsadm -S -n` prints; `--set` too).
 Unless --no-routes, routes for every VIP and policy rules for every real
@@ -30,6 +31,10 @@ are counted (vnet_* in the driver counters) and dropped.
 --control PATH: the control socket `userlb adm` talks to (default
 /run/userlb/control.sock, mode 0600, only this user may use it; see
 userlb/control/server.py).
+
+--procfs DIR / --metrics ADDR:PORT: what node_exporter and Prometheus read
+(userlb/exporters/): DIR/net/ip_vs and DIR/net/ip_vs_stats in the kernel's
+formats, and /metrics, both refreshed from the counters once a second.
 """
 import argparse
 import asyncio
@@ -70,6 +75,11 @@ def build_parser():
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `userlb adm` (default /run/userlb/control.sock)")
+    p.add_argument("--procfs", metavar="DIR",
+                   help="keep DIR/net/ip_vs and DIR/net/ip_vs_stats in the kernel's formats "
+                        "(for node_exporter --path.procfs=DIR; e.g. /run/userlb/proc)")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics")
     return p
 
 
