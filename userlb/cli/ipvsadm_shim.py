@@ -186,10 +186,27 @@ def status(root: str = "/") -> list[str]:
 
 
 def _own_mount_ns() -> bool:
+    """Is this process in a mount namespace other than the one it was
+    started from?  Compared with PID 1's, or -- where that cannot be read
+    (a container's PID 1) -- with the nearest ancestor in another one."""
     try:
-        return os.readlink("/proc/self/ns/mnt") != os.readlink("/proc/1/ns/mnt")
+        mine = os.readlink("/proc/self/ns/mnt")
     except OSError:
         return False
+    try:
+        return mine != os.readlink("/proc/1/ns/mnt")
+    except OSError:
+        pass
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            if os.readlink(f"/proc/{pid}/ns/mnt") != mine:
+                return True
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def bind(control: str | None = None) -> list[str]:
