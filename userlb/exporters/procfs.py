@@ -5,18 +5,18 @@ date (rewritten atomically -- temporary file + rename -- once a second), so
 that programs written for kernel IPVS read userlb's state: node_exporter with
 `--path.procfs=DIR --collector.ipvs`, scripts that `cat /proc/net/ip_vs`.
 
-Formats (docs/ipvs.md; the kernel's ip_vs_ctl.c seq_show functions):
+Formats (those of the kernel's files, fixed by what readers such as node_exporter parse):
 
     IP Virtual Server version 1.2.1 (size=4096)
     Prot LocalAddress:Port Scheduler Flags
       -> RemoteAddress:Port Forward Weight ActiveConn InActConn
-    TCP  0A000064:0050 rr  
-      -> 0A000001:0050      Masq    1      0          0         
+    TCP  0A000064:0050 rr··
+      -> 0A000001:0050      Masq    1      0          0·········
 
 addresses and ports in upper-case hex (IPv4 as one 32-bit number, IPv6 in
 brackets, all eight groups written out), `persistent TIMEOUT MASK` after a
 persistent service, `ops` after a one-packet IPv4 service (IPv4 service lines end in one blank more
-than IPv6 ones, as the kernel's); destinations in
+than IPv6 ones, as the kernel's; · marks a trailing blank above); destinations in
 the kernel's list order.  ip_vs_stats: the totals (conns, in/out packets,
 in/out bytes) and the 2-second rate estimates, in hex.
 """

@@ -9,7 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..model import FWD_DROUTE, FWD_LOCALNODE, FWD_MASQ, FWD_TUNNEL, SVC_F_ONEPACKET, SVC_F_PERSISTENT
+from ..model import (
+    FWD_DROUTE,
+    FWD_LOCALNODE,
+    FWD_MASQ,
+    FWD_TUNNEL,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+)
 
 #: the kernel's ip_vs_fwd_name()
 FWD_PROC = {FWD_MASQ: "Masq", FWD_LOCALNODE: "Local", FWD_TUNNEL: "Tunnel", FWD_DROUTE: "Route"}

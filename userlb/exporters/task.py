@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from . import snapshot as snap_mod
 
@@ -20,8 +21,8 @@ class Exporters:
         self.metrics = metrics
         self.interval = interval
         self.latest: snap_mod.Snapshot | None = None
-        self.writer = None
-        self.http = None
+        self.writer: Any = None
+        self.http: Any = None
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
