@@ -3,7 +3,7 @@
     userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
                [--no-routes] [--reply-from PREFIX]... [--table N]
                [--stats-file PATH] [--control PATH] [--no-offload]
-               [--procfs DIR] [--metrics ADDR:PORT]
+               [--procfs DIR] [--metrics ADDR:PORT] [--pcap FILE]
 
 FILE holds `ipvsadm -R` lines (what `ipvsadm -S -n` prints; `--set` too).
 Unless --no-routes, routes for every VIP and policy rules for every real
@@ -80,6 +80,11 @@ def build_parser():
                         "(for node_exporter --path.procfs=DIR; e.g. /run/userlb/proc)")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="write the packets received and sent (before and after the rewrite) "
+                        "to FILE, pcapng (Wireshark / tshark)")
+    p.add_argument("--pcap-max-mb", type=float, default=100.0, metavar="MB",
+                   help="stop writing --pcap after this many megabytes (default 100)")
     return p
 
 
@@ -207,6 +212,16 @@ class Director:
         # the control socket for `userlb adm` (userlb/control/server.py)
         from ..control.server import start_for_director
         self.control = await start_for_director(self)
+        self.pcap = None
+        if self.args.pcap:
+            from ..exporters import pcap
+            try:
+                self.pcap = pcap.install(self.driver, self.args.pcap,
+                                         int(self.args.pcap_max_mb * (1 << 20)))
+            except OSError as e:
+                log(f"--pcap: {self.args.pcap}: {e.strerror}")
+                raise SystemExit(1) from None
+            log(f"pcap {self.args.pcap}")
         self.exporters = None
         if self.args.procfs or self.args.metrics:
             from ..exporters.task import Exporters
@@ -232,6 +247,11 @@ class Director:
         await self.stop_event.wait()
         if self.exporters is not None:
             self.exporters.close()
+        if self.pcap is not None:
+            self.pcap.close()
+            log(f"pcap {self.args.pcap}: {self.pcap.packets} packet(s)"
+                + (f", {self.pcap.left_out} left out (--pcap-max-mb)"
+                   if self.pcap.left_out else ""))
         if self.control is not None:
             self.control.close()
         self.driver.detach()
