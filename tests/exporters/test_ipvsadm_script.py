@@ -227,7 +227,8 @@ def test_shim_install_remove_with_dpkg_divert():
         assert sorted(os.listdir(os.path.join(tmp, "usr/sbin"))) == ["ipvsadm"]
         assert subprocess.run(["dpkg-divert", "--root", tmp, "--list"], capture_output=True,
                               text=True).stdout == ""
-        assert shim("remove", "--root", tmp).stdout == "/sbin/ipvsadm: not userlb's shim, left alone\n"
+        assert shim("remove", "--root", tmp).stdout == \
+            "/sbin/ipvsadm: not userlb's shim, left alone\n"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

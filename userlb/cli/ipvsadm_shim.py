@@ -217,11 +217,14 @@ def bind(control: str | None = None) -> list[str]:
     os.close(fd)
     _write(path, shim_text(control))
     done = []
-    for t, disk in _targets("/"):
-        if not os.path.exists(disk):
-            continue
-        _run(["mount", "--bind", path, disk])
-        done.append(f"{t}: userlb ipvsadm bind-mounted (this mount namespace only)")
+    try:
+        for t, disk in _targets("/"):
+            if not os.path.exists(disk):
+                continue
+            _run(["mount", "--bind", path, disk])
+            done.append(f"{t}: userlb ipvsadm bind-mounted (this mount namespace only)")
+    finally:
+        os.unlink(path)     # the mounts keep the file; nothing is left behind in /tmp
     if not done:
         raise ShimError("--bind: no ipvsadm to mount over (" + ", ".join(TARGETS) + ")")
     return done
