@@ -260,3 +260,41 @@ def test_bind_refused_in_the_host_namespace():
         pytest.skip("this test process is already in a private mount namespace")
     p = shim("install", "--bind")
     assert p.returncode == 1 and "private mount namespace" in p.stderr
+
+
+# ------------------------------------------------------- names without -n
+def test_listing_without_n_prints_names(d):
+    from userlb.cli.ipvsadm_main import name_listing
+    hosts = {"10.1.0.1": "web-1.example", "10.1.0.2": "a-very-long-host-name.example.org"}
+    kw = {"resolve": hosts.get,
+          "service": lambda port, proto: {(80, "tcp"): "http", (53, "udp"): "domain"}.get(
+              (port, proto))}
+    text = (
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+        "TCP  10.0.0.100:80 rr\n"
+        "  -> 10.1.0.1:80                  Masq    1      0          0         \n"
+        "  -> 10.1.0.2:8080                Masq    1      0          0         \n"
+        "UDP  [2001:db8::1]:53 rr\n")
+    assert name_listing(text, False, **kw).splitlines()[3:] == [
+        "TCP  10.0.0.100:http rr",
+        "  -> web-1.example:http           Masq    1      0          0         ",
+        # ipvsadm cuts an IPv4 destination's name at 28 characters
+        "  -> a-very-long-host-name.exampl Masq    1      0          0         ",
+        "UDP  [2001:db8::1]:domain rr"]
+    stats = ("TCP  10.0.0.100:80                       0        0        0        0        0\n"
+             "  -> 10.1.0.1:80                         1        2        3        4        5\n")
+    assert name_listing(stats, False, pad33=True, **kw).splitlines() == [
+        "TCP  10.0.0.100:http                     0        0        0        0        0",
+        "  -> web-1.example:http                  1        2        3        4        5"]
+    rules = "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.1.0.1:80 -m -w 1\n"
+    assert name_listing(rules, True, **kw) == (
+        "-A -t 10.0.0.100:http -s rr\n-a -t 10.0.0.100:http -r web-1.example:http -m -w 1\n")
+    # through the script against the director: -L without -n names the port
+    c = d.path
+    ours(["-C"], c)
+    assert ours(["-A", "-t", "10.0.0.100:80", "-s", "rr"], c).returncode == 0
+    out = ours(["-L"], c).stdout
+    assert "TCP  10.0.0.100:http rr" in out.splitlines()
+    assert ours(["-L", "-n"], c).stdout.splitlines()[3] == "TCP  10.0.0.100:80 rr"

@@ -21,6 +21,10 @@ plane's, byte for byte those of ipvsadm -n):
   "invalid option `WORD'", status 2; the other syntax errors status 2.
 * -v / --version names userlb; -h / --help prints the usage; both work
   without a director.
+* Without -n, `-L` and `-S` print names as ipvsadm does: the host name of
+  an address that resolves (reverse lookup), the service name of a port
+  (/etc/services), with ipvsadm's column widths (`TCP  10.99.0.1:http rr`).
+  `-L -c` stays numeric.
 
 The control socket is $USERLB_CONTROL or /run/userlb/control.sock.
 """
@@ -175,7 +179,99 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         msg, status = translate(words, err, prog)
         print(msg, file=sys.stderr)
         return status
+    if cmd.cmd in (ia.LIST, ia.SAVE) and not cmd.numeric and not cmd.connections \
+            and not cmd.timeouts_list and not cmd.daemon:
+        return _named(path, words, cmd.cmd == ia.SAVE, cmd.stats or cmd.rate)
     return adm.main(["--control", path, *words])
+
+
+# ------------------------------------------------------------- names (no -n)
+def _proto_of(word: str) -> str:
+    return {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "-t": "tcp", "-u": "udp",
+            "--tcp-service": "tcp", "--udp-service": "udp"}.get(word, "tcp")
+
+
+def anyname(endpoint: str, proto: str, resolve=None, service=None) -> str:
+    """'10.0.0.1:80' / '[2001:db8::1]:80' -> what ipvsadm prints without -n:
+    the host name if the address resolves (reverse lookup), the service name
+    if the port has one for this protocol (/etc/services), each else numeric;
+    at most 59 characters (ipvsadm's buffer)."""
+    resolve = resolve or _host_name
+    service = service or _service_name
+    addr, _, port = endpoint.rpartition(":")
+    v6 = addr.startswith("[")
+    bare = addr[1:-1] if v6 else addr
+    host = resolve(bare) or bare
+    name = service(int(port), proto) if port.isdigit() else None
+    out = (f"[{host}]" if v6 else host) + ":" + (name or port)
+    return out[:59]
+
+
+def _host_name(addr: str) -> str | None:
+    try:
+        return socket.gethostbyaddr(addr)[0]
+    except (OSError, UnicodeError):
+        return None
+
+
+def _service_name(port: int, proto: str) -> str | None:
+    try:
+        return socket.getservbyport(port, proto)
+    except (OSError, OverflowError):
+        return None
+
+
+def name_listing(text: str, save: bool, pad33: bool = False, **kw) -> str:
+    """Numeric `-L` / `-S` output -> ipvsadm's output without -n: each
+    endpoint replaced by anyname(), with ipvsadm's column rules (a service
+    name is cut at 33 characters and a destination at 28 for IPv4, and
+    padded to those widths where the numeric listing pads)."""
+    out = []
+    proto = "tcp"
+    for line in text.split("\n"):
+        w = line.split(" ")
+        if save and len(w) >= 3 and w[0] in ("-A", "-E", "-a", "-e") and w[1] in ("-t", "-u"):
+            proto = _proto_of(w[1])
+            w[2] = anyname(w[2], proto, **kw)
+            if "-r" in w[3:]:
+                i = w.index("-r", 3)
+                w[i + 1] = anyname(w[i + 1], proto, **kw)
+            out.append(" ".join(w))
+        elif not save and w[0] in ("TCP", "UDP", "SCTP") and line[len(w[0]):].startswith("  "):
+            proto = _proto_of(w[0])
+            tok = line[len(w[0]) + 2:].split(" ", 1)[0]
+            old = f"{w[0]}  {tok}"
+            new = f"{w[0]}  {anyname(tok, proto, **kw)}"
+            if not tok.startswith("["):
+                new = new[:33]
+            if pad33:       # --stats / --rate: "%-33s" then the numbers
+                out.append(new.ljust(33) + line[max(33, len(old)):])
+            else:
+                out.append(new + line[len(old):])
+        elif not save and line.startswith("  -> ") and not line.startswith("  -> RemoteAddress"):
+            tok = line[5:].split(" ", 1)[0]
+            name = anyname(tok, proto, **kw)
+            if not tok.startswith("["):
+                name = name[:28]
+            rest = line[5 + max(28, len(tok)):]
+            out.append("  -> " + name.ljust(28) + rest)
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _named(path: str, words: list[str], save: bool, pad33: bool) -> int:
+    import io
+    buf = io.StringIO()
+    status = adm.main(["--control", path, *words], stdout=buf)
+    text = buf.getvalue()
+    if text:
+        try:
+            sys.stdout.write(name_listing(text, save, pad33))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            adm._quiet_stdout()
+    return status
 
 
 def entry() -> None:
