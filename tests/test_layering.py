@@ -85,6 +85,9 @@ RULES = (
     # -- control: below the CLI
     Rule("userlb.control*", _tree("userlb.cli", "userlb.lab"),
          "the control plane is below the CLI and never uses the lab"),
+    # -- exporters: read the control plane's counters for `userlb run`; below the CLI
+    Rule("userlb.exporters*", _tree("userlb.cli", "userlb.lab", "userlb.testing"),
+         "the exporters read the config and engine counters; the CLI starts them"),
     # -- lab: used by the CLI only, never uses it
     Rule("userlb.lab*", _tree("userlb.cli", "userlb.testing"),
          "the lab is driven by the CLI and userlb.testing, not the reverse"),

@@ -9,6 +9,7 @@ COMMANDS = {
     "check-config": "check a keepalived.conf (as `run --keepalived` reads it)",
     "lab": "network-namespace lab: up | demo | down",
     "demo": "what `make demo` runs",
+    "ipvsadm-shim": "install | remove userlb's ipvsadm as /sbin/ipvsadm",
 }
 
 

@@ -3,6 +3,7 @@
     userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
                [--no-routes] [--reply-from PREFIX]... [--table N]
                [--stats-file PATH] [--control PATH] [--no-offload]
+               [--procfs DIR] [--metrics ADDR:PORT] [--pcap FILE]
 
 FILE holds `ipvsadm -R` lines (what `ipvsadm -S -n` prints; `--set` too).
 Unless --no-routes, routes for every VIP and policy rules for every real
@@ -30,6 +31,10 @@ are counted (vnet_* in the driver counters) and dropped.
 --control PATH: the control socket `userlb adm` talks to (default
 /run/userlb/control.sock, mode 0600, only this user may use it; see
 userlb/control/server.py).
+
+--procfs DIR / --metrics ADDR:PORT: what node_exporter and Prometheus read
+(userlb/exporters/): DIR/net/ip_vs and DIR/net/ip_vs_stats in the kernel's
+formats, and /metrics, both refreshed from the counters once a second.
 """
 import argparse
 import asyncio
@@ -77,6 +82,16 @@ def build_parser():
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `userlb adm` (default /run/userlb/control.sock)")
+    p.add_argument("--procfs", metavar="DIR",
+                   help="keep DIR/net/ip_vs and DIR/net/ip_vs_stats in the kernel's formats "
+                        "(for node_exporter --path.procfs=DIR; e.g. /run/userlb/proc)")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="write the packets received and sent (before and after the rewrite) "
+                        "to FILE, pcapng (Wireshark / tshark)")
+    p.add_argument("--pcap-max-mb", type=float, default=100.0, metavar="MB",
+                   help="stop writing --pcap after this many megabytes (default 100)")
     return p
 
 
@@ -233,6 +248,30 @@ class Director:
         if getattr(self, "health", None) is not None:
             self.health.sync = self.sync
             self.health.start()
+        self.pcap = None
+        if self.args.pcap:
+            from ..exporters import pcap
+            try:
+                self.pcap = pcap.install(self.driver, self.args.pcap,
+                                         int(self.args.pcap_max_mb * (1 << 20)))
+            except OSError as e:
+                log(f"--pcap: {self.args.pcap}: {e.strerror}")
+                raise SystemExit(1) from None
+            log(f"pcap {self.args.pcap}")
+        self.exporters = None
+        if self.args.procfs or self.args.metrics:
+            from ..exporters.task import Exporters
+            self.exporters = Exporters(self, self.args.procfs, self.args.metrics)
+            try:
+                for line in self.exporters.start(self.loop):
+                    log(line)
+            except (OSError, ValueError) as e:
+                log(f"exporters: {e}")
+                self.exporters.close()
+                if self.control is not None:
+                    self.control.close()
+                self.driver.detach()
+                raise SystemExit(1) from None
         nsvc = len(self.cfg.services)
         ndest = sum(len(s.dests) for s in self.cfg.services.values())
         log(f"ready: {self.dev.name} pid {os.getpid()}, {nsvc} service(s), "
@@ -245,6 +284,13 @@ class Director:
         self._watch_timer.cancel()
         if getattr(self, "health", None) is not None:
             await self.health.stop()
+        if self.exporters is not None:
+            self.exporters.close()
+        if self.pcap is not None:
+            self.pcap.close()
+            log(f"pcap {self.args.pcap}: {self.pcap.packets} packet(s)"
+                + (f", {self.pcap.left_out} left out (--pcap-max-mb)"
+                   if self.pcap.left_out else ""))
         if self.control is not None:
             self.control.close()
         self.driver.detach()

@@ -1,0 +1,119 @@
+"""`userlb run --pcap FILE`: what the director received and what it sent,
+before and after the rewrite, as a pcapng file (Wireshark, tshark).
+
+Two interfaces in the file: 0 "in" (each packet as the engine got it from the
+TUN device) and 1 "out" (what it wrote back: the rewritten packet, or the RST
+/ ICMP it built).  Link type raw IP (101), so IPv4 and IPv6 share the file.
+With the TUN offloads on, a GSO super-packet appears once, as one large
+packet (up to 64 KiB) -- as the engine saw it.
+
+The tap wraps the engine the TUN driver calls (the driver's `engine` and its
+virtio-net path's); without --pcap nothing is wrapped and the packet path is
+unchanged.  Bounded: after --pcap-max-mb megabytes (default 100) it stops
+writing and counts what it left out (`userlb run` logs it on exit).
+"""
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+from ..dataplane.verdict import V_FORWARD, V_FORWARD_OUT, V_REPLY
+
+LINKTYPE_RAW = 101
+SNAPLEN = 262144
+_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+
+def _pad4(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 4)
+
+
+def _option(code: int, value: bytes) -> bytes:
+    return struct.pack("<HH", code, len(value)) + _pad4(value)
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    n = 12 + len(body)
+    return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+
+def section_header(app: str = "userlb") -> bytes:
+    body = struct.pack("<IHHq", _BYTE_ORDER_MAGIC, 1, 0, -1)
+    body += _option(4, app.encode()) + _option(0, b"")       # shb_userappl
+    return _block(0x0A0D0D0A, body)
+
+
+def interface(name: str, comment: str) -> bytes:
+    body = struct.pack("<HHI", LINKTYPE_RAW, 0, SNAPLEN)
+    body += _option(2, name.encode()) + _option(1, comment.encode()) + _option(0, b"")
+    return _block(1, body)
+
+
+def packet(ifid: int, data: bytes, ts: float) -> bytes:
+    us = int(ts * 1_000_000)
+    cap = data[:SNAPLEN]
+    body = struct.pack("<IIIII", ifid, us >> 32, us & 0xFFFFFFFF, len(cap), len(data))
+    return _block(6, body + _pad4(bytes(cap)))
+
+
+class PcapWriter:
+    def __init__(self, path: str, max_bytes: int = 100 << 20):
+        self.path = path
+        self.max_bytes = max_bytes
+        self.f = open(path, "wb")   # noqa: SIM115 - closed by close()
+        head = (section_header() + interface("in", "received by the director, before the rewrite")
+                + interface("out", "sent by the director, after the rewrite"))
+        self.f.write(head)
+        self.size = len(head)
+        self.packets = 0
+        self.left_out = 0
+
+    def write(self, ifid: int, data: Any) -> None:
+        if self.size >= self.max_bytes:
+            self.left_out += 1
+            return
+        rec = packet(ifid, bytes(data), time.time())
+        self.f.write(rec)
+        self.size += len(rec)
+        self.packets += 1
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+
+
+class Tap:
+    """Stands in for the engine in the TUN driver: records the packet, calls
+    the engine, records what the verdict makes the driver write."""
+
+    def __init__(self, engine: Any, writer: PcapWriter):
+        self._engine = engine
+        self._w = writer
+
+    def process(self, buf: Any, n: int, now: float) -> int:
+        w = self._w
+        w.write(0, memoryview(buf)[:n])
+        eng = self._engine
+        v = eng.process(buf, n, now)
+        if v == V_FORWARD:
+            w.write(1, memoryview(buf)[:eng.out_len])
+        elif v == V_REPLY or v == V_FORWARD_OUT:
+            w.write(1, eng.out)
+        return v
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def install(driver: Any, path: str, max_bytes: int) -> PcapWriter:
+    """Put a Tap between `driver` and its engine; -> the writer (close it)."""
+    writer = PcapWriter(path, max_bytes)
+    tap = Tap(driver.engine, writer)
+    driver.engine = tap
+    if getattr(driver, "vnet", None) is not None:
+        driver.vnet.engine = tap
+    return writer
