@@ -38,6 +38,7 @@ import sys
 from ..control import ipvsadm as ia
 from ..control import protocol as P
 from ..control.ipvsadm_options import COMMAND_OPTS, SHORT
+from ..control.ipvsadm_values import BRACKET_HINT
 from ..errors import ConfigError
 from . import adm
 
@@ -127,6 +128,8 @@ def translate(words: list[str], e: ConfigError, prog: str) -> tuple[str, int]:
             and sum(1 for c in w[1:] if SHORT.get(c, ("", ""))[0] == "cmd") > 1)]
         bad = cmds[1] if len(cmds) > 1 else (cmds[0] if cmds else "")
         return f"invalid option `{bad}'", P.STATUS_SYNTAX
+    if BRACKET_HINT in msg:         # userlb adm's newcomer hint; ipvsadm has none
+        msg = msg[:msg.index(BRACKET_HINT)]
     if msg.startswith("illegal ") and " specified (" in msg:
         # userlb adm explains why (no name resolution); ipvsadm stops at "specified"
         msg = msg[:msg.index(" specified (") + len(" specified")]

@@ -77,6 +77,11 @@ def parse_service_address(text: str, protocol: int | None,
     return af, addr, port
 
 
+#: how bracket_hint's addition starts (the ipvsadm script strips it: ipvsadm
+#: itself gives no hint)
+BRACKET_HINT = " (IPv6 addresses need brackets: "
+
+
 def bracket_hint(text: str | None) -> str:
     """For 'fd00:99::1:80' (an IPv6 address and a port without brackets,
     which ipvsadm reads as an address without port): a hint to append to the
@@ -90,7 +95,7 @@ def bracket_hint(text: str | None) -> str:
         return ""
     if af != AF_INET6 or not tail.isdigit():
         return ""
-    return f" (IPv6 addresses need brackets: [{head}]:{tail})"
+    return f"{BRACKET_HINT}[{head}]:{tail})"
 
 
 def _host(text: str, bad: str, want_af: int | None, wrong_af: str) -> tuple[int, Addr]:
