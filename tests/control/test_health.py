@@ -498,3 +498,21 @@ def test_dns_check_against_a_loopback_responder():
     assert not r3.ok and r3.reason == "DNS: no answer for AAAA www.example.org"
     assert not r4.ok and "no DNS answer within 0.3s" in r4.reason
     assert seen[0][12:] == q[12:]
+
+
+def test_listing_with_the_health_column():
+    from userlb.control import ipvsadm as ia
+    from userlb.control import listing
+    cfg, mgr, _ = manager(QUORUM)
+    mgr.report(0, 0, 0, False, Result(False, "x"))          # s1 down (removed)
+    mgr.report(0, 1, 0, False, Result(False, "x"))          # s2 down: quorum lost
+    cfg.apply("-a -t 10.99.0.1:80 -r 10.20.0.50:80 -m")     # added by hand
+    out = listing.render(cfg, ia.parse_argv(["-L", "-n", "--health"]),
+                         health_of=mgr.state_of).splitlines()
+    assert out[2].endswith("InActConn Health")
+    states = {line.split()[1]: line.split()[-1] for line in out[4:]}
+    assert states == {"10.20.0.12:80": "down", "10.20.0.99:80": "sorry", "10.20.0.50:80": "-"}
+    # without a manager (plain `userlb run --config`): every state is "-"
+    out = listing.render(cfg, ia.parse_argv(["-L", "-n", "--health", "-t", "10.99.0.1:80"]))
+    assert [line.split()[-1] for line in out.splitlines()[3:]] == ["-", "-", "-"]
+    assert "Health" not in listing.render(cfg, ia.parse_argv(["-L", "-n"]))

@@ -182,6 +182,13 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     assert f"real server {ep(a1)} DOWN (HTTP_GET /" in text
     assert f"-d -t {v4} -r {ep(a1)}" in text
     assert f"-e -t {v4} -r {ep(a2)} -m -w 0" in text
+    # `userlb adm -L -n --health`: the checker state column
+    health = {ln.split()[1]: ln.split()[-1] for ln in lab.adm(
+        "-L", "-n", "--health", "-t", v4).stdout.splitlines() if "Masq" in ln}
+    assert health == {ep(a2): "down", ep(a3): "up"}, health
+    health = {ln.split()[1]: ln.split()[-1] for ln in lab.adm(
+        "-L", "-n", "--health", "-t", ep(VIP4, 8080)).stdout.splitlines() if "Masq" in ln}
+    assert health == {ep(a3): "sorry"}, health
     # SIGUSR1's listing carries the checker state of every real server
     stats = lab.stats()
     assert f"keepalived: TCP {v4} {ep(a1)} weight 1 down: GET /: Connection refused" in stats

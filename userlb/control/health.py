@@ -56,7 +56,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..model import Addr, format_addr, format_endpoint
+from ..model import Addr, Dest, Service, format_addr, format_endpoint
 from . import ipvsadm as ia
 from .config import Config
 from .engine_sync import EngineSync
@@ -478,6 +478,21 @@ class HealthManager:
             await asyncio.wait(list(self.scripts), timeout=SCRIPT_TIMEOUT)
 
     # -------------------------------------------------------------- status
+    def state_of(self, svc: Service, d: Dest) -> str:
+        """`-L --health`: 'up', 'down', 'sorry' (the sorry server), or '-'
+        (a destination keepalived.conf does not check)."""
+        for st in self.states:
+            if svc.key not in st.vs.services:
+                continue
+            for s in st.rs:
+                if (s.rs.addr, s.rs.port_for(svc.port)) == d.key:
+                    if not s.rs.checkers:
+                        return "-"
+                    return "up" if s.alive else "down"
+            if st.vs.sorry_server == d.key:
+                return "sorry"
+        return "-"
+
     def status(self) -> list[str]:
         """One line per real server: virtual server, real server, state."""
         out = []

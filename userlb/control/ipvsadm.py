@@ -136,7 +136,7 @@ _SWITCHES = (("numeric", "numeric"), ("connections", "connection"),
              ("timeouts_list", "timeout"), ("daemon", "daemon"), ("stats", "stats"),
              ("rate", "rate"), ("thresholds", "thresholds"),
              ("persistent_conn", "persistent-conn"), ("nosort", "nosort"),
-             ("exact", "exact"), ("tun_info", "tun-info"))
+             ("exact", "exact"), ("tun_info", "tun-info"), ("health", "health"))
 
 
 class Command:
@@ -161,7 +161,7 @@ class Command:
                  "daddr", "dport", "daf", "fwd", "weight", "u_threshold",
                  "l_threshold", "numeric", "connections", "timeouts_list",
                  "daemon", "stats", "rate", "thresholds", "persistent_conn",
-                 "exact", "nosort", "tun_info", "set_timeouts", "text")
+                 "exact", "nosort", "tun_info", "set_timeouts", "text", "health")
 
     def __init__(self, cmd: str) -> None:
         self.cmd = cmd
@@ -187,6 +187,7 @@ class Command:
         self.numeric = self.connections = self.timeouts_list = False
         self.daemon = self.stats = self.rate = self.thresholds = False
         self.persistent_conn = self.exact = self.nosort = self.tun_info = False
+        self.health = False             # userlb: -L --health (checker state column)
         self.set_timeouts: tuple[int, int, int] | None = None
 
     @classmethod

@@ -96,6 +96,7 @@ tun-remcsum      - 0
 mh-table-size    - 1
 sh-tab-bits      - 1
 sh-hash          - 1
+health           - 0
 """
 # (the last three are userlb extensions)
 
@@ -137,7 +138,7 @@ LEGAL: dict[str, dict[str, str] | None] = {
     LIST: {"numeric": " ", "connection": "1", "service-address": "1",
            "timeout": "1", "daemon": "1", "stats": " ", "rate": " ",
            "thresholds": " ", "persistent-conn": " ", "nosort": " ",
-           "syncid": " ", "exact": " ", "tun-info": " "},
+           "syncid": " ", "exact": " ", "tun-info": " ", "health": " "},
     ADD_SERVER: {"service-address": "+", "real-server": "+", **_DEST_OPTS},
     DEL_SERVER: {"service-address": "+", "real-server": "+"},
     EDIT_SERVER: {"service-address": "+", "real-server": "+", **_DEST_OPTS},
@@ -157,7 +158,7 @@ _OPT_ORDER = ("numeric", "connection", "service-address", "scheduler",
               "sched-flags", "mcast-group", "mcast-port", "mcast-ttl",
               "sync-maxlen", "tun-info", "tun-type", "tun-port", "tun-nocsum",
               "tun-csum", "tun-remcsum", "mh-table-size", "sh-tab-bits", "sh-hash",
-              "ipv6")
+              "ipv6", "health")
 
 #: (kind, name, value): kind "cmd" (name: long command option, value its
 #: argument or None), "opt" (name: long option, value or None) or "arg"

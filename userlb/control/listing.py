@@ -99,6 +99,8 @@ Counters = tuple[int, int, int, int, int]
 CountersOf = Callable[[HasStats], Counters]
 #: mhs_entries: a Service -> its live connection entries (or None)
 EntriesOf = Callable[[Service], "int | None"]
+#: health_of(service, destination) -> checker state text (`-L --health`)
+HealthOf = Callable[[Service, Dest], str]
 
 _ZERO5 = (0, 0, 0, 0, 0)
 _T = TypeVar("_T")
@@ -310,7 +312,8 @@ def service_lines(svc: Service, stats: bool = False, rate: bool = False,
                   thresholds: bool = False, persistent_conn: bool = False,
                   tun_info: bool = False, exact: bool = False, nosort: bool = False,
                   stats_of: CountersOf | None = None, rates_of: CountersOf | None = None,
-                  mhs_entries: EntriesOf | None = None) -> list[str]:
+                  mhs_entries: EntriesOf | None = None, *,
+                  health_of: HealthOf | None = None) -> list[str]:
     """The service line and its destination lines (print_service_entry)."""
     stats_of = stats_of or _default_stats
     rates_of = rates_of or _default_rates
@@ -322,6 +325,7 @@ def service_lines(svc: Service, stats: bool = False, rate: bool = False,
         head = _service_head(svc, thresholds, persistent_conn, tun_info, mhs_entries)
     return [head] + [_dest_line(d, stats, rate, thresholds, persistent_conn, tun_info, exact,
                                 stats_of, rates_of)
+                     + (f" {health_of(svc, d)}" if health_of is not None else "")
                      for d in ordered_dests(svc, nosort)]
 
 
@@ -333,30 +337,37 @@ def list_all(config: Config, numeric: bool = True, stats: bool = False, rate: bo
              thresholds: bool = False, persistent_conn: bool = False, tun_info: bool = False,
              exact: bool = False, nosort: bool = False, size: int = CONN_TAB_SIZE,
              stats_of: CountersOf | None = None, rates_of: CountersOf | None = None,
-             mhs_entries: EntriesOf | None = None) -> str:
+             mhs_entries: EntriesOf | None = None, *, health_of: HealthOf | None = None) -> str:
     """`ipvsadm -L -n [--stats|--rate|--thresholds|--persistent-conn|--tun-info]
-    [--exact] [--nosort]`."""
+    [--exact] [--nosort]` (userlb: [--health], a last column with each real
+    server's checker state)."""
     lines = [f"IP Virtual Server version {IPVS_VERSION} (size={size})"]
-    lines += title(stats, rate, thresholds, persistent_conn, tun_info)
+    lines += _health_title(title(stats, rate, thresholds, persistent_conn, tun_info), health_of)
     for svc in ordered_services(config, nosort):
         lines += service_lines(svc, stats, rate, thresholds, persistent_conn, tun_info, exact,
-                               nosort, stats_of, rates_of, mhs_entries)
+                               nosort, stats_of, rates_of, mhs_entries, health_of=health_of)
     return _text(lines)
+
+
+def _health_title(lines: list[str], health_of: HealthOf | None) -> list[str]:
+    return lines if health_of is None else lines[:-1] + [lines[-1] + " Health"]
 
 
 def list_service(config: Config, key: ServiceKey, numeric: bool = True, stats: bool = False,
                  rate: bool = False, thresholds: bool = False, persistent_conn: bool = False,
                  tun_info: bool = False, exact: bool = False, nosort: bool = False,
                  stats_of: CountersOf | None = None, rates_of: CountersOf | None = None,
-                 mhs_entries: EntriesOf | None = None) -> str:
+                 mhs_entries: EntriesOf | None = None, *,
+                 health_of: HealthOf | None = None) -> str:
     """`ipvsadm -L -t VIP:PORT ...` (no version header, as ipvsadm).
     Raises ConfigError("No such service")."""
     svc = config.services.get(key)
     if svc is None:
         raise ConfigError("No such service")
-    return _text(title(stats, rate, thresholds, persistent_conn, tun_info) + service_lines(
+    return _text(_health_title(title(stats, rate, thresholds, persistent_conn, tun_info),
+                               health_of) + service_lines(
         svc, stats, rate, thresholds, persistent_conn, tun_info, exact, nosort, stats_of,
-        rates_of, mhs_entries))
+        rates_of, mhs_entries, health_of=health_of))
 
 
 def list_timeout(config: Config) -> str:
@@ -399,9 +410,17 @@ def render(config: Config, cmd: ia.Command, **data: Any) -> str:
     args = (cmd.stats, cmd.rate, cmd.thresholds, cmd.persistent_conn, cmd.tun_info,
             cmd.exact, cmd.nosort)
     sources = (data.get("stats_of"), data.get("rates_of"), data.get("mhs_entries"))
+    # --health: the director's checker state per real server ("-" without checkers)
+    health_of = (data.get("health_of") or _no_health) if cmd.health else None
     if cmd.has_service:
-        return list_service(config, cmd.service_key, True, *args, *sources)
-    return list_all(config, True, *args, data.get("size", CONN_TAB_SIZE), *sources)
+        return list_service(config, cmd.service_key, True, *args, *sources,
+                            health_of=health_of)
+    return list_all(config, True, *args, data.get("size", CONN_TAB_SIZE), *sources,
+                    health_of=health_of)
+
+
+def _no_health(svc: Service, d: Dest) -> str:
+    return "-"
 
 
 # --------------------------------------------------------------------- -S

@@ -132,6 +132,9 @@ class ControlServer:
         #: sent) after a request that changed services or destinations
         self.after_change: Callable[[], None] | None = None
         self.changed = False
+        #: `-L --health`: health_of(service, destination) -> the checker
+        #: state (userlb run --keepalived sets it; else every state is "-")
+        self.health_of: listing.HealthOf | None = None
         self._lock: asyncio.Lock | None = None
         self.requests = self.refused_peers = 0
 
@@ -341,7 +344,8 @@ class ControlServer:
     # --------------------------------------------------------------- listing
     def render(self, cmd: ia.Command) -> str:
         now = self.clock()
-        data: dict[str, Any] = {"stats_of": _stats_of, "rates_of": self._rates_of}
+        data: dict[str, Any] = {"stats_of": _stats_of, "rates_of": self._rates_of,
+                                "health_of": self.health_of}
         if cmd.cmd == ia.LIST and cmd.connections:
             data["conn_entries"] = self.conn_entries(now)
         elif cmd.cmd == ia.LIST:
@@ -472,6 +476,9 @@ async def start_for_director(director: Director) -> ControlServer | None:
     srv = ControlServer(path, director.cfg, director.engine, sync=director.sync)
     # new VIPs / real servers need routes and rules into the TUN device
     srv.after_change = director.update_routes
+    health = getattr(director, "health", None)       # userlb run --keepalived
+    if health is not None:
+        srv.health_of = health.state_of
     try:
         await srv.start()
     except ControlError as e:
