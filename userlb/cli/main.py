@@ -8,6 +8,7 @@ COMMANDS = {
     "simulate": "offline: which real server gets this flow",
     "lab": "network-namespace lab: up | demo | down",
     "demo": "what `make demo` runs",
+    "cleanup": "remove the routes and rules a killed `userlb run` left",
 }
 
 
