@@ -98,6 +98,7 @@ class Topo:
 
     def start(self, rules):
         """`userlb run` in the director namespace; returns the Popen once ready."""
+        seen = len(self.log())
         log = open(os.path.join(self.dir, "run.log"), "a")
         p = subprocess.Popen(["ip", "netns", "exec", self.d, sys.executable, "-m",
                               "userlb.cli.main", "run", "--config", self.rules_file(rules),
@@ -106,7 +107,7 @@ class Topo:
         self.procs.append(p)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if "ready:" in self.log().split("userlb run: stopped")[-1]:
+            if "ready:" in self.log()[seen:]:
                 return p
             if p.poll() is not None:
                 raise AssertionError("userlb run exited:\n" + self.log())
