@@ -6,9 +6,9 @@ the moved local rule included."""
 import signal
 
 import pytest
+from localvip_topo import Topo
 
 from helpers.netns import needs_root
-from localvip_topo import Topo
 
 RULES = "-A -t 10.99.0.1:80 -s rr\n-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 1\n"
 

@@ -5,9 +5,9 @@ port of the same address to a listener of the director; live -A/-D and an
 address added to `lo` after start are followed; the director's own traffic
 to the real server is not captured; the exit leaves the rules as they were."""
 import pytest
+from localvip_topo import Topo, wait_for
 
 from helpers.netns import needs_root
-from localvip_topo import Topo, wait_for
 
 RULES = "-A -t 10.99.0.1:80 -s rr\n-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 1\n" \
         "-A -t 10.99.0.2:80 -s rr\n-a -t 10.99.0.2:80 -r 10.20.0.11:80 -m -w 1\n"

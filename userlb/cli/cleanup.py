@@ -34,6 +34,6 @@ def main(argv):
         print(f"removed {what}")
     if not removed:
         print("nothing of userlb's left in this namespace")
-    for e in errors:
-        print(f"userlb cleanup: {e}", file=sys.stderr)
+    for err in errors:
+        print(f"userlb cleanup: {err}", file=sys.stderr)
     return 1 if errors else 0

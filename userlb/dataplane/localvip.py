@@ -52,7 +52,7 @@ class AddressWatch:
         while not self._stop.is_set():
             try:
                 self._sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError as e:
                 if self._stop.is_set():
