@@ -139,9 +139,14 @@ class Topo:
         return sh("ip", "-n", self.d, *args).stdout
 
     def state(self):
-        """The director's rules (both families) and every route (all tables)."""
-        return {f: self.ip(f, "rule") + self.ip(f, "route", "show", "table", "all")
-                for f in ("-4", "-6")}
+        """The director's rules (both families), every IPv4 route (all tables)
+        and the IPv6 routes of userlb or its device (the kernel's IPv6
+        link-local routes come and go with DAD on their own)."""
+        out = {f: self.ip(f, "rule") for f in ("-4", "-6")}
+        out["-4"] += self.ip("-4", "route", "show", "table", "all")
+        out["-6"] += "".join(ln + "\n" for ln in self.ip("-6", "route", "show", "table", "all")
+                             .splitlines() if "proto 245" in ln or self.tun in ln)
+        return out
 
     def down(self):
         for p in self.procs:

@@ -4,6 +4,8 @@ selftest's NAT shape).  The service port goes to the real server, another
 port of the same address to a listener of the director; live -A/-D and an
 address added to `lo` after start are followed; the director's own traffic
 to the real server is not captured; the exit leaves the rules as they were."""
+import signal
+
 import pytest
 from localvip_topo import Topo, wait_for
 
@@ -48,6 +50,16 @@ def test_local_vip_service_port_balanced_other_port_local(topo):
     r = topo.adm("-D", "-t", "10.99.0.1:2222")
     assert r.returncode == 0, r.stderr
     assert "dport 2222" not in topo.ip("-4", "rule")
+    assert topo.connect(topo.c, "10.99.0.1", 2222) == "D 10.10.0.2"
+    # SIGHUP with a rules file that adds the port: followed too
+    topo.rules_file(RULES + "-A -t 10.99.0.1:2222 -s rr\n"
+                    "-a -t 10.99.0.1:2222 -r 10.20.0.11:80 -m -w 1\n")
+    p.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "dport 2222" in topo.ip("-4", "rule"))
+    assert topo.connect(topo.c, "10.99.0.1", 2222) == "S 10.10.0.2"
+    topo.rules_file(RULES)
+    p.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "dport 2222" not in topo.ip("-4", "rule"))
     assert topo.connect(topo.c, "10.99.0.1", 2222) == "D 10.10.0.2"
     # an address added to lo after start (a VRRP failover) is picked up
     assert "10.99.0.2" not in topo.ip("-4", "rule")
