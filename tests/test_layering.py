@@ -30,7 +30,8 @@ IO_MODULES = ("asyncio", "uvloop", "pytun", "pyroute2", "socket", "select", "sel
 FOREIGN = ("scapy", "ipaddress")
 
 # The dataplane's drivers: they own file descriptors, routes and sockets.
-DP_DRIVERS = ("userlb.dataplane.tun", "userlb.dataplane.steering")
+DP_DRIVERS = ("userlb.dataplane.tun", "userlb.dataplane.steering",
+              "userlb.dataplane.localvip")
 # Modules that sit above the engine and drive it (drivers, vnet header glue).
 DP_ABOVE_ENGINE = DP_DRIVERS + ("userlb.dataplane.vnet",)
 

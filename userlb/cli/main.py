@@ -10,6 +10,7 @@ COMMANDS = {
     "lab": "network-namespace lab: up | demo | down",
     "demo": "what `make demo` runs",
     "ipvsadm-shim": "install | remove userlb's ipvsadm as /sbin/ipvsadm",
+    "cleanup": "remove the routes and rules a killed `userlb run` left",
 }
 
 

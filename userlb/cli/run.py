@@ -148,8 +148,13 @@ class Director:
         vips = [s.addr for s in self.cfg.services.values()]
         self.routes = TunRoutes(self.dev.name, self.dev.index, vips=vips,
                                 sources=rule_sources(self.cfg, self.args.reply_from),
-                                table=self.args.table)
+                                table=self.args.table, services=list(self.cfg.services),
+                                log=log)
         self.routes.install()
+        for what in self.routes.replaced:
+            log(f"removed a left-over of a dead instance: {what}")
+        for what in self.routes.describe_local():
+            log(f"local VIP: {what}")
 
     def update_routes(self):
         """After a change: add routes/rules for new VIPs / real servers first,
@@ -157,7 +162,8 @@ class Director:
         if self.routes is None:
             return
         vips = [s.addr for s in self.cfg.services.values()]
-        self.routes.update(vips=vips, sources=rule_sources(self.cfg, self.args.reply_from))
+        self.routes.update(vips=vips, sources=rule_sources(self.cfg, self.args.reply_from),
+                           services=list(self.cfg.services))
 
     # ------------------------------------------------------------- signals
     def reload(self):

@@ -1,21 +1,51 @@
 """Steering: what sends traffic into the TUN device, installed with pyroute2
 and removed again exactly (a module of the driver layer, beside tun.py).
+docs/steering.md describes the whole layout.
 
 `TunRoutes` installs a route per VIP (/32 or /128) via the TUN; for the real
 servers' replies a policy rule per source (each real server address, plus
 optional extra prefixes) pointing to a dedicated table whose default route is
 the TUN, guarded by two rules that keep locally generated traffic (`iif lo`)
 and what the engine writes back (`iif TUN`) in the main table; forwarding
-sysctls on, reverse-path filtering off for the device.  `update()` changes
-the sets in place without a moment without the routes that stay; `remove()`
-deletes exactly what was added (never what was there before) and restores
-the sysctls it changed.
+sysctls on, reverse-path filtering off for the device.
+
+VIPs that are local addresses of the director (on `lo`, a dummy, or added
+by keepalived's VRRP): the route is not enough (the local table comes
+first), so for each service whose VIP is local a rule `to VIP ipproto P
+[dport X] lookup TABLE` sends exactly that service's packets into the TUN,
+ahead of local delivery: while such a rule exists (per family) the kernel's
+`from all lookup local` rule is moved from priority 0 to PRIO_LOCAL, with a
+guard `iif lo lookup local` (PRIO_LOCAL_GUARD) before the service rules so
+the director's own traffic to its addresses stays local.  An `AddressWatch`
+(localvip.py) follows addresses that appear or disappear while it runs.
+
+Ownership: every route and rule carries protocol USERLB_PROTO (245).  The
+rules of one instance are those with `iif DEVICE` and those that look up its
+table; the `iif lo` guards and the moved local rule are shared by every
+instance in the namespace and go with the last one.  At start, left-overs of
+a dead instance (rules of the same device, rules pointing at a table with no
+route left, `iif` rules of a device that no longer exists) are removed
+before anything is added; `cleanup()` removes everything userlb installed in
+the namespace (or one device's part) and puts the local rule back at 0.
+`update()` adds what is new before it removes what is gone; `remove()`
+deletes what this instance owns (and the shared rules when it is the last)
+and restores the sysctls it changed.
 """
+import asyncio
 import errno
 import ipaddress
 import socket
+import threading
 
 MAIN_TABLE = 254
+LOCAL_TABLE = 255
+USERLB_PROTO = 245          # rtm_protocol / FRA_PROTOCOL of everything userlb installs
+KERNEL_PROTO = 2            # RTPROT_KERNEL: the local rule as the kernel creates it
+PRIO_LOCAL_GUARD = 1        # iif lo lookup local (shared)
+PRIO_LOCAL_VIP = 2          # to VIP ipproto P dport X lookup TABLE (per instance)
+PRIO_LOCAL = 3              # from all lookup local, moved from 0 (shared)
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 # the kernel's answers to deleting a route or rule that is gone already
 # (e.g. with its device)
 _GONE = (errno.ESRCH, errno.ENOENT, errno.ENODEV)
@@ -39,96 +69,453 @@ def write_sysctl(name, value):
         f.write(str(value))
 
 
+def _netlink(fn, *args):
+    """pyroute2's synchronous API cannot run on a thread whose asyncio loop
+    is running (SIGHUP handlers of `userlb run`): do it in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+    box = {}
+
+    def run():
+        try:
+            box["r"] = fn(*args)
+        except BaseException as e:   # noqa: BLE001 - re-raised below
+            box["e"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "e" in box:
+        raise box["e"]
+    return box.get("r")
+
+
+# ------------------------------------------------------------------ kernel state
+
+def _key(kind, kw):
+    return (kind, tuple(sorted(kw.items())))
+
+
+def _rule_kw(msg):
+    """The add/del arguments that name a dumped rule."""
+    kw = dict(family=msg["family"], priority=msg.get_attr("FRA_PRIORITY") or 0,
+              table=msg.get_attr("FRA_TABLE") or msg["table"], protocol=USERLB_PROTO)
+    for attr, name in (("FRA_IIFNAME", "iifname"), ("FRA_IP_PROTO", "ip_proto"),
+                       ("FRA_DPORT_RANGE", "dport_range")):
+        v = msg.get_attr(attr)
+        if v is not None:
+            kw[name] = v
+    for attr, name, lname in (("FRA_SRC", "src", "src_len"), ("FRA_DST", "dst", "dst_len")):
+        v = msg.get_attr(attr)
+        if v is not None:
+            kw[name] = str(ipaddress.ip_address(v))
+            kw[lname] = msg[lname]
+    return kw
+
+
+def _our_rules(ipr):
+    """Every rule with protocol USERLB_PROTO: list of add/del kwargs."""
+    out = []
+    for fam in FAMILIES:
+        for msg in ipr.get_rules(family=fam):
+            if msg.get_attr("FRA_PROTOCOL") == USERLB_PROTO:
+                out.append(_rule_kw(msg))
+    return out
+
+
+def _our_routes(ipr):
+    """Every route with protocol USERLB_PROTO (any table): list of kwargs."""
+    out = []
+    for fam in FAMILIES:
+        for msg in ipr.get_routes(family=fam):
+            if msg["proto"] != USERLB_PROTO:
+                continue
+            dst = msg.get_attr("RTA_DST")
+            out.append(dict(family=fam, dst=dst or ("0.0.0.0" if fam == socket.AF_INET else "::"),
+                            dst_len=msg["dst_len"], oif=msg.get_attr("RTA_OIF"),
+                            table=msg.get_attr("RTA_TABLE") or msg["table"],
+                            proto=USERLB_PROTO))
+    return out
+
+
+def _tables_with_routes(ipr):
+    """{(family, table)} of every table that holds at least one route."""
+    out = set()
+    for fam in FAMILIES:
+        for msg in ipr.get_routes(family=fam):
+            out.add((fam, msg.get_attr("RTA_TABLE") or msg["table"]))
+    return out
+
+
+def _links(ipr):
+    return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+
+
+def _is_shared(kw):
+    """The rules every instance shares: the `iif lo` guards and the moved local rule."""
+    if kw.get("iifname") == "lo" and kw["table"] in (MAIN_TABLE, LOCAL_TABLE):
+        return True
+    return kw["table"] == LOCAL_TABLE and "iifname" not in kw and "dst" not in kw
+
+
+def _is_dead(kw, tables, links):
+    """A rule of an instance that is gone: its device no longer exists, or
+    its table has no route left (the TUN device took them with it)."""
+    if _is_shared(kw):
+        return False
+    if "iifname" in kw and kw["iifname"] not in links:
+        return True
+    if kw["table"] not in (MAIN_TABLE, LOCAL_TABLE) and (kw["family"], kw["table"]) not in tables:
+        return True
+    return False
+
+
+def _delete(ipr, kind, kw):
+    """Delete one route or rule; gone already is fine.  The error, or None."""
+    try:
+        getattr(ipr, kind)("del", **kw)
+    except Exception as e:   # noqa: BLE001 - pyroute2 raises NetlinkError and others
+        if getattr(e, "code", None) not in _GONE:
+            return f"{kind} {_describe_kw(kind, kw)}: {e}"
+    return None
+
+
+def _add(ipr, kind, kw):
+    try:
+        getattr(ipr, kind)("add", **kw)
+    except Exception as e:   # noqa: BLE001
+        if getattr(e, "code", None) == errno.EEXIST:
+            return      # there already (ours, from a previous run or another instance)
+        raise SteeringError(f"cannot add {kind} {_describe_kw(kind, kw)}: {e}") from None
+
+
+def _describe_kw(kind, kw):
+    if kind == "route":
+        return (f"{kw['dst']}/{kw['dst_len']}"
+                + (f" table {kw['table']}" if kw.get("table", MAIN_TABLE) != MAIN_TABLE else ""))
+    parts = [f"pref {kw['priority']}"]
+    if "src" in kw:
+        parts.append(f"from {kw['src']}/{kw['src_len']}")
+    if "dst" in kw:
+        parts.append(f"to {kw['dst']}/{kw['dst_len']}")
+    if "iifname" in kw:
+        parts.append(f"iif {kw['iifname']}")
+    if "ip_proto" in kw:
+        parts.append(f"ipproto {PROTO_NAMES.get(kw['ip_proto'], kw['ip_proto'])}")
+    if "dport_range" in kw:
+        parts.append(f"dport {kw['dport_range'].split(':')[0]}")
+    parts.append(f"lookup {kw['table']}")
+    return " ".join(parts)
+
+
+def _local_rules_at(ipr, fam, priority):
+    """Rules `from all lookup local` (any protocol) at this priority."""
+    out = []
+    for msg in ipr.get_rules(family=fam):
+        if ((msg.get_attr("FRA_PRIORITY") or 0) == priority
+                and (msg.get_attr("FRA_TABLE") or msg["table"]) == LOCAL_TABLE
+                and msg["src_len"] == 0 and msg["dst_len"] == 0
+                and msg.get_attr("FRA_IIFNAME") is None and msg.get_attr("FRA_IP_PROTO") is None):
+            out.append(msg)
+    return out
+
+
+def _sync_shared(ipr, errors, keep_guard, move_local):
+    """Bring the shared rules to what the instances still present need.
+    keep_guard: {(family, priority)} of `iif lo lookup main` guards still
+    needed; move_local: the families whose local rule must be moved."""
+    present = [kw for kw in _our_rules(ipr) if _is_shared(kw)]
+    for fam in FAMILIES:
+        moved = dict(family=fam, priority=PRIO_LOCAL, table=LOCAL_TABLE, protocol=USERLB_PROTO)
+        guard = dict(family=fam, priority=PRIO_LOCAL_GUARD, iifname="lo", table=LOCAL_TABLE,
+                     protocol=USERLB_PROTO)
+        if fam in move_local:
+            # local lookup at its new place first, then the guard, then the
+            # kernel's rule at 0 goes: never a moment without local delivery
+            _add(ipr, "rule", moved)
+            _add(ipr, "rule", guard)
+            for msg in _local_rules_at(ipr, fam, 0):
+                if msg.get_attr("FRA_PROTOCOL") != USERLB_PROTO:
+                    try:
+                        ipr.rule("del", family=fam, priority=0, table=LOCAL_TABLE)
+                    except Exception as e:   # noqa: BLE001
+                        if getattr(e, "code", None) not in _GONE:
+                            errors.append(f"cannot move the local rule: {e}")
+        else:
+            if any(kw["table"] == LOCAL_TABLE for kw in present if kw["family"] == fam) \
+                    and not _local_rules_at(ipr, fam, 0):
+                try:
+                    ipr.rule("add", family=fam, priority=0, table=LOCAL_TABLE,
+                             protocol=KERNEL_PROTO)
+                except Exception as e:   # noqa: BLE001
+                    if getattr(e, "code", None) != errno.EEXIST:
+                        errors.append(f"cannot put the local rule back at 0: {e}")
+                        continue
+            for kw in (guard, moved):
+                if _key("rule", kw) in {_key("rule", p) for p in present}:
+                    err = _delete(ipr, "rule", kw)
+                    if err:
+                        errors.append(err)
+    for kw in present:
+        if kw["table"] == MAIN_TABLE and (kw["family"], kw["priority"]) not in keep_guard:
+            err = _delete(ipr, "rule", kw)
+            if err:
+                errors.append(err)
+
+
+def _needs_of_others(rules, own):
+    """What the other instances' rules need of the shared ones."""
+    keep_guard, move_local = set(), set()
+    for kw in rules:
+        if _is_shared(kw) or own(kw):
+            continue
+        if "src" in kw:
+            keep_guard.add((kw["family"], kw["priority"] - 1))
+        if kw["priority"] == PRIO_LOCAL_VIP and "dst" in kw:
+            move_local.add(kw["family"])
+    return keep_guard, move_local
+
+
+def cleanup(ifname=None, table=None):
+    """Remove what userlb installed in this namespace: everything (ifname
+    None), or one device's part (its `iif` rules, the rules of `table` or of
+    the tables routed into the device, and what dead instances left), plus
+    the shared rules no remaining instance needs.  The local rule goes back
+    to priority 0.  Returns (removed descriptions, errors)."""
+    return _netlink(_cleanup, ifname, table)
+
+
+def _cleanup(ifname, table):
+    from pyroute2 import IPRoute
+    removed, errors = [], []
+    with IPRoute() as ipr:
+        links = _links(ipr)
+        routes = _our_routes(ipr)
+        tables = set()
+        if table is not None:
+            tables.add(table)
+        if ifname is not None and ifname in links:
+            idx = socket.if_nametoindex(ifname)
+            tables |= {r["table"] for r in routes if r["oif"] == idx and r["table"] != MAIN_TABLE}
+        rules = _our_rules(ipr)
+        have = _tables_with_routes(ipr)
+
+        def own(kw):
+            if ifname is None:
+                return True
+            return (kw.get("iifname") == ifname or kw["table"] in tables
+                    or _is_dead(kw, have, links))
+        for kw in rules:
+            if not _is_shared(kw) and own(kw):
+                err = _delete(ipr, "rule", kw)
+                (errors.append(err) if err else removed.append("rule " + _describe_kw("rule", kw)))
+        for r in routes:
+            if ifname is None or r["table"] in tables or (
+                    ifname in links and r["oif"] == socket.if_nametoindex(ifname)):
+                err = _delete(ipr, "route", r)
+                (errors.append(err) if err else removed.append("route "
+                                                               + _describe_kw("route", r)))
+        before = [kw for kw in _our_rules(ipr) if _is_shared(kw)]
+        keep_guard, move_local = _needs_of_others(_our_rules(ipr), lambda kw: False)
+        _sync_shared(ipr, errors, keep_guard, move_local)
+        after = {_key("rule", kw) for kw in _our_rules(ipr)}
+        removed += ["rule " + _describe_kw("rule", kw) for kw in before
+                    if _key("rule", kw) not in after]
+    return removed, errors
+
+
+# ------------------------------------------------------------------ TunRoutes
+
 class TunRoutes:
     """Routes and rules that steer VIP traffic and real-server replies into a
-    TUN device; `remove()` deletes exactly what `install()` added and restores
+    TUN device; `remove()` deletes what this instance installed and restores
     the sysctls it changed.
 
     vips: addresses (IPv4 int / IPv6 16 bytes, model.py convention);
     sources: addresses or (address, prefixlen) tuples whose packets (the real
     servers' replies, ICMP errors from routers on the server side) go into the
-    device.  table/priority default to values derived from the device index so
-    that two instances on two devices do not collide.
+    device; services: (protocol, address, port) of every service (for the VIPs
+    that are local addresses).  table/priority default to values derived from
+    the device index so that two instances on two devices do not collide.
+    watch: follow local addresses as they appear/disappear (AddressWatch).
     """
 
-    def __init__(self, ifname, ifindex, vips=(), sources=(), table=None, priority=None):
+    def __init__(self, ifname, ifindex, vips=(), sources=(), table=None, priority=None,
+                 services=(), watch=True, log=None):
         self.ifname = ifname
         self.ifindex = ifindex
         self.vips = _prefixes(vips)
         self.sources = _prefixes(sources)
+        self.services = _services(services)
         self.table = table if table is not None else 20000 + ifindex
         self.priority = priority if priority is not None else 10000
-        self._done = []          # undo log: (kind, kwargs)
+        self.local = set()       # local addresses (text) of the namespace
+        self.watch = watch
+        self.log = log or (lambda msg: None)
+        self.replaced = []       # left-overs of a dead instance removed by install()
+        self._installed = set()  # keys of what is in place
         self._sysctls = []       # (name, old value)
+        self._lock = threading.RLock()
+        self._watch = None
+
+    # ------------------------------------------------------------ desired
+    def local_services(self):
+        """The services whose VIP is a local address right now."""
+        return [(p, fam, a, port) for p, fam, a, port in self.services if a in self.local]
 
     def _desired(self):
         """What should be installed for the current vips/sources, in order."""
         out = []
         for fam, addr, plen in self.vips:
-            out.append(("route", dict(family=fam, dst=addr, dst_len=plen, oif=self.ifindex)))
-        for fam in sorted({fam for fam, _a, _p in self.sources}):
+            out.append(("route", dict(family=fam, dst=addr, dst_len=plen, oif=self.ifindex,
+                                      table=MAIN_TABLE, proto=USERLB_PROTO)))
+        lsvc = self.local_services()
+        fams_src = {fam for fam, _a, _p in self.sources}
+        for fam in sorted(fams_src | {fam for _p, fam, _a, _port in lsvc}):
             dflt = "0.0.0.0" if fam == socket.AF_INET else "::"
             out.append(("route", dict(family=fam, dst=dflt, dst_len=0, oif=self.ifindex,
-                                      table=self.table)))
-            # guards: what the engine writes back, and what this host sends
-            # itself, use the main table
-            for iif in (self.ifname, "lo"):
-                out.append(("rule", dict(family=fam, iifname=iif, table=MAIN_TABLE,
-                                         priority=self.priority)))
+                                      table=self.table, proto=USERLB_PROTO)))
+        for fam in sorted(fams_src):
+            # guard: what the engine writes back uses the main table (the
+            # `iif lo` guard is shared: _sync_shared)
+            out.append(("rule", dict(family=fam, iifname=self.ifname, table=MAIN_TABLE,
+                                     priority=self.priority, protocol=USERLB_PROTO)))
         for fam, addr, plen in self.sources:
             out.append(("rule", dict(family=fam, src=addr, src_len=plen, table=self.table,
-                                     priority=self.priority + 1)))
+                                     priority=self.priority + 1, protocol=USERLB_PROTO)))
+        for proto, fam, addr, port in lsvc:
+            kw = dict(family=fam, dst=addr, dst_len=32 if fam == socket.AF_INET else 128,
+                      ip_proto=proto, table=self.table, priority=PRIO_LOCAL_VIP,
+                      protocol=USERLB_PROTO)
+            if port:
+                kw["dport_range"] = f"{port}:{port}"
+            out.append(("rule", kw))
         return out
+
+    def _own(self, kw):
+        return kw.get("iifname") == self.ifname or kw["table"] == self.table
+
+    # ------------------------------------------------------------ apply
+    def _apply(self, ipr, errors):
+        """Reconcile the kernel with _desired(): add what is missing (routes
+        first), then the shared rules, then delete what is ours and not wanted."""
+        want = self._desired()
+        wkeys = {_key(k, kw) for k, kw in want}
+        for kind, kw in want:
+            if _key(kind, kw) not in self._installed:
+                _add(ipr, kind, kw)
+                self._installed.add(_key(kind, kw))
+        rules = _our_rules(ipr)
+        keep_guard, move_local = _needs_of_others(rules, self._own)
+        keep_guard |= {(fam, self.priority) for fam, _a, _p in self.sources}
+        for fam in sorted({fam for fam, _a, _p in self.sources}):
+            _add(ipr, "rule", dict(family=fam, iifname="lo", table=MAIN_TABLE,
+                                   priority=self.priority, protocol=USERLB_PROTO))
+        move_local |= {fam for _p, fam, _a, _port in self.local_services()}
+        # what is ours in the kernel but no longer wanted (rules before routes)
+        stale = [("rule", kw) for kw in rules if not _is_shared(kw) and self._own(kw)]
+        stale += [("route", r) for r in _our_routes(ipr) if r["oif"] == self.ifindex]
+        for kind, kw in stale:
+            if _key(kind, kw) not in wkeys:
+                err = _delete(ipr, kind, kw)
+                if err:
+                    errors.append(err)
+                self._installed.discard(_key(kind, kw))
+        _sync_shared(ipr, errors, keep_guard, move_local)
 
     def install(self):
         from pyroute2 import IPRoute
-        try:
-            self._set_sysctls()
-            with IPRoute() as ipr:
-                for kind, kw in self._desired():
-                    self._do(ipr, kind, **kw)
-        except Exception:
-            self.remove()
-            raise
+        with self._lock:
+            try:
+                self._set_sysctls()
+                if self.watch:
+                    from .localvip import AddressWatch
+                    self._watch = AddressWatch(self._addresses_changed)
+                self.local = _netlink(_local_addresses)
 
-    def update(self, vips=(), sources=()):
-        """Change the VIP / source sets in place: what is new is added first,
-        then what is gone is removed -- no moment without the routes that stay."""
-        new_vips, new_sources = _prefixes(vips), _prefixes(sources)
-        if (new_vips, new_sources) == (self.vips, self.sources):
-            return False
-        self.vips, self.sources = new_vips, new_sources
-        want = self._desired()
-        from pyroute2 import IPRoute
-        with IPRoute() as ipr:
-            for kind, kw in want:
-                if (kind, kw) not in self._done:
-                    self._do(ipr, kind, **kw)
-            keep = []
-            for kind, kw in self._done:
-                if (kind, kw) in want:
-                    keep.append((kind, kw))
-                    continue
-                err = _delete(ipr, kind, kw)
+                def work():
+                    errors = []
+                    with IPRoute() as ipr:
+                        self._purge(ipr, errors)
+                        self._apply(ipr, errors)
+                    return errors
+                errors = _netlink(work)
+                if errors:
+                    raise SteeringError("; ".join(errors))
+            except Exception:
+                self.remove()
+                raise
+
+    def _purge(self, ipr, errors):
+        """Left-overs of a dead instance: rules of this device or table, and
+        rules whose device or table is gone.  Removed before anything is added."""
+        links, have = _links(ipr), _tables_with_routes(ipr)
+        for kw in _our_rules(ipr):
+            if _is_shared(kw):
+                continue
+            if self._own(kw) or _is_dead(kw, have, links):
+                err = _delete(ipr, "rule", kw)
                 if err:
-                    raise SteeringError(f"cannot remove {err}")
-            self._done = keep
+                    errors.append(err)
+                else:
+                    self.replaced.append("rule " + _describe_kw("rule", kw))
+        for r in _our_routes(ipr):
+            if r["table"] == self.table and r["oif"] != self.ifindex:
+                if not _delete(ipr, "route", r):
+                    self.replaced.append("route " + _describe_kw("route", r))
+
+    def update(self, vips=(), sources=(), services=None):
+        """Change the VIP / source / service sets in place: what is new is
+        added first, then what is gone is removed -- no moment without the
+        routes that stay."""
+        new_vips, new_sources = _prefixes(vips), _prefixes(sources)
+        new_services = self.services if services is None else _services(services)
+        with self._lock:
+            if (new_vips, new_sources, new_services) == (self.vips, self.sources, self.services):
+                return False
+            self.vips, self.sources, self.services = new_vips, new_sources, new_services
+            self._reconcile()
         return True
 
-    def _do(self, ipr, kind, **kw):
+    def refresh(self):
+        """Re-read the local addresses and follow them (the AddressWatch
+        calls this).  True when the set of local service VIPs changed."""
+        with self._lock:
+            before = self.local_services()
+            self.local = _netlink(_local_addresses)
+            if self.local_services() == before:
+                return False
+            self._reconcile()
+            return True
+
+    def _addresses_changed(self):
         try:
-            getattr(ipr, kind)("add", **kw)
-        except Exception as e:
-            if getattr(e, "code", None) == errno.EEXIST:
-                # present already (not ours): leave it alone, never remove it
-                return
-            raise SteeringError(f"cannot add {kind} {kw}: {e}") from None
-        self._done.append((kind, kw))
+            if self.refresh():
+                self.log("local addresses changed: steering "
+                         + (", ".join(self.describe_local()) or "no local VIP"))
+        except Exception as e:   # noqa: BLE001 - reported, keep running
+            self.log(f"local addresses changed: {e}")
+
+    def _reconcile(self):
+        from pyroute2 import IPRoute
+
+        def work():
+            errors = []
+            with IPRoute() as ipr:
+                self._apply(ipr, errors)
+            return errors
+        errors = _netlink(work)
+        if errors:
+            raise SteeringError("; ".join(errors))
 
     def _set_sysctls(self):
         wanted = [("net.ipv4.ip_forward", "1"),
                   ("net.ipv6.conf.all.forwarding", "1"),
-                  (f"net.ipv4.conf.{self.ifname}.rp_filter", "0")]
+                  (f"net.ipv4.conf.{self.ifname}.rp_filter", "0"),
+                  # the engine's packets towards clients come out of the
+                  # device with a local VIP as their source
+                  (f"net.ipv4.conf.{self.ifname}.accept_local", "1")]
         try:
             if read_sysctl("net.ipv4.conf.all.rp_filter") == "1":
                 wanted.append(("net.ipv4.conf.all.rp_filter", "2"))   # loose
@@ -146,12 +533,31 @@ class TunRoutes:
     def remove(self):
         from pyroute2 import IPRoute
         errors = []
-        with IPRoute() as ipr:
-            while self._done:
-                kind, kw = self._done.pop()
-                err = _delete(ipr, kind, kw)
-                if err:
-                    errors.append(err)
+        with self._lock:
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+
+            def work():
+                with IPRoute() as ipr:
+                    rules = _our_rules(ipr)
+                    for kw in rules:
+                        if not _is_shared(kw) and self._own(kw):
+                            err = _delete(ipr, "rule", kw)
+                            if err:
+                                errors.append(err)
+                    for r in _our_routes(ipr):
+                        if r["oif"] == self.ifindex:
+                            err = _delete(ipr, "route", r)
+                            if err:
+                                errors.append(err)
+                    keep_guard, move_local = _needs_of_others(_our_rules(ipr), self._own)
+                    _sync_shared(ipr, errors, keep_guard, move_local)
+            try:
+                _netlink(work)
+            except Exception as e:   # noqa: BLE001
+                errors.append(str(e))
+            self._installed.clear()
         while self._sysctls:
             name, old = self._sysctls.pop()
             try:
@@ -168,17 +574,28 @@ class TunRoutes:
             out.append(f"route {addr}/{plen} dev {self.ifname}")
         for _fam, addr, plen in self.sources:
             out.append(f"rule from {addr}/{plen} lookup {self.table}")
+        return out + self.describe_local()
+
+    def describe_local(self):
+        out = []
+        for proto, _fam, addr, port in self.local_services():
+            out.append(f"rule to {addr} ipproto {PROTO_NAMES.get(proto, proto)}"
+                       + (f" dport {port}" if port else "") + f" lookup {self.table}")
         return out
 
 
-def _delete(ipr, kind, kw):
-    """Delete one route or rule; gone already is fine.  The error, or None."""
-    try:
-        getattr(ipr, kind)("del", **kw)
-    except Exception as e:   # noqa: BLE001 - pyroute2 raises NetlinkError and others
-        if getattr(e, "code", None) not in _GONE:
-            return f"{kind} {kw}: {e}"
-    return None
+def _local_addresses():
+    from .localvip import local_addresses
+    return local_addresses()
+
+
+def _services(items):
+    """(protocol, addr, port) -> sorted distinct (protocol, family, text, port)."""
+    out = set()
+    for proto, addr, port in items:
+        fam, text, _plen = _prefix(addr)
+        out.add((proto, fam, text, port))
+    return sorted(out)
 
 
 def _prefixes(items):
