@@ -595,3 +595,40 @@ def test_s7_weight_zero_equals_removal(files):
             run(["--rules", removed], stdin="".join(k + "\n" for k in keys))[1].splitlines()]
     assert got == want
     assert B not in got
+
+
+def test_table_summary_and_json_slots(files):
+    rules = files("rules", "-A -t 10.0.0.100:80 -s mh\n"
+                           "-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m -w 1\n"
+                           "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m -w 3\n"
+                           "-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m -w 0\n")
+    rc, table, _ = run(["--rules", rules, "--table", "10.0.0.100:80"])
+    counts = {}
+    for line in table.splitlines():
+        counts[line.split()[1]] = counts.get(line.split()[1], 0) + 1
+    rc, out, err = run(["--rules", rules, "--table", "10.0.0.100:80", "--summary"])
+    assert (rc, err) == (0, "")
+    got = {line.split()[0]: (int(line.split()[2]), int(line.split()[4]))
+           for line in out.splitlines()}
+    assert got == {"10.0.0.1:80": (1, counts["10.0.0.1:80"]),
+                   "10.0.0.2:80": (3, counts["10.0.0.2:80"]),
+                   "10.0.0.3:80": (0, 0)}
+    assert sum(n for _, n in got.values()) == 4093
+    rc, out, _ = run(["--rules", rules, "--table", "10.0.0.100:80", "--json"])
+    assert json.loads(out)["slots"] == {k: list(v) for k, v in got.items()}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_flows_from_a_terminal_say_what_is_expected(files):
+    rules = files("rules", BASIC)
+    out, err = io.StringIO(), io.StringIO()
+    rc = simulate.main(["--rules", rules], stdin=_Terminal("tcp 10.9.9.9:1000 10.0.0.100:80\n"),
+                       stdout=out, stderr=err)
+    assert rc == 0 and "reading flows from the terminal" in err.getvalue()
+    assert "Ctrl-D" in err.getvalue() and out.getvalue().startswith("tcp 10.9.9.9:1000")
+    # from a pipe or file: nothing on stderr
+    assert run(["--rules", rules], stdin="tcp 10.9.9.9:1000 10.0.0.100:80\n")[2] == ""

@@ -1,7 +1,7 @@
 """`userlb simulate`: which real server gets this flow -- offline, no packets.
 
     userlb simulate --rules FILE [--flows FILE|-] [--json]
-    userlb simulate --rules FILE --table VIP:VPORT [--proto tcp|udp] [--json]
+    userlb simulate --rules FILE --table VIP:VPORT [--proto tcp|udp] [--summary] [--json]
     userlb simulate --rules FILE --against FILE2 [--flows FILE|-] [--json]
 
 --rules FILE   ipvsadm commands, one per line, as `ipvsadm -R` reads them
@@ -122,21 +122,36 @@ def run_flows(cfg, events, as_json, out):
             out.write(f"{f.text()} -> {dest_text(d)}\n")
 
 
-def run_table(cfg, key, as_json, out):
+def run_table(cfg, key, as_json, out, summary=False):
     svc = cfg.services.get(key)
     if svc is None:
         raise ConfigError(f"no service {PROTO_NAMES[key[0]]} {format_endpoint(key[1], key[2])} "
                           "in the rules")
     table = table_of(svc)
+    names = [None if e is None else format_endpoint(*e) for e in table]
+    share = slot_share(svc, names)
     if as_json:
         json.dump({"service": f"{PROTO_NAMES[key[0]]} {format_endpoint(key[1], key[2])}",
                    "scheduler": svc.sched_name, "size": len(table),
-                   "table": [None if e is None else format_endpoint(*e) for e in table]},
-                  out)
+                   "slots": dict(share), "table": names}, out)
         out.write("\n")
         return
-    for i, e in enumerate(table):
-        out.write(f"{i} {'-' if e is None else format_endpoint(*e)}\n")
+    if summary:
+        for name, (weight, n) in share.items():
+            out.write(f"{name:<30} weight {weight:<6} slots {n:>7} "
+                      f"({100.0 * n / len(table):.2f}%)\n")
+        return
+    for i, name in enumerate(names):
+        out.write(f"{i} {'-' if name is None else name}\n")
+
+
+def slot_share(svc, names):
+    """{real server (or '-' for empty slots): (weight, slots)} in the
+    service's destination order, for --table --summary and --json."""
+    share = {format_endpoint(d.addr, d.port): [d.weight, 0] for d in svc.dests}
+    for name in names:
+        share.setdefault(name or "-", [0, 0])[1] += 1
+    return {k: tuple(v) for k, v in share.items()}
 
 
 # ------------------------------------------------------------------- main
@@ -153,6 +168,8 @@ def _parser():
                         "('-' = stdin, the default)")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.add_argument("--table", metavar="VIP:VPORT", help="print the lookup table of this service")
+    p.add_argument("--summary", action="store_true",
+                   help="with --table: slots per real server instead of the slot list")
     p.add_argument("--proto", choices=("tcp", "udp"), default="tcp",
                    help="protocol of the --table service (default tcp)")
     p.add_argument("--against", metavar="FILE2",
@@ -196,7 +213,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
                 _af, vaddr, vport = _table_endpoint(args.table)
             except ConfigError as e:
                 raise ConfigError(f"bad --table {args.table!r}: {e.message}") from None
-            run_table(cfg, (PROTO_BY_NAME[args.proto], vaddr, vport), args.json, out)
+            run_table(cfg, (PROTO_BY_NAME[args.proto], vaddr, vport), args.json, out,
+                      summary=args.summary)
             return 0
         if args.against:
             where = args.against
@@ -213,6 +231,12 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
                 out.write(format_compare(res, bool(args.flows)))
             return 0
         where = args.flows or "-"
+        if args.flows in (None, "-") and stdin.isatty():
+            err.write("userlb simulate: reading flows from the terminal, one per line "
+                      "(PROTO CLIENT:PORT VIP:VPORT, e.g. tcp 10.0.0.1:40000 10.99.0.1:80); "
+                      "end with Ctrl-D.  --flows FILE reads a file, --table VIP:PORT prints a "
+                      "table.\n")
+            err.flush()
         events = read_flows(_read(args.flows, stdin))
         buf = io.StringIO()
         if is_timed(events):
