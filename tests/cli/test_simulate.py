@@ -632,3 +632,33 @@ def test_flows_from_a_terminal_say_what_is_expected(files):
     assert "Ctrl-D" in err.getvalue() and out.getvalue().startswith("tcp 10.9.9.9:1000")
     # from a pipe or file: nothing on stderr
     assert run(["--rules", rules], stdin="tcp 10.9.9.9:1000 10.0.0.100:80\n")[2] == ""
+
+
+def test_timed_rules_in_the_rules_file_mean_what_they_mean_in_the_flows_file(files):
+    start = ("-A -t 10.0.0.100:80 -s mh\n"
+             "-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+             "-a -t 10.0.0.100:80 -r 10.0.0.2:80 -m\n")
+    change = "@10 -d -t 10.0.0.100:80 -r 10.0.0.1:80\n-a -t 10.0.0.100:80 -r 10.0.0.3:80 -m\n"
+    flows = "".join(f"@{t} tcp 10.9.{i}.{t + 1}:{1000 + i} 10.0.0.100:80\n"
+                    for t in (0, 20) for i in range(20))
+    rc_a, a, err_a = run(["--rules", files("timed", start + change)],
+                         stdin=flows)
+    rc_b, b, err_b = run(["--rules", files("plain", start)], stdin=change + flows)
+    assert (rc_a, err_a) == (0, "") and (rc_b, err_b) == (0, "")
+    assert a == b
+    at20 = [line for line in a.splitlines() if line.startswith("@20 ")]
+    assert len(at20) == 20 and not any("-> 10.0.0.1:80" in line for line in at20)
+    assert any("-> 10.0.0.3:80" in line for line in at20)
+
+
+def test_timed_rules_file_refusals_name_the_line(files):
+    rules = files("r", "-A -t 10.0.0.100:80 -s rr\n@5 tcp 1.2.3.4:5 10.0.0.100:80\n")
+    rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
+    assert rc == 1 and "flows belong in --flows" in err and out == ""
+    rules = files("r2", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1:80 -m\n"
+                        "@5 -d -t 10.0.0.100:80 -r 10.0.0.1:80\n")
+    rc, out, err = run(["--rules", rules, "--table", "10.0.0.100:80"])
+    assert rc == 1 and f"{rules}:3:" in err and "only used with flows" in err
+    rules = files("r3", "-A -t 10.0.0.100:80 -s rr\n@x -d -t 10.0.0.100:80\n")
+    rc, out, err = run(["--rules", rules], stdin="")
+    assert rc == 1 and f"{rules}:2:" in err and "bad time" in err

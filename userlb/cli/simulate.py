@@ -95,11 +95,31 @@ from .flows import (  # noqa: F401
 from .timed import TimedRun, build_packet, run_timed  # noqa: F401
 
 
-def load_config(path, clock=None):
+def load_config(path, clock=None, timed=None):
+    """The rules file -> Config.  Lines before the first `@SECONDS` line are
+    the starting configuration (applied atomically, as -R); from the first
+    `@SECONDS` line on, the file holds timed rules with the flows file's
+    semantics (a line without `@` keeps the time of the line before).  They
+    are appended to the list `timed` as ("rule", (time, Command)) events, or
+    refused when the caller has no use for them (timed=None)."""
     with open(path) as fh:
         text = _utf8(fh.read)
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.lstrip().startswith("@")),
+                 len(lines))
     cfg = Config(clock=clock if clock is not None else ManualClock(0.0))
-    cfg.load_rules(text)
+    cfg.load_rules("\n".join(lines[:first]) + "\n")
+    if first < len(lines):
+        # blank the starting lines so that errors keep the file's line numbers
+        events = read_flows("\n" * first + "\n".join(lines[first:]))
+        for kind, x in events:
+            if kind != "rule":
+                raise ConfigError(f"a flow line in the rules file ({x.text()}): flows "
+                                  "belong in --flows")
+        if timed is None:
+            raise ConfigError("timed rules (@SECONDS) are only used with flows "
+                              "(not with --table or --against)", line=first + 1)
+        timed.extend(events)
     return cfg
 
 
@@ -206,7 +226,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
     where = args.rules
     clock = ManualClock(0.0)
     try:
-        cfg = load_config(args.rules, clock)
+        timed_rules = [] if not (args.table or args.against) else None
+        cfg = load_config(args.rules, clock, timed_rules)
         if args.table:
             where = "--table"
             try:
@@ -238,6 +259,10 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
                       "table.\n")
             err.flush()
         events = read_flows(_read(args.flows, stdin))
+        if timed_rules:
+            # the rules file's timed rules first: at equal times they apply
+            # before the flows file's own rules (TimedRun keeps input order)
+            events = timed_rules + events
         buf = io.StringIO()
         if is_timed(events):
             run_timed(cfg, clock, events, args.json, buf)
