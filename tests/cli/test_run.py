@@ -39,3 +39,14 @@ def test_help_documents_the_signals():
     assert p.returncode == 0
     for word in ("SIGHUP", "SIGTERM", "SIGUSR1", "--control", "--sloppy-tcp", "--no-routes"):
         assert word in p.stdout
+
+
+def test_log_format_json_and_level():
+    import json
+    p = _run(["--log-format", "json", "--max-entries", "0", "--tun", "ulbnone"])
+    assert p.returncode == 2
+    rec = json.loads(p.stderr.strip().splitlines()[-1])
+    assert rec["level"] == "info" and rec["prog"] == "userlb run"
+    assert "--max-entries" in rec["msg"] and rec["time"].endswith("Z")
+    p = _run(["--log-level", "error", "--max-entries", "0", "--tun", "ulbnone"])
+    assert p.returncode == 2 and p.stderr == ""          # an info line, filtered out

@@ -847,3 +847,24 @@ def test_start_for_director_busy_paths(monkeypatch):
         assert busy.ok("-L", "-n").startswith("IP Virtual Server")   # untouched
     finally:
         busy.close()
+
+
+def test_every_change_is_logged_with_who_and_what(d):
+    logged = []
+    d.server.log = logged.append
+    d.ok("-A", "-t", "10.0.0.100:80", "-s", "rr")
+    d.ok("-L", "-n")                                   # read-only: not logged
+    d.ok("--show-settings")                            # read-only: not logged
+    rc, _, _ = d.adm("-a", "-t", "10.0.0.101:80", "-r", "10.1.0.1:80", "-m")  # no such service
+    assert rc != 0
+    d.ok("-R", stdin="-a -t 10.0.0.100:80 -r 10.1.0.2:80 -m\n")
+    d.ok("--max-entries", "50")
+    me = f"uid {os.getuid()} pid {os.getpid()} "
+    changes = [x for x in logged if x.startswith("control: uid")]
+    assert len(changes) == 4, logged
+    assert all(x.startswith("control: " + me) for x in changes), changes
+    assert changes[0].endswith(": -A -t 10.0.0.100:80 -s rr: ok")
+    assert ": -a -t 10.0.0.101:80 -r 10.1.0.1:80 -m: refused: " in changes[1]
+    assert changes[2].endswith(": -R: ok")
+    assert changes[3].endswith(": settings max_entries=50: ok")
+    assert not any("-L" in x for x in logged)

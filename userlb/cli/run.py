@@ -79,6 +79,10 @@ def build_parser():
     p.add_argument("--max-entries", type=int, default=None, metavar="N",
                    help="connection entry limit (default 1000000; `userlb adm --max-entries`"
                         " changes it live)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default="info", help="least important log lines shown (default info)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="log lines as `userlb run: MESSAGE` (default) or JSON lines")
     p.add_argument("--stats-file", metavar="PATH", help="where SIGUSR1 writes the listing")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `userlb adm` (default /run/userlb/control.sock)")
@@ -318,7 +322,8 @@ class Director:
 
 
 def log(msg):
-    print(f"userlb run: {msg}", file=sys.stderr, flush=True)
+    from ..control.logs import log as _log
+    _log(msg)
 
 
 def _raise_exit(signum, frame):
@@ -327,6 +332,8 @@ def _raise_exit(signum, frame):
 
 def main(argv):
     args = build_parser().parse_args(argv)
+    from ..control.logs import configure
+    configure(args.log_level, args.log_format)
     # until the event loop takes over: end through `finally` (cleanup) on TERM
     signal.signal(signal.SIGTERM, _raise_exit)
     from ..control.config import Config

@@ -120,6 +120,13 @@ def peer_uid(sock: socket.socket) -> int:
     return uid
 
 
+def peer_cred(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, _gid = _UCRED.unpack(raw)
+    return int(pid), int(uid)
+
+
 class NoDirector(Exception):
     """Nobody listens on the control socket."""
 

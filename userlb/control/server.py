@@ -55,7 +55,6 @@ import asyncio
 import os
 import socket
 import stat
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -68,6 +67,7 @@ from . import listing
 from . import protocol as P
 from .config import Config
 from .engine_sync import EngineControl, EngineSync, Estimators
+from .logs import log
 from .protocol import DEFAULT_PATH
 
 __all__ = ["ControlServer", "serve_control", "start_for_director", "DEFAULT_PATH", "ControlError"]
@@ -192,6 +192,7 @@ class ControlServer:
         try:
             if not await self._admitted(reader, writer):
                 return
+            peer = _peer(writer)
             while True:
                 try:
                     line = await reader.readline()
@@ -207,6 +208,7 @@ class ControlServer:
                 assert self._lock is not None      # set by start()
                 async with self._lock:          # one request at a time, routes included
                     resp = self.handle_line(line)
+                    self._audit(peer, line, resp)
                     if self.changed and self.after_change is not None:
                         await self._after_change(self.after_change)
                 writer.write(P.encode(resp))
@@ -223,6 +225,30 @@ class ControlServer:
                 writer.close()
             except Exception:   # noqa: BLE001 - already gone
                 pass
+
+    def _audit(self, peer: str, line: bytes, resp: dict[str, Any]) -> None:
+        """One log line per change made (or refused) over the socket: who and
+        what.  Listings and other read-only requests are not logged."""
+        try:
+            req = P.decode(line)
+        except P.ProtocolError:
+            return
+        if "settings" in req:
+            if not req["settings"]:
+                return                  # --show-settings
+            what = "settings " + " ".join(f"{k}={v}" for k, v in req["settings"].items())
+        elif "rules" in req:
+            what = f"-R ({len(str(req['rules']).splitlines())} line(s))"
+        elif "argv" in req and isinstance(req["argv"], list):
+            words = [str(w) for w in req["argv"]]
+            if not any(w in _CHANGE_WORDS or (w.startswith("--") and w[2:] in _CHANGE_LONG)
+                       for w in words):
+                return
+            what = " ".join(words)
+        else:
+            return
+        result = "ok" if resp.get("ok") else f"refused: {resp.get('error', '')}"
+        self.log(f"control: {peer}: {what}: {result}")
 
     async def _admitted(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> bool:
@@ -492,5 +518,26 @@ async def start_for_director(director: Director) -> ControlServer | None:
     return srv
 
 
+#: ipvsadm words that change the configuration (-R, -Z and --set included)
+_CHANGE_WORDS = {"-A", "-E", "-D", "-C", "-a", "-e", "-d", "-R", "-Z"}
+_CHANGE_LONG = {"add-service", "edit-service", "delete-service", "clear", "add-server",
+                "edit-server", "delete-server", "restore", "zero", "set"}
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """'uid U pid P (COMM)' of the client (SO_PEERCRED), for the log."""
+    sock = writer.get_extra_info("socket")
+    try:
+        pid, uid = P.peer_cred(sock)
+    except (OSError, AttributeError):
+        return "unknown peer"
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+    except OSError:
+        comm = "?"
+    return f"uid {uid} pid {pid} ({comm})"
+
+
 def _log(msg: str) -> None:
-    print(f"userlb run: {msg}", file=sys.stderr, flush=True)
+    log(msg)
