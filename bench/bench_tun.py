@@ -13,6 +13,8 @@ server (its interface's rx counter), for:
                      addresses are chosen with equal 16-bit sums, so no
                      checksum changes): the ceiling for Python
   tun.userlb.pps     `userlb run` with the real engine, established flows
+  tun.userlb_nooffload.pps  the same with `--no-offload` (`--only d`; not in
+                     the default): the cost of the virtio-net header path
   tun.nft_dnat.pps   the kernel: nftables DNAT in a fresh lab of its own
                      (conntrack there only), no TUN
 
@@ -296,11 +298,13 @@ def main(argv=None):
     try:
         lab.up()
         lab.write_rules(rules())
-        order = [k for k in ("bare", "userlb") if {"bare": "a", "userlb": "b"}[k] in only]
+        letters = {"bare": "a", "userlb": "b", "userlb_nooff": "d"}
+        order = [k for k in ("bare", "userlb", "userlb_nooff") if letters[k] in only]
         # alternate the two forwarders run by run (the machine is noisy)
         for run in range(args.runs):
             for kind in order:
-                proc = forwarder(lab, kind)
+                proc = forwarder(lab, "userlb" if kind == "userlb_nooff" else kind,
+                                 ["--no-offload"] if kind == "userlb_nooff" else ())
                 try:
                     pps, offered, us = measure_pps(lab, args.seconds, pid=proc.pid)
                 finally:
@@ -343,7 +347,9 @@ def main(argv=None):
             finally:
                 lab.down()
     names = {"bare": ("tun.bare_loop.pps", "pps"), "userlb": ("tun.userlb.pps", "pps"),
-             "nft": ("tun.nft_dnat.pps", "pps"), "tcp_userlb": ("tcp.userlb.gbps", "Gbit/s"),
+             "nft": ("tun.nft_dnat.pps", "pps"),
+             "userlb_nooff": ("tun.userlb_nooffload.pps", "pps"),
+             "tcp_userlb": ("tcp.userlb.gbps", "Gbit/s"),
              "tcp_nft": ("tcp.nft_dnat.gbps", "Gbit/s")}
     for mode in OFFLOAD_MODES:
         names[f"tcp1_{mode}"] = (f"tcp.{mode}.gbps", "Gbit/s")
@@ -355,7 +361,8 @@ def main(argv=None):
             emit(name, round(v, 3 if unit != "pps" else 0), unit,
                  runs=[round(x, 3) for x in res[key]])
     for key, name in (("bare_us", "tun.bare_loop.cpu_us_per_pkt"),
-                      ("userlb_us", "tun.userlb.cpu_us_per_pkt")):
+                      ("userlb_us", "tun.userlb.cpu_us_per_pkt"),
+                      ("userlb_nooff_us", "tun.userlb_nooffload.cpu_us_per_pkt")):
         if res.get(key):
             emit(name, round(median(res[key]), 3), "us", runs=[round(x, 3) for x in res[key]])
     if res.get("bare") and res.get("userlb"):
