@@ -70,6 +70,15 @@ def encode(obj: Message) -> bytes:
 
 def decode(line: bytes | str) -> Message:
     """bytes/str line -> dict; ProtocolError when it is not a JSON object."""
+    if isinstance(line, bytes):
+        # decoded here as UTF-8: json.loads(bytes) guesses UTF-16/32 from NUL
+        # bytes and would report binary garbage as a "utf-16" error
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ProtocolError(f"not a JSON line: not UTF-8 text ({e.reason} at byte "
+                                f"{e.start}); the control socket takes one JSON object "
+                                f"a line") from None
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
@@ -143,13 +152,23 @@ def request(path: str, req: Message, timeout: float = 30.0) -> Message:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as e:
             raise NoDirector(path) from e
+        data = encode(req)
+        if len(data) > MAX_LINE:
+            raise ProtocolError(f"request too large: {len(data)} bytes, the control socket "
+                                f"takes lines of at most {MAX_LINE} bytes")
         try:
-            s.sendall(encode(req))
+            s.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass          # the server hung up early (a refusal): read its answer
         buf = bytearray()
         while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                if buf:
+                    break
+                raise ProtocolError("the director reset the connection without an "
+                                    "answer") from None
             if not chunk:
                 break
             buf += chunk

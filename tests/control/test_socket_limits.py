@@ -1,0 +1,70 @@
+"""The control socket on bad input: binary garbage gets a readable answer (not
+a "utf-16" JSON error), a line over the size limit gets an error line and the
+client an explanation instead of a broken pipe."""
+import json
+import socket
+
+import pytest
+
+from helpers.control_server import ServedDirector
+from userlb.control import protocol as P
+
+
+def raw(path, data):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(path)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        buf = b""
+        while not buf.endswith(b"\n"):
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
+@pytest.fixture
+def d():
+    srv = ServedDirector()
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\x00A\x00B\x00C\n", b"\xff\xfe\x00\x00\x80\n",
+                                     bytes(range(1, 10)) + b"\xc3\x28\n"])
+def test_binary_garbage_gets_a_readable_answer(d, garbage):
+    r = raw(d.path, garbage)
+    assert r["ok"] is False and r["status"] == P.STATUS_SYNTAX
+    assert r["error"].startswith("not a JSON line")
+    assert "utf-16" not in r["error"].lower() and "utf-32" not in r["error"].lower()
+    if b"\xff" in garbage or b"\xc3\x28" in garbage:
+        assert "not UTF-8 text" in r["error"]
+    # the server is still serving
+    assert d.adm("-L", "-n")[0] == 0
+
+
+def test_a_line_over_the_limit_gets_an_error_line_not_a_broken_pipe(monkeypatch):
+    monkeypatch.setattr(P, "MAX_LINE", 4096)
+    srv = ServedDirector()
+    try:
+        r = raw(srv.path, b"x" * 100_000 + b"\n")
+        assert r == {"ok": False, "output": "", "error": "request line too long",
+                     "status": P.STATUS_SYNTAX}
+        # the client refuses before sending, with the numbers
+        with pytest.raises(P.ProtocolError, match=r"request too large: \d+ bytes, the control "
+                                                  r"socket takes lines of at most 4096 bytes"):
+            P.request(srv.path, {"rules": "-A -t 10.0.0.1:80 -s rr\n" * 1000})
+        rc, out, err = srv.adm("-R", stdin="-A -t 10.0.0.1:80 -s rr\n" * 1000)
+        assert rc != 0 and "request too large" in err and "Traceback" not in err
+        assert srv.adm("-L", "-n")[0] == 0
+    finally:
+        srv.close()
