@@ -60,3 +60,35 @@ def test_tun_routes_install_and_remove_exactly(netns):
     assert "9001:\tfrom 10.20.0.12 lookup 4242" in u["rule-4"]
     assert "10.20.0.11" not in u["rule-4"] and "10.30.0.0/16" not in u["rule-4"]
     assert "lookup 4242" not in u["rule-6"] and "ulbt1" not in u["rule-6"]
+
+
+SAME_VIP_CODE = r"""
+import json
+from userlb.dataplane.steering import SteeringError, TunRoutes
+from userlb.dataplane.tun import TunDevice
+from userlb.model import parse_addr
+
+vip = parse_addr("10.99.0.1")[1]
+d1, d2 = TunDevice("ulbt1"), TunDevice("ulbt2")
+r1 = TunRoutes(d1.name, d1.index, vips=[vip], sources=[], table=4301)
+r1.install()
+r2 = TunRoutes(d2.name, d2.index, vips=[vip], sources=[], table=4302)
+try:
+    r2.install()
+    err = None
+except SteeringError as e:
+    err = str(e)
+r1.remove()
+r3 = TunRoutes(d2.name, d2.index, vips=[vip], sources=[], table=4302)
+r3.install()                     # the first one gone: fine
+r3.remove()
+d1.close(); d2.close()
+print(json.dumps({"err": err}))
+"""
+
+
+@needs_root
+def test_a_second_director_with_the_same_vip_on_another_device_is_refused(netns):
+    err = json.loads(ns_python(netns, SAME_VIP_CODE).stdout)["err"]
+    assert err is not None and "10.99.0.1/32 already leads into ulbt1" in err
+    assert "another userlb run" in err

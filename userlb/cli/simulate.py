@@ -181,8 +181,13 @@ def _parser():
         prog="userlb simulate",
         description="Offline: which real server gets each flow, the scheduler's "
                     "lookup table, or the disruption between two rule sets.")
-    p.add_argument("--rules", required=True, metavar="FILE",
-                   help="ipvsadm commands (ipvsadm -R syntax)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--rules", metavar="FILE",
+                     help="ipvsadm commands (ipvsadm -R syntax)")
+    src.add_argument("--control", metavar="SOCK",
+                     help="the running director's rules, read with `-S -n` over its "
+                          "control socket (services and weights; not an mh server's "
+                          "last weight nor mhs timers)")
     p.add_argument("--flows", metavar="FILE", default=None,
                    help="flows `PROTO CLIENT:PORT VIP:VPORT`, one per line "
                         "('-' = stdin, the default)")
@@ -195,6 +200,28 @@ def _parser():
     p.add_argument("--against", metavar="FILE2",
                    help="compare with a second rule set (slots and flows that move)")
     return p
+
+
+def _rules_from_director(sock):
+    """`-S -n` of the director at `sock`, in a temporary file (removed at exit)."""
+    import atexit
+    import os
+    import tempfile
+
+    from ..control import protocol as P
+    try:
+        resp = P.request(sock, {"argv": ["-S", "-n"]})
+    except P.NoDirector:
+        raise ConfigError("no director listens there") from None
+    except P.ProtocolError as e:
+        raise ConfigError(str(e)) from None
+    if not resp.get("ok"):
+        raise ConfigError(resp.get("error") or "refused")
+    fd, path = tempfile.mkstemp(prefix="userlb-simulate-", suffix=".rules")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(resp.get("output", ""))
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    return path
 
 
 def _read(path, stdin):
@@ -223,6 +250,12 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
     if args.table and args.against:
         err.write("userlb simulate: --table and --against cannot be combined\n")
         return 2
+    if args.control:
+        try:
+            args.rules = _rules_from_director(args.control)
+        except (ConfigError, OSError) as e:
+            err.write(f"userlb simulate: --control {args.control}: {e}\n")
+            return 1
     where = args.rules
     clock = ManualClock(0.0)
     try:

@@ -186,8 +186,30 @@ def _add(ipr, kind, kw):
         getattr(ipr, kind)("add", **kw)
     except Exception as e:   # noqa: BLE001
         if getattr(e, "code", None) == errno.EEXIST:
+            if kind == "route":
+                _check_route_owner(ipr, kw)
             return      # there already (ours, from a previous run or another instance)
         raise SteeringError(f"cannot add {kind} {_describe_kw(kind, kw)}: {e}") from None
+
+
+def _check_route_owner(ipr, kw):
+    """A route that already exists for the same destination and table must
+    lead into our device: one that leads elsewhere (another `userlb run` on
+    another TUN device with the same VIP, or a route of the host) would take
+    the traffic, and this director would report ready and never see a packet."""
+    for msg in ipr.get_routes(family=kw["family"], table=kw.get("table", MAIN_TABLE)):
+        dst = msg.get_attr("RTA_DST") or ("0.0.0.0" if kw["family"] == socket.AF_INET else "::")
+        if dst != kw["dst"] or msg["dst_len"] != kw["dst_len"]:
+            continue
+        oif = msg.get_attr("RTA_OIF")
+        if oif != kw["oif"]:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            other = names.get(oif, f"device {oif}")
+            owner = ("another userlb run" if msg["proto"] == USERLB_PROTO
+                     else "a route that is not userlb's")
+            raise SteeringError(f"{_describe_kw('route', kw)} already leads into {other} "
+                                f"({owner}); refusing to start a director that would never "
+                                f"see its packets (stop the other one, or remove the route)")
 
 
 def _describe_kw(kind, kw):

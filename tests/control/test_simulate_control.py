@@ -1,0 +1,37 @@
+"""`userlb simulate --control SOCK`: the running director's rules (read with
+`-S -n`), so changes made with `userlb adm` count."""
+import subprocess
+from pathlib import Path
+
+from helpers.control_server import ServedDirector
+
+USERLB = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "userlb"
+FLOW = "tcp 1.2.3.4:1000 10.0.0.100:80\n"
+
+
+def sim(*argv, stdin=FLOW):
+    p = subprocess.run([str(USERLB), "simulate", *argv], capture_output=True, text=True,
+                       input=stdin, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_simulate_asks_the_running_director():
+    d = ServedDirector()
+    try:
+        assert d.adm("-A", "-t", "10.0.0.100:80", "-s", "mh")[0] == 0
+        assert d.adm("-a", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80", "-m")[0] == 0
+        assert sim("--control", d.path) == (0, FLOW.strip() + " -> 10.1.0.1:80\n", "")
+        # a live change counts
+        assert d.adm("-a", "-t", "10.0.0.100:80", "-r", "10.1.0.2:80", "-m", "-w", "0")[0] == 0
+        assert d.adm("-d", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80")[0] == 0
+        rc, out, err = sim("--control", d.path, "--table", "10.0.0.100:80")
+        assert rc == 0 and "# 10.1.0.2:80 weight 0: 0 of 4093 slots (0.0%)" in out
+    finally:
+        d.close()
+
+
+def test_no_director_is_said_plainly(tmp_path):
+    rc, out, err = sim("--control", str(tmp_path / "none.sock"))
+    assert rc == 1 and out == "" and "no director listens there" in err
+    rc, out, err = sim("--control", "x", "--rules", "y")
+    assert rc == 2 and "not allowed with" in err
