@@ -841,9 +841,11 @@ def test_start_for_director_busy_paths(monkeypatch):
         # an explicit --control PATH that is taken stops the director
         with pytest.raises(SystemExit):
             _run(S.start_for_director(_FakeDirector(busy.path)))
-        # the default path taken (another director): run on without a socket
+        # the default path taken (another director, perhaps in another
+        # network namespace): refused too, the other director untouched
         monkeypatch.setattr(S, "DEFAULT_PATH", busy.path)
-        assert _run(S.start_for_director(_FakeDirector(None))) is None
+        with pytest.raises(SystemExit):
+            _run(S.start_for_director(_FakeDirector(None)))
         assert busy.ok("-L", "-n").startswith("IP Virtual Server")   # untouched
     finally:
         busy.close()

@@ -82,6 +82,10 @@ class ControlError(Exception):
     """The control socket cannot be served (message for humans)."""
 
 
+class ControlInUse(ControlError):
+    """Another live director serves the path."""
+
+
 class Director(Protocol):
     """What start_for_director needs of `userlb run`'s Director (cli/run.py)."""
     cfg: Config
@@ -459,8 +463,10 @@ def _bind(path: str) -> socket.socket:
         finally:
             probe.close()
         if live:
-            raise ControlError(f"another director is already serving {path} "
-                               f"(use `userlb run --control PATH` for a second one)")
+            raise ControlInUse(f"another director is already serving {path} (perhaps in "
+                               f"another network namespace: the socket lives in the file "
+                               f"system, which namespaces share); give this one its own "
+                               f"`userlb run --control PATH`")
         os.unlink(path)            # stale: nobody answers there
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
@@ -494,9 +500,10 @@ async def start_for_director(director: Director) -> ControlServer | None:
     director's routes are brought up to date (director.update_routes).
 
     Returns the ControlServer, or None when the *default* path cannot be
-    served (e.g. another director already serves it: logged, the director
-    runs on without a control socket).  An explicit --control PATH that cannot
-    be served stops the director (SystemExit 1)."""
+    served for another reason than a live director there (e.g. its directory
+    cannot be created: logged, the director runs on without a control
+    socket).  Another director serving the default path, or an explicit
+    --control PATH that cannot be served, stops the director (SystemExit 1)."""
     explicit = director.control_path
     path = explicit or DEFAULT_PATH
     srv = ControlServer(path, director.cfg, director.engine, sync=director.sync)
@@ -510,7 +517,10 @@ async def start_for_director(director: Director) -> ControlServer | None:
     except ControlError as e:
         srv.close()
         _log(f"control socket: {e}")
-        if explicit:
+        if explicit or isinstance(e, ControlInUse):
+            # a second director that `userlb adm` cannot reach (the default
+            # socket answers for the first one) is refused rather than left
+            # running unadministrable
             raise SystemExit(1) from None
         _log("running without a control socket (`userlb adm` cannot reach this director)")
         return None
