@@ -51,7 +51,6 @@ import shlex
 import signal
 import ssl
 import struct
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -62,6 +61,7 @@ from .config import Config
 from .engine_sync import EngineSync
 from .keepalived import CheckerDef, KeepalivedConf
 from .keepalived_apply import Event, VsState, carry_over, reconcile, start_states
+from .logs import log
 
 SCRIPT_TIMEOUT = 30.0
 MAX_BODY = 4 * 1024 * 1024
@@ -521,7 +521,7 @@ def _argv_text(c: ia.Command) -> list[str]:
 
 
 def _log(msg: str) -> None:
-    print(f"userlb run: {msg}", file=sys.stderr, flush=True)
+    log(msg)
 
 
 # ------------------------------------------------- `userlb run --keepalived`
