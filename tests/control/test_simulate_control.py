@@ -36,3 +36,31 @@ def test_no_director_is_said_plainly(tmp_path):
     assert rc == 1 and out == "" and "no director listens there" in err
     rc, out, err = sim("--control", "x", "--rules", "y")
     assert rc == 2 and "not allowed with" in err
+
+
+def test_live_last_weight_gives_the_live_decision():
+    """-e -w 0 on an mh server (no mh-fallback): the kernel keeps its slots
+    (last_weight) and new connections hashing there get no real server.  `-S`
+    cannot carry last_weight, so simulate --rules from a saved file predicts
+    other servers; simulate --control asks the director and agrees with the
+    engine, flow for flow."""
+    from helpers.engine import tcp4
+    d = ServedDirector()
+    try:
+        d.ok("-A", "-t", "10.0.0.100:80", "-s", "mh", "-b", "mh-port")
+        for i in (1, 2, 3):
+            d.ok("-a", "-t", "10.0.0.100:80", "-r", f"10.1.0.{i}:80", "-m")
+        d.ok("-e", "-t", "10.0.0.100:80", "-r", "10.1.0.2:80", "-m", "-w", "0")
+        flows = [(f"1.2.{i}.4", 1000 + i) for i in range(60)]
+        live = []
+        for caddr, cport in flows:
+            v, out = d.packet(tcp4(caddr, cport, "10.0.0.100", 80, "S"))
+            live.append(".".join(map(str, out[16:20])) + ":80" if v == 1 else "-")
+        text = "".join(f"tcp {c}:{p} 10.0.0.100:80\n" for c, p in flows)
+        rc, out, err = sim("--control", d.path, stdin=text)
+        assert (rc, err) == (0, "")
+        predicted = [line.rsplit(" -> ", 1)[1] for line in out.splitlines()]
+        assert predicted == live
+        assert "-" in live and "10.1.0.2:80" not in live
+    finally:
+        d.close()

@@ -202,6 +202,24 @@ def _parser():
     return p
 
 
+def _last_weights_from_director(sock, cfg):
+    """Give cfg's destinations the running director's last weights (what
+    `-S` cannot carry; mh builds its table from them), read with the
+    control socket's `state` request."""
+    from ..control import protocol as P
+    resp = P.request(sock, {"state": True})
+    if not resp.get("ok"):
+        raise ConfigError(resp.get("error") or "refused")
+    for proto, vip, rip, last in json.loads(resp["output"])["dests"]:
+        _af, vaddr, vport = parse_endpoint(vip)
+        _af, raddr, rport = parse_endpoint(rip)
+        svc = cfg.services.get((PROTO_BY_NAME[proto], vaddr, vport))
+        d = svc.find_dest(raddr, rport) if svc is not None else None
+        if d is not None and d.last_weight != last:
+            d.last_weight = last
+            svc.sched.upd_dest(d)
+
+
 def _rules_from_director(sock):
     """`-S -n` of the director at `sock`, in a temporary file (removed at exit)."""
     import atexit
@@ -261,6 +279,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
     try:
         timed_rules = [] if not (args.table or args.against) else None
         cfg = load_config(args.rules, clock, timed_rules)
+        if args.control:
+            _last_weights_from_director(args.control, cfg)
         if args.table:
             where = "--table"
             try:

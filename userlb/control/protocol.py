@@ -102,10 +102,11 @@ def response(ok: bool, output: str = "", error: str = "", status: int | None = N
 
 def check_request(req: Message) -> str:
     """Validate the shape of a decoded request; return its kind:
-    'argv' | 'rules' | 'settings'.  Raises ProtocolError."""
-    kinds = [k for k in ("argv", "rules", "settings") if k in req]
+    'argv' | 'rules' | 'settings' | 'state'.  Raises ProtocolError."""
+    kinds = [k for k in ("argv", "rules", "settings", "state") if k in req]
     if len(kinds) != 1:
-        raise ProtocolError("a request needs exactly one of 'argv', 'rules', 'settings'")
+        raise ProtocolError("a request needs exactly one of 'argv', 'rules', 'settings', "
+                            "'state'")
     kind = kinds[0]
     if kind == "argv":
         argv = req["argv"]
@@ -116,6 +117,9 @@ def check_request(req: Message) -> str:
     elif kind == "rules":
         if not isinstance(req["rules"], str):
             raise ProtocolError("'rules' must be a string")
+    elif kind == "state":
+        if req["state"] is not True:
+            raise ProtocolError("'state' must be true")
     else:
         if not isinstance(req["settings"], dict):
             raise ProtocolError("'settings' must be an object")

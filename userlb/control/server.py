@@ -52,6 +52,7 @@ whose scheduler has unstable_slots() (mhs) the `-L` service line also carries
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import stat
@@ -61,7 +62,7 @@ from typing import Any, Protocol
 
 from ..dataplane.verdict import R_CONN_LIMIT
 from ..errors import ConfigError
-from ..model import Service
+from ..model import PROTO_NAMES, Service, format_endpoint
 from . import ipvsadm as ia
 from . import listing
 from . import protocol as P
@@ -307,6 +308,8 @@ class ControlServer:
                 out = self._settings(req["settings"])
             elif kind == "rules":
                 out = self._restore(req["rules"])
+            elif kind == "state":
+                out = state_text(self.config)
             else:
                 out = self._argv(req["argv"], req.get("stdin"))
             return P.response(True, output=out, req_id=req_id)
@@ -421,6 +424,16 @@ def _line_msg(e: ConfigError, lines: list[str]) -> str:
     if e.line is not None and 1 <= e.line <= len(lines):
         return f"line {e.line}: {e.message}: {lines[e.line - 1].strip()}"
     return str(e)
+
+
+def state_text(config: Config) -> str:
+    """What `-S -n` cannot carry, for `userlb simulate --control`: every
+    destination's last weight (kept by -e -w 0; mh builds its table from it),
+    as JSON {"dests": [[proto, vip:vport, rip:rport, last_weight], ...]}."""
+    rows = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port),
+             format_endpoint(d.addr, d.port), d.last_weight]
+            for svc in config.services.values() for d in svc.dests]
+    return json.dumps({"dests": rows}) + "\n"
 
 
 def settings_text(engine: EngineControl) -> str:
