@@ -46,6 +46,10 @@ def build_parser():
     up.add_argument("--far-mtu", type=int, default=None,
                     help="add a real server behind a router whose server-side link has this MTU")
     up.add_argument("--sloppy-tcp", action="store_true")
+    up.add_argument("--metrics", metavar="ADDR:PORT", default=None,
+                    help="pass --metrics to the director(s) (in their namespace)")
+    up.add_argument("--procfs", metavar="DIR", default=None,
+                    help="pass --procfs DIR to the director(s)")
     up.add_argument("--directors", type=int, default=1, metavar="K",
                     help="K >= 2: K directors behind an ECMP router (default 1)")
     d = sub.add_parser("demo", help="send traffic, compare with `userlb simulate`, print stats")
@@ -118,6 +122,10 @@ def main(argv):
     from ..lab import VIP4, VIP6, Lab, LabError
     from ..lab import demo as lab_demo
     try:
+        if args.action == "up" and args.procfs and args.directors > 1:
+            print("userlb lab: --procfs with --directors > 1: they would share one "
+                  "directory", file=sys.stderr)
+            return 2
         if args.action == "up":
             lab = Lab(n_servers=args.servers, n_clients=args.clients, far_mtu=args.far_mtu,
                       sloppy=args.sloppy_tcp, directors=args.directors).up()
@@ -136,6 +144,16 @@ def main(argv):
                 print("  its director's control socket (plain `userlb adm` talks to "
                       "/run/userlb/control.sock, not this one):")
                 print(f"    userlb adm --control {lab.control_path} -L -n")
+            extra = ((["--metrics", args.metrics] if args.metrics else [])
+                     + (["--procfs", args.procfs] if args.procfs else []))
+            if extra:
+                lab.restart_director(extra=extra)
+                for ns in lab.director_ns:
+                    if args.metrics:
+                        print(f"  metrics: ip netns exec {ns} curl -s "
+                              f"http://{args.metrics}/metrics")
+                if args.procfs:
+                    print(f"  procfs: {args.procfs}/net/ip_vs, ip_vs_stats, ip_vs_conn")
             print(f"  try: ip netns exec {lab.client} curl -s http://{VIP4}/")
             print("  `userlb lab status`, `userlb lab demo`, `userlb lab down`")
             return 0

@@ -19,6 +19,16 @@ persistent service, `ops` after a one-packet IPv4 service (IPv4 service lines en
 than IPv6 ones, as the kernel's; · marks a trailing blank above); destinations in
 the kernel's list order.  ip_vs_stats: the totals (conns, in/out packets,
 in/out bytes) and the 2-second rate estimates, in hex.
+ip_vs_conn: one line per connection entry and persistence template (the rows
+of `userlb adm -L -c -n`):
+
+    Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData
+    TCP 0A000102 9C40 0A000064 0050 0A000001 0050 ESTABLISHED     899
+
+IPv4 addresses as one upper-case hex number, IPv6 ones as eight lower-case
+groups of four digits (no brackets); ports in hex; the protocol left-aligned
+in 3 columns, the state in 11, expires (whole seconds left) right-aligned in 7;
+no persistence engine, so the PEName/PEData columns stay empty.
 """
 from __future__ import annotations
 
@@ -72,6 +82,24 @@ def render_ip_vs_stats(snap: Snapshot) -> str:
             f"{r[0]:8X} {r[1]:8X} {r[2]:8X} {r[3]:16X} {r[4]:16X}\n")
 
 
+def _conn_addr(addr: int | bytes) -> str:
+    if isinstance(addr, int):
+        return f"{addr:08X}"
+    return ":".join(f"{addr[i]:02x}{addr[i + 1]:02x}" for i in range(0, 16, 2))
+
+
+CONN_PROTO = {6: "TCP", 17: "UDP", 132: "SCTP", 0: "IP"}
+
+
+def render_ip_vs_conn(snap: Snapshot) -> str:
+    lines = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"]
+    for (p, ca, cp, va, vp, da, dp, state, left) in snap.conns:
+        lines.append(f"{CONN_PROTO.get(p, 'UNK'):<3} {_conn_addr(ca)} {cp:04X} "
+                     f"{_conn_addr(va)} {vp:04X} {_conn_addr(da)} {dp:04X} "
+                     f"{state:<11} {int(left):7d}")
+    return "\n".join(lines) + "\n"
+
+
 def _replace(path: str, text: str) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
@@ -93,13 +121,14 @@ class ProcfsWriter:
 
     def write(self, snap: Snapshot) -> None:
         for name, text in (("ip_vs", render_ip_vs(snap)),
-                           ("ip_vs_stats", render_ip_vs_stats(snap))):
+                           ("ip_vs_stats", render_ip_vs_stats(snap)),
+                           ("ip_vs_conn", render_ip_vs_conn(snap))):
             if self._last.get(name) != text:
                 _replace(os.path.join(self.net, name), text)
                 self._last[name] = text
 
     def remove(self) -> None:
-        for name in ("ip_vs", "ip_vs_stats"):
+        for name in ("ip_vs", "ip_vs_stats", "ip_vs_conn"):
             try:
                 os.unlink(os.path.join(self.net, name))
             except FileNotFoundError:

@@ -61,6 +61,8 @@ class Snapshot:
     drops: dict[str, int] = field(default_factory=dict)
     replies: dict[str, int] = field(default_factory=dict)
     driver: dict[str, int] = field(default_factory=dict)
+    #: engine.entries() rows with expires as seconds left (only when asked)
+    conns: tuple[tuple, ...] = ()
 
 
 def _unstable(svc) -> int | None:
@@ -83,7 +85,7 @@ def _dests(svc):
     return ordered_dests(svc, nosort=True)
 
 
-def take(cfg, engine=None, driver=None, ordered=None) -> Snapshot:
+def take(cfg, engine=None, driver=None, ordered=None, conns=False) -> Snapshot:
     """Copy the counters of `cfg` (services in `ordered(cfg)` order if given,
     else insertion order), the engine's totals and the driver's counters."""
     svcs = ordered(cfg) if ordered is not None else list(cfg.services.values())
@@ -109,6 +111,11 @@ def take(cfg, engine=None, driver=None, ordered=None) -> Snapshot:
         kw["max_entries"] = getattr(ct, "max_entries", 0) or 0
         kw["drops"] = dict(engine.drops)
         kw["replies"] = dict(engine.replies)
+        if conns:
+            now = time.monotonic()
+            kw["conns"] = tuple((p, ca, cp, va, vp, da, dp, st, max(0, int(exp - now)))
+                                for (p, ca, cp, va, vp, da, dp, st, exp)
+                                in engine.entries(now))
     if driver is not None:
         kw["driver"] = {k: v for k, v in dict(driver.counters()).items()
                         if isinstance(v, int)}

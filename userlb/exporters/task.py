@@ -28,7 +28,8 @@ class Exporters:
 
     def take(self) -> snap_mod.Snapshot:
         d = self.director
-        return snap_mod.take(d.cfg, getattr(d, "engine", None), getattr(d, "driver", None))
+        return snap_mod.take(d.cfg, getattr(d, "engine", None), getattr(d, "driver", None),
+                             conns=self.writer is not None)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> list[str]:
         """-> lines saying where things are served/written.  Raises OSError /
