@@ -157,6 +157,8 @@ class Director:
         self.routes.install()
         for what in self.routes.replaced:
             log(f"removed a left-over of a dead instance: {what}")
+        for what in self.routes.sysctl_problems:
+            log(f"warning: cannot set {what}")
         for what in self.routes.describe_local():
             log(f"local VIP: {what}")
 

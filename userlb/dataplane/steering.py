@@ -181,20 +181,20 @@ def _delete(ipr, kind, kw):
     return None
 
 
-def _add(ipr, kind, kw):
+def _add(ipr, kind, kw, check_owner=False):
     try:
         getattr(ipr, kind)("add", **kw)
     except Exception as e:   # noqa: BLE001
         if getattr(e, "code", None) == errno.EEXIST:
-            if kind == "route":
+            if check_owner:
                 _check_route_owner(ipr, kw)
             return      # there already (ours, from a previous run or another instance)
         raise SteeringError(f"cannot add {kind} {_describe_kw(kind, kw)}: {e}") from None
 
 
 def _check_route_owner(ipr, kw):
-    """A route that already exists for the same destination and table must
-    lead into our device: one that leads elsewhere (another `userlb run` on
+    """The main-table route of a routed (not local) VIP that already exists
+    must lead into our device: one that leads elsewhere (another `userlb run` on
     another TUN device with the same VIP, or a route of the host) would take
     the traffic, and this director would report ready and never see a packet."""
     for msg in ipr.get_routes(family=kw["family"], table=kw.get("table", MAIN_TABLE)):
@@ -378,6 +378,7 @@ class TunRoutes:
         self.replaced = []       # left-overs of a dead instance removed by install()
         self._installed = set()  # keys of what is in place
         self._sysctls = []       # (name, old value)
+        self.sysctl_problems = []  # sysctls that could not be set (logged by run)
         self._lock = threading.RLock()
         self._watch = None
 
@@ -426,7 +427,11 @@ class TunRoutes:
         wkeys = {_key(k, kw) for k, kw in want}
         for kind, kw in want:
             if _key(kind, kw) not in self._installed:
-                _add(ipr, kind, kw)
+                # a routed VIP is steered by its main-table route alone; a
+                # local VIP by per-service rules, which instances may share
+                routed_vip = (kind == "route" and kw["table"] == MAIN_TABLE
+                              and kw["dst"] not in self.local)
+                _add(ipr, kind, kw, check_owner=routed_vip)
                 self._installed.add(_key(kind, kw))
         rules = _our_rules(ipr)
         keep_guard, move_local = _needs_of_others(rules, self._own)
@@ -549,7 +554,16 @@ class TunRoutes:
             except OSError:
                 continue
             if old != value:
-                write_sysctl(name, value)
+                try:
+                    write_sysctl(name, value)
+                except OSError as e:
+                    if not name.endswith(".accept_local"):
+                        raise
+                    # only local VIPs need it; a container's read-only
+                    # /proc/sys must not stop a director with routed VIPs
+                    self.sysctl_problems.append(f"{name}: {e.strerror} (local VIPs "
+                                                f"will not work)")
+                    continue
                 self._sysctls.append((name, old))
 
     def remove(self):
