@@ -68,3 +68,38 @@ def test_a_line_over_the_limit_gets_an_error_line_not_a_broken_pipe(monkeypatch)
         assert srv.adm("-L", "-n")[0] == 0
     finally:
         srv.close()
+
+
+@pytest.mark.parametrize("cap", [{"count": 0, "seconds": 1}, {"count": 5},
+                                 {"count": 1, "seconds": -1}, {"count": True, "seconds": 1},
+                                 {"count": 1, "seconds": 1, "file": "x"}, [1, 2]])
+def test_a_malformed_capture_request_is_refused(d, cap):
+    r = raw(d.path, json.dumps({"capture": cap}).encode() + b"\n")
+    assert r["ok"] is False and r["status"] == P.STATUS_SYNTAX and "capture" in r["error"]
+    assert d.adm("-L", "-n")[0] == 0
+
+
+def test_capture_without_a_packet_path_is_refused(d):
+    """A control server with no capture hook (no `userlb run` driver) says so."""
+    r = raw(d.path, b'{"capture": {"count": 1, "seconds": 1}}\n')
+    assert r["ok"] is False and r["status"] == P.STATUS_REFUSED
+    assert "cannot capture" in r["error"]
+
+
+def test_capture_runs_off_the_lock(d):
+    """While a capture waits for packets, other requests are answered."""
+    import asyncio
+    import threading
+
+    async def slow(count, seconds):
+        await asyncio.sleep(1.0)
+        return b"PCAP", 0
+    d.server.capture = slow
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault(
+        "r", raw(d.path, b'{"capture": {"count": 1, "seconds": 1}}\n')))
+    t.start()
+    assert d.adm("-L", "-n")[0] == 0
+    assert t.is_alive()                 # the listing did not wait for the capture
+    t.join(10)
+    assert got["r"]["ok"] is True and got["r"]["pcap"] == "UENBUA==" and got["r"]["packets"] == 0

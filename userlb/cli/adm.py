@@ -4,6 +4,7 @@
     userlb adm [--control PATH] --sloppy-tcp on|off
     userlb adm [--control PATH] --max-entries N
     userlb adm [--control PATH] --show-settings
+    userlb adm [--control PATH] --capture FILE [--count N] [--seconds S]
 
 IPVSADM-ARGS are ipvsadm's (1.31): -A -E -D -C -a -e -d -R -S -Z --set
 -L/-l, with -t/-u SERVICE (IPv6 in brackets: -t [2001:db8::1]:80), -s, -b,
@@ -25,6 +26,12 @@ userlb extensions:
   --max-entries N       connection entry limit, live (new connections beyond it
                         are refused and counted as conn_limit); prints the settings
   --show-settings       print the run-time settings (sloppy_tcp = 0|1, ...)
+  --capture FILE        write the next N packets the director receives, each
+                        with what it sent for it (before and after the
+                        rewrite), to FILE as pcapng (Wireshark, tshark; "-" is
+                        standard output); --count N (default 100), waiting at
+                        most --seconds S (default 60).  Prints how many were
+                        caught.
 
 Exit status, as ipvsadm: 0 success; 2 a syntax error, no director
 listening, or access refused; 255 a command the director refused (the
@@ -59,22 +66,58 @@ def split_args(argv):
             vals = {"on": True, "1": True, "yes": True, "off": False, "0": False, "no": False}
             if v not in vals:
                 raise ValueError(f"--sloppy-tcp: expected on or off, not {v!r}")
-            ext = {"settings": {**(ext or {}).get("settings", {}), "sloppy_tcp": vals[v]}}
+            ext = {"settings": {**_settings_of(ext), "sloppy_tcp": vals[v]}}
         elif w == "--max-entries" or w.startswith("--max-entries="):
             v, i = _option_value(argv, i, "--max-entries", "N")
             if not (v.isascii() and v.isdigit()):
                 raise ValueError(f"--max-entries: expected a positive integer, not {v!r}")
-            ext = {"settings": {**(ext or {}).get("settings", {}), "max_entries": int(v)}}
+            ext = {"settings": {**_settings_of(ext), "max_entries": int(v)}}
         elif w == "--show-settings":
-            ext = ext or {"settings": {}}
+            ext = {"settings": _settings_of(ext)}
+        elif w in ("--capture", "--count", "--seconds") or w.startswith(
+                ("--capture=", "--count=", "--seconds=")):
+            name = w.split("=", 1)[0]
+            v, i = _option_value(argv, i, name, "FILE" if name == "--capture" else "N")
+            if ext is not None and "capture" not in ext:
+                raise ValueError(f"{name} cannot be combined with --sloppy-tcp / "
+                                 f"--max-entries / --show-settings")
+            cap = dict((ext or {}).get("capture", {}))
+            if name == "--capture":
+                cap["file"] = v
+            else:
+                try:
+                    num = int(v) if name == "--count" else float(v)
+                except ValueError:
+                    raise ValueError(f"{name}: expected a number, not {v!r}") from None
+                cap[name[2:]] = num
+            ext = {"capture": cap}
         else:
             words.append(w)
         i += 1
+    if ext is not None and "capture" in ext:
+        cap = ext["capture"]
+        if "file" not in cap:
+            raise ValueError("--count / --seconds go with --capture FILE")
+        cap.setdefault("count", 100)
+        cap.setdefault("seconds", 60.0)
+        try:
+            P.capture_args({"count": cap["count"], "seconds": cap["seconds"]})
+        except P.ProtocolError as e:
+            raise ValueError(str(e)) from None
     if ext is not None and words:
-        raise ValueError(f"--sloppy-tcp / --max-entries / --show-settings cannot be combined "
+        raise ValueError(f"--sloppy-tcp / --max-entries / --show-settings / --capture cannot "
+                         f"be combined "
                          f"with ipvsadm "
                          f"arguments ({' '.join(words)})")
     return path, ext, words
+
+
+def _settings_of(ext):
+    """The settings collected so far; ValueError if --capture came first."""
+    if ext is not None and "settings" not in ext:
+        raise ValueError("--capture cannot be combined with --sloppy-tcp / --max-entries / "
+                         "--show-settings")
+    return (ext or {}).get("settings", {})
 
 
 def _option_value(argv, i, name, what):
@@ -99,6 +142,8 @@ def main(argv, stdin=None, stdout=None, stderr=None):
         return P.STATUS_SYNTAX
     path = path or os.environ.get(ENV_PATH) or P.DEFAULT_PATH
 
+    if ext is not None and "capture" in ext:
+        return _capture(path, ext["capture"], stdout, stderr)
     if ext is not None:
         req = ext
     else:
@@ -151,6 +196,46 @@ def main(argv, stdin=None, stdout=None, stderr=None):
         print(err, file=stderr)
         status = resp.get("status")
         return status if isinstance(status, int) and status else P.STATUS_REFUSED
+    return 0
+
+
+def _capture(path, cap, stdout, stderr):
+    """--capture FILE: ask the director for the packets, write the file."""
+    import base64
+    req = {"capture": {"count": cap["count"], "seconds": cap["seconds"]}}
+    try:
+        resp = P.request(path, req, timeout=cap["seconds"] + 30.0)
+    except P.NoDirector:
+        print(f"no userlb director is listening on {path} (is `userlb run` running?)",
+              file=stderr)
+        return P.STATUS_SYNTAX
+    except PermissionError:
+        print(f"permission denied: {path} belongs to the director's user", file=stderr)
+        return P.STATUS_SYNTAX
+    except (P.ProtocolError, OSError) as e:
+        print(f"userlb adm: {path}: {e}", file=stderr)
+        return P.STATUS_SYNTAX
+    if not resp.get("ok"):
+        print(resp.get("error") or "failed", file=stderr)
+        status = resp.get("status")
+        return status if isinstance(status, int) and status else P.STATUS_REFUSED
+    data = base64.b64decode(resp.get("pcap") or "")
+    try:
+        if cap["file"] == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            with open(cap["file"], "wb") as f:
+                f.write(data)
+    except OSError as e:
+        print(f"userlb adm: --capture {cap['file']}: {e.strerror}", file=stderr)
+        return 1
+    n = resp.get("packets", 0)
+    msg = (f"{n} packet(s) received by the director captured"
+           + ("" if n >= cap["count"] else f" (of {cap['count']}: --seconds "
+                                            f"{cap['seconds']:g} ran out)")
+           + ("" if cap["file"] == "-" else f" to {cap['file']}"))
+    print(msg, file=stderr if cap["file"] == "-" else stdout)
     return 0
 
 

@@ -242,6 +242,12 @@ class Director:
             sys.stderr.write(text)
             sys.stderr.flush()
 
+    async def capture(self, count, seconds):
+        """`userlb adm --capture FILE --count N` (the control socket's
+        'capture' request): the next `count` packets, in memory."""
+        from ..exporters import pcap
+        return await pcap.capture(self.driver, count, seconds)
+
     # ---------------------------------------------------------------- run
     async def serve(self):
         self.loop = asyncio.get_running_loop()

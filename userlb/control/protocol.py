@@ -18,7 +18,15 @@ Requests (exactly one of argv / rules / settings):
     {"settings": {"sloppy_tcp": true}}
         userlb run-time settings (extension): set the given ones;
     {"settings": {}}
-        show them (nothing set).
+        show them (nothing set);
+    {"state": true}
+        the configuration as ipvsadm -R rules and the last weights (for
+        `userlb simulate --control`);
+    {"capture": {"count": N, "seconds": S}}
+        record the next N packets the director receives, with what it sends
+        for each, for at most S seconds (`userlb adm --capture FILE`); the
+        answer carries the pcapng file base64-encoded in "pcap" and the
+        number of packets received in "packets".
 
 An optional "id" (any JSON value) is echoed back unchanged.
 
@@ -103,10 +111,10 @@ def response(ok: bool, output: str = "", error: str = "", status: int | None = N
 def check_request(req: Message) -> str:
     """Validate the shape of a decoded request; return its kind:
     'argv' | 'rules' | 'settings' | 'state'.  Raises ProtocolError."""
-    kinds = [k for k in ("argv", "rules", "settings", "state") if k in req]
+    kinds = [k for k in ("argv", "rules", "settings", "state", "capture") if k in req]
     if len(kinds) != 1:
         raise ProtocolError("a request needs exactly one of 'argv', 'rules', 'settings', "
-                            "'state'")
+                            "'state', 'capture'")
     kind = kinds[0]
     if kind == "argv":
         argv = req["argv"]
@@ -120,10 +128,32 @@ def check_request(req: Message) -> str:
     elif kind == "state":
         if req["state"] is not True:
             raise ProtocolError("'state' must be true")
+    elif kind == "capture":
+        capture_args(req["capture"])
     else:
         if not isinstance(req["settings"], dict):
             raise ProtocolError("'settings' must be an object")
     return kind
+
+
+#: bounds of a capture request
+MAX_CAPTURE_COUNT = 100_000
+MAX_CAPTURE_SECONDS = 3600.0
+
+
+def capture_args(c: Any) -> tuple[int, float]:
+    """The (count, seconds) of a capture request's object.  Raises
+    ProtocolError."""
+    if not isinstance(c, dict) or set(c) - {"count", "seconds"}:
+        raise ProtocolError("'capture' must be an object with 'count' and 'seconds'")
+    n: Any = c.get("count")
+    t: Any = c.get("seconds")
+    if type(n) is not int or not 1 <= n <= MAX_CAPTURE_COUNT:
+        raise ProtocolError(f"capture count must be an integer from 1 to {MAX_CAPTURE_COUNT}")
+    if type(t) not in (int, float) or not 0 < t <= MAX_CAPTURE_SECONDS:
+        raise ProtocolError(f"capture seconds must be a number above 0 and at most "
+                            f"{MAX_CAPTURE_SECONDS:g}")
+    return n, float(t)
 
 
 def peer_uid(sock: socket.socket) -> int:

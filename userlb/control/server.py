@@ -52,12 +52,13 @@ whose scheduler has unstable_slots() (mhs) the `-L` service line also carries
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..dataplane.verdict import R_CONN_LIMIT
@@ -142,6 +143,9 @@ class ControlServer:
         self.health_of: listing.HealthOf | None = None
         self._lock: asyncio.Lock | None = None
         self.requests = self.refused_peers = 0
+        #: `userlb adm --capture`: capture(count, seconds) -> (pcapng bytes,
+        #: packets); userlb run sets it (exporters/pcap.py), else refused
+        self.capture: Callable[[int, float], Awaitable[tuple[bytes, int]]] | None = None
 
     # ---------------------------------------------------------------- socket
     async def start(self) -> ControlServer:
@@ -210,6 +214,11 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                if b'"capture"' in line:
+                    # off the lock: a capture lasts seconds, changes nothing
+                    writer.write(P.encode(await self._capture(line)))
+                    await writer.drain()
+                    continue
                 assert self._lock is not None      # set by start()
                 async with self._lock:          # one request at a time, routes included
                     resp = self.handle_line(line)
@@ -230,6 +239,33 @@ class ControlServer:
                 writer.close()
             except Exception:   # noqa: BLE001 - already gone
                 pass
+
+    async def _capture(self, line: bytes) -> dict[str, Any]:
+        """A capture request (protocol.py) -> its response; any other request
+        that merely mentions "capture" goes the usual way."""
+        try:
+            req = P.decode(line)
+        except P.ProtocolError as e:
+            return P.response(False, error=str(e), status=P.STATUS_SYNTAX)
+        if "capture" not in req:
+            return self.handle(req)
+        try:
+            P.check_request(req)
+            count, seconds = P.capture_args(req["capture"])
+        except P.ProtocolError as e:
+            return P.response(False, error=str(e), status=P.STATUS_SYNTAX, req_id=req.get("id"))
+        if self.capture is None:
+            return P.response(False, error="this director cannot capture (no packet path)",
+                              status=P.STATUS_REFUSED, req_id=req.get("id"))
+        try:
+            data, packets = await self.capture(count, seconds)
+        except Exception as e:   # noqa: BLE001 - CaptureBusy and the like: reported
+            return P.response(False, error=str(e), status=P.STATUS_REFUSED,
+                              req_id=req.get("id"))
+        resp = P.response(True, req_id=req.get("id"))
+        resp["pcap"] = base64.b64encode(data).decode("ascii")
+        resp["packets"] = packets
+        return resp
 
     def _audit(self, peer: str, line: bytes, resp: dict[str, Any]) -> None:
         """One log line per change made (or refused) over the socket: who and
@@ -522,6 +558,7 @@ async def start_for_director(director: Director) -> ControlServer | None:
     srv = ControlServer(path, director.cfg, director.engine, sync=director.sync)
     # new VIPs / real servers need routes and rules into the TUN device
     srv.after_change = director.update_routes
+    srv.capture = getattr(director, "capture", None)   # userlb adm --capture
     health = getattr(director, "health", None)       # userlb run --keepalived
     if health is not None:
         srv.health_of = health.state_of

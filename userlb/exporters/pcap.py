@@ -14,6 +14,8 @@ writing and counts what it left out (`userlb run` logs it on exit).
 """
 from __future__ import annotations
 
+import asyncio
+import io
 import struct
 import time
 from typing import Any
@@ -58,10 +60,13 @@ def packet(ifid: int, data: bytes, ts: float) -> bytes:
 
 
 class PcapWriter:
-    def __init__(self, path: str, max_bytes: int = 100 << 20):
+    """A pcapng file with the two interfaces; `path` None writes to memory
+    (`getvalue()`, for `userlb adm --capture`)."""
+
+    def __init__(self, path: str | None, max_bytes: int = 100 << 20):
         self.path = path
         self.max_bytes = max_bytes
-        self.f = open(path, "wb")   # noqa: SIM115 - closed by close()
+        self.f: Any = io.BytesIO() if path is None else open(path, "wb")  # noqa: SIM115
         head = (section_header() + interface("in", "received by the director, before the rewrite")
                 + interface("out", "sent by the director, after the rewrite"))
         self.f.write(head)
@@ -84,6 +89,10 @@ class PcapWriter:
     def close(self) -> None:
         if not self.f.closed:
             self.f.close()
+
+    def getvalue(self) -> bytes:
+        """The file so far (in-memory writers only)."""
+        return bytes(self.f.getvalue())
 
 
 class Tap:
@@ -109,11 +118,68 @@ class Tap:
         return getattr(self._engine, name)
 
 
-def install(driver: Any, path: str, max_bytes: int) -> PcapWriter:
-    """Put a Tap between `driver` and its engine; -> the writer (close it)."""
-    writer = PcapWriter(path, max_bytes)
-    tap = Tap(driver.engine, writer)
+def _wrap(driver: Any, tap: Tap) -> None:
     driver.engine = tap
     if getattr(driver, "vnet", None) is not None:
         driver.vnet.engine = tap
+
+
+def install(driver: Any, path: str, max_bytes: int) -> PcapWriter:
+    """Put a Tap between `driver` and its engine; -> the writer (close it)."""
+    writer = PcapWriter(path, max_bytes)
+    _wrap(driver, Tap(driver.engine, writer))
     return writer
+
+
+class _CountingTap(Tap):
+    """A Tap that records `count` received packets (each with what the
+    director sent for it), then takes itself out of the driver."""
+
+    def __init__(self, driver: Any, writer: PcapWriter, count: int,
+                 done: asyncio.Future[None]):
+        super().__init__(driver.engine, writer)
+        self._driver, self._left, self._done = driver, count, done
+
+    def process(self, buf: Any, n: int, now: float) -> int:
+        if self._left <= 0:             # the rest of the burst that was reading
+            return int(self._engine.process(buf, n, now))
+        self._left -= 1
+        v = super().process(buf, n, now)
+        if self._left == 0:
+            self.remove()
+        return v
+
+    def remove(self) -> None:
+        """Out of the driver (idempotent); the waiter is woken."""
+        d = self._driver
+        if d.engine is self:
+            d.engine = self._engine
+            if getattr(d, "vnet", None) is not None:
+                d.vnet.engine = self._engine
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+class CaptureBusy(Exception):
+    """Another `--capture` is running on this director."""
+
+
+async def capture(driver: Any, count: int, seconds: float,
+                  max_bytes: int = 64 << 20) -> tuple[bytes, int]:
+    """`userlb adm --capture`: record the next `count` packets the director
+    receives (and what it sends for each), for at most `seconds`, in memory;
+    -> (the pcapng file, packets received in it).  Only one at a time
+    (CaptureBusy); without a capture running the packet path is unchanged."""
+    if isinstance(driver.engine, _CountingTap):
+        raise CaptureBusy("a capture is already running on this director")
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    writer = PcapWriter(None, max_bytes)
+    tap = _CountingTap(driver, writer, count, done)
+    _wrap(driver, tap)
+    try:
+        await asyncio.wait_for(asyncio.shield(done), seconds)
+    except TimeoutError:
+        pass
+    finally:
+        tap.remove()
+    return writer.getvalue(), count - max(tap._left, 0)
