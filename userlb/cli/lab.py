@@ -147,7 +147,9 @@ def main(argv):
             extra = ((["--metrics", args.metrics] if args.metrics else [])
                      + (["--procfs", args.procfs] if args.procfs else []))
             if extra:
-                lab.restart_director(extra=extra)
+                lab.director_extra = extra      # kept for start-director
+                lab.save()
+                lab.restart_director()
                 for ns in lab.director_ns:
                     if args.metrics:
                         print(f"  metrics: ip netns exec {ns} curl -s "

@@ -60,6 +60,8 @@ class Lab(Topology, Processes, Sessions):
         # K directors (K >= 2: behind the ECMP router; see userlb/lab/__init__.py)
         self.n_directors = directors
         self.alive = list(range(1, directors + 1))     # directors in the routes
+        # options every start of a director gets (`lab up --metrics/--procfs`)
+        self.director_extra = []
         if directors > 1:
             self.router = f"{self.tag}-r"
             self.director_ns = [f"{self.tag}-d{k}" for k in range(1, directors + 1)]
@@ -84,6 +86,7 @@ class Lab(Topology, Processes, Sessions):
                 "config_servers": self.config_servers,
                 "directors": self.n_directors, "alive": self.alive,
                 "director_namespaces": self.director_ns,
+                "director_extra": self.director_extra,
                 "vip4": VIP4, "vip6": VIP6}
 
     def save(self):
@@ -112,6 +115,7 @@ class Lab(Topology, Processes, Sessions):
                   suffix=st["suffix"], sloppy=st["sloppy"],
                   config_servers=st.get("config_servers"), directors=st.get("directors", 1))
         lab.alive = st.get("alive", lab.alive)
+        lab.director_extra = list(st.get("director_extra", []))
         lab.pids = st["pids"]
         lab.namespaces = st["namespaces"]
         return lab

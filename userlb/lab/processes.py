@@ -175,7 +175,7 @@ class Processes:
             argv += ["--reply-from", p]
         if sloppy:
             argv.append("--sloppy-tcp")
-        return argv + list(extra)
+        return argv + list(getattr(self, "director_extra", ())) + list(extra)
 
     def start_director(self, sloppy=None, extra=()):
         """Start the director (K >= 2: every director, all with the same rules)."""
