@@ -180,7 +180,7 @@ def test_bad_rules_line_reports_line_and_prints_no_flows(files):
     assert rc == 1 and out == ""
     assert err == f"userlb simulate: {rules}:6: Destination already exists\n"
     rules = files("rules2",
-                  "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -w 99999 -m\n")
+                  "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -w 2147483648 -m\n")
     rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
     assert rc == 1 and out == "" and f"{rules}:2: illegal weight" in err
     rules = files("rules3", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -g\n")
@@ -476,7 +476,7 @@ def test_timed_classic_scheduler_entries_and_json(files):
     ("@5\n", "a time without"),
     ("tcp 1.1.1.1:1 10.0.0.100:80 SYN,BOGUS\n", "unknown TCP flag 'BOGUS'"),
     ("udp 1.1.1.1:1 10.0.0.100:80 SYN\n", "only for tcp"),
-    ("@1 -a -t 10.0.0.100:80 -r 10.0.0.1 -m -w 70000\n", "illegal weight"),
+    ("@1 -a -t 10.0.0.100:80 -r 10.0.0.1 -m -w 2147483648\n", "illegal weight"),
     ("@1 -a -t 10.0.0.100:81 -r 10.0.0.1 -m\n", "Service not defined"),
 ])
 def test_timed_errors(files, text, msg):

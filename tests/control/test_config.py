@@ -370,7 +370,7 @@ RULES = """\
     ("-a -t 10.0.0.200:80 -r 10.0.0.7:80 -m", "Service not defined"),
     ("-a -t 10.0.0.100:80 -r 10.0.0.7:80 -g", "masquerading"),
     ("-A -t 10.0.0.200:80 -s dh", "not supported by userlb"),
-    ("-a -t 10.0.0.100:80 -r 10.0.0.7:80 -m -w 99999", "illegal weight"),
+    ("-a -t 10.0.0.100:80 -r 10.0.0.7:80 -m -w 2147483648", "illegal weight"),
 ])
 def test_batch_is_atomic(cfg, bad_line, msg):
     cfg.load_rules("-A -t 10.0.0.1:22 -s rr\n-a -t 10.0.0.1:22 -r 10.0.1.1 -m\n")

@@ -523,7 +523,7 @@ BAD = [
     (["-L", "-t", "10.0.0.100:81"], 255, "No such service"),
     (["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.7:80"], 255,
      "userlb only forwards with masquerading (-m) for now"),
-    (["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.7:80", "-m", "-w", "70000"], 2,
+    (["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.7:80", "-m", "-w", "2147483648"], 2,
      "illegal weight specified"),
     (["-A", "-t", "10.0.0.100:82", "-s", "nosuch"], 2, "Scheduler not found"),
     (["-A", "-t", "10.0.0.100:82", "-s", "rr", "-b", "mh-port"], 2,
@@ -534,8 +534,9 @@ BAD = [
     (["-A", "-t", "[2001:db8::1:82"], 2, "illegal virtual server address[:port] specified"),
     (["-A", "-D", "-t", "10.0.0.100:82"], 2, "multiple commands specified"),
     (["--set", "1", "2"], 2, "--set option requires 3 timeout values"),
-    (["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.7:80", "-m", "-x", "1", "-y", "2"], 2,
-     "lower threshold (-y) is higher than upper threshold (-x)"),
+    (["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.7:80", "-m", "-x", "1", "-y", "2"], 255,
+     "Numerical result out of range (the lower threshold -y 2 is above the upper "
+     "threshold -x 1)"),
     (["-L", "--stats", "-c"], 2, "options conflicts in the list command"),
 ]
 

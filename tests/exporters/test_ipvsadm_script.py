@@ -59,7 +59,7 @@ SYNTAX_CASES = [
     "-A -t 1.2.3.4:80 -o", "-L -n -x 3", "-L -c --stats", "-D", "-Z -t 1.2.3.4:80 -r 1.1.1.1",
     "--set 1 2", "-A -t ::1:80", "-A -t 1.2.3.4:80 -b nope",
     "-A -t 1.2.3.4:80 -s rr -b sh-port", "-A -t 1.2.3.4:80 -s rr 5",
-    "-a -t 1.2.3.4:80 -r 10.0.0.1 -x -1",
+    "-a -t 1.2.3.4:80 -r 10.0.0.1 -x -1", "-a -t 1.2.3.4:80 -r 10.0.0.1 -w 2147483648",
 ]
 
 
@@ -135,6 +135,27 @@ def test_no_director_is_no_ipvs_module(fake_lib):
     first_two = "".join(u.stderr.splitlines(keepends=True)[:2])
     assert first_two == r.stderr
     assert "/nonexistent/control.sock" in u.stderr.splitlines()[2]
+
+
+def test_weights_and_thresholds_go_to_the_director_as_in_ipvsadm(fake_lib, d):
+    """ipvsadm 1.31 parses -w up to INT_MAX and -y above -x; the kernel takes
+    the weight and refuses the thresholds (ERANGE).  The real one, with the
+    fake IPVS, gets past its parser (the kernel call fails with ENOSYS);
+    ours reaches the director, which does what the kernel does."""
+    c = d.path
+    assert ours(["-C"], c).returncode == 0
+    assert ours(["-A", "-t", "10.0.0.100:80", "-s", "wrr"], c).returncode == 0
+    for case in ("-w 70000", "-w 2147483647", "-x 5 -y 10"):
+        r = real(["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80", "-m", *case.split()],
+                 fake_lib)
+        assert (r.returncode, r.stderr) == (255, "Function not implemented\n"), (case, r)
+    u = ours(["-a", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80", "-m", "-w", "70000"], c)
+    assert u.returncode == 0, u.stderr
+    u = ours(["-e", "-t", "10.0.0.100:80", "-r", "10.1.0.1:80", "-m", "-x", "5", "-y", "10"], c)
+    assert u.returncode == 255
+    assert u.stderr.startswith("Numerical result out of range"), u.stderr
+    assert "  -> 10.1.0.1:80                  Masq    70000  0          0" in d.ok("-L", "-n")
+    assert ours(["-C"], c).returncode == 0
 
 
 def test_commands_and_listing(d):

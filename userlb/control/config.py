@@ -266,7 +266,10 @@ class Config:
                 if c.weight < 0:
                     raise ConfigError("weight must be >= 0")
                 if c.l_threshold > c.u_threshold:
-                    raise ConfigError("lower threshold (-y) is higher than upper threshold (-x)")
+                    # the kernel's ERANGE, as ipvsadm prints it, with the reason
+                    raise ConfigError(f"Numerical result out of range (the lower threshold "
+                                      f"-y {c.l_threshold} is above the upper threshold "
+                                      f"-x {c.u_threshold})")
 
     # ------------------------------------------------------------ mutate
     def _new_scheduler(self, svc: Service) -> Scheduler:

@@ -341,7 +341,8 @@ def _dest_fields(c: Command, raw: _Raw) -> None:
         c.fwd = {"masquerading": FWD_MASQ, "ipip": FWD_TUNNEL,
                  "gatewaying": FWD_DROUTE}[raw["forwarding-method"][0]]
     if "weight" in raw:
-        c.weight = checked(raw["weight"][1], 0, 65535, "illegal weight specified")
+        # ipvsadm 1.31 takes 0..INT_MAX (the kernel's weight is an int)
+        c.weight = checked(raw["weight"][1], 0, INT_MAX, "illegal weight specified")
     if "u-threshold" in raw:
         c.u_threshold = checked(raw["u-threshold"][1], 0, INT_MAX,
                                  "illegal u_threshold specified")
@@ -420,8 +421,7 @@ def _check_dest(c: Command, raw: _Raw) -> None:
                 or bracket_hint(raw.get("service-address", ("", None))[1]))
         raise ConfigError("Different address family is allowed only for tunneling servers"
                           + hint)
-    if c.l_threshold > c.u_threshold:
-        raise ConfigError("lower threshold (-y) is higher than upper threshold (-x)")
+    # -y above -x is refused by the director (as the kernel does), not here
 
 
 def _check_list(c: Command) -> None:
