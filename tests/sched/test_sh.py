@@ -238,6 +238,16 @@ def test_large_weight_starves_later_dests():
     assert a not in svc.sched.table_endpoints()
 
 
+def test_int_max_weight_fills_without_materialising_the_weight():
+    """ipvsadm takes weights up to INT_MAX: the table takes only the buckets
+    it has (a list of 2**31 references would exhaust memory)."""
+    svc = _svc()
+    add_dest(svc, 0x0A000001, 80, 1)
+    b = add_dest(svc, 0x0A000002, 80, 2**31 - 1)
+    assert sh.fill([b], 256) == [b] * 256
+    assert svc.sched.table_endpoints() == [b] * 256
+
+
 def test_no_dests_empty():
     svc = _svc()
     assert svc.sched.table_endpoints() == [None] * 256

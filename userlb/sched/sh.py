@@ -82,7 +82,8 @@ def fill(dests: list[Dest], size: int) -> list[Dest | None]:
     i = 0
     while True:
         d = dests[i]
-        table.extend([d] * max(d.weight, 1))
+        # never more than the buckets left (weights go up to INT_MAX)
+        table.extend([d] * min(max(d.weight, 1), size - len(table)))
         if len(table) >= size:
             del table[size:]
             return table
