@@ -185,7 +185,10 @@ class Director:
             cmds = diff_commands(self.cfg, new)
             self.cfg.apply_batch(cmds)
         except (ConfigError, OSError) as e:
-            log(f"SIGHUP: {path}: {e}; running configuration unchanged")
+            # FILE:LINE: message, as compilers (and the keepalived reload) say it
+            where = (f"{path}:{e.line}: {e.message}"
+                     if isinstance(e, ConfigError) and e.line is not None else f"{path}: {e}")
+            log(f"SIGHUP: {where}; running configuration unchanged")
             return
         self.sync.flush()
         log(f"SIGHUP: {path}: applied {len(cmds)} change(s)")

@@ -214,11 +214,15 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                if b'"capture"' in line:
+                if b"capture" in line or b"\\u" in line:
                     # off the lock: a capture lasts seconds, changes nothing
-                    writer.write(P.encode(await self._capture(line)))
-                    await writer.drain()
-                    continue
+                    # (the key may be spelt with \u escapes; anything else
+                    # that merely mentions "capture" goes the usual way)
+                    cap = await self._capture(line)
+                    if cap is not None:
+                        writer.write(P.encode(cap))
+                        await writer.drain()
+                        continue
                 assert self._lock is not None      # set by start()
                 async with self._lock:          # one request at a time, routes included
                     resp = self.handle_line(line)
@@ -240,15 +244,16 @@ class ControlServer:
             except Exception:   # noqa: BLE001 - already gone
                 pass
 
-    async def _capture(self, line: bytes) -> dict[str, Any]:
-        """A capture request (protocol.py) -> its response; any other request
-        that merely mentions "capture" goes the usual way."""
+    async def _capture(self, line: bytes) -> dict[str, Any] | None:
+        """A capture request (protocol.py) -> its response; None for any
+        other line (the caller handles it the usual way: under the lock,
+        audited)."""
         try:
             req = P.decode(line)
-        except P.ProtocolError as e:
-            return P.response(False, error=str(e), status=P.STATUS_SYNTAX)
+        except P.ProtocolError:
+            return None
         if "capture" not in req:
-            return self.handle(req)
+            return None
         try:
             P.check_request(req)
             count, seconds = P.capture_args(req["capture"])
@@ -346,6 +351,10 @@ class ControlServer:
                 out = self._restore(req["rules"])
             elif kind == "state":
                 out = state_text(self.config)
+            elif kind == "capture":
+                # answered by the socket path (_capture), which has the packets
+                raise _Refused("a capture is served only on the control socket",
+                               P.STATUS_REFUSED)
             else:
                 out = self._argv(req["argv"], req.get("stdin"))
             return P.response(True, output=out, req_id=req_id)
