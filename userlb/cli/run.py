@@ -259,6 +259,7 @@ class Director:
             self.loop.add_signal_handler(sig, self.stop_event.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
+        self.driver.on_gone = self._device_gone
         self.driver.attach(self.loop)
         from ..control.table_watch import TableWatch
         self._watch = TableWatch(self.engine, log)
@@ -315,6 +316,13 @@ class Director:
         if self.control is not None:
             self.control.close()
         self.driver.detach()
+
+    def _device_gone(self):
+        """The TUN device was deleted under the director: stop (the rules and
+        routes are removed on the way out), exit status 1."""
+        log(f"the TUN device {self.dev.name} was deleted; stopping")
+        self.exit_status = 1
+        self.stop_event.set()
 
     def _watch_tick(self):
         try:
@@ -413,4 +421,4 @@ def main(argv):
     finally:
         director.close()
     log("stopped")
-    return 0
+    return getattr(director, "exit_status", 0)

@@ -180,6 +180,10 @@ class TunDriver:
         self.rx = self.tx = self.drops = self.write_errors = self.batches = 0
         self.loop = None
         self._timer = None
+        #: called once (no arguments) when the device was deleted under us
+        #: (reads fail with EBADFD); the driver has stopped reading then
+        self.on_gone = None
+        self.gone = False
 
     # -- event loop glue
     def attach(self, loop):
@@ -229,9 +233,11 @@ class TunDriver:
                 break
             except InterruptedError:
                 continue
-            except OSError:
+            except OSError as e:
                 # EFAULT/EBADFD when the device vanishes under us
                 n_err += 1
+                if e.errno == errno.EBADFD:
+                    self._device_gone()
                 break
             n_rx += 1
             if vnet is None:
@@ -266,6 +272,17 @@ class TunDriver:
             self.tx += n_tx
             self.drops += n_drop
         self.write_errors += n_err
+
+    def _device_gone(self):
+        """The device was deleted (`ip link del`): the descriptor stays
+        readable (POLLERR) forever, so stop reading it and tell the owner."""
+        if self.gone:
+            return
+        self.gone = True
+        if self.loop is not None:
+            self.loop.remove_reader(self.fd)
+        if self.on_gone is not None:
+            self.on_gone()
 
     def counters(self):
         out = {"rx": self.rx, "tx": self.tx, "drops": self.drops,
