@@ -34,7 +34,7 @@ test: venv sysdeps
 
 # ruff over the code, tests, benchmarks and the docker lab; mypy (strict on model,
 # sched, control, clock).  Both always run; the target fails if either does.
-LINT_PATHS := userlb tests bench docker
+LINT_PATHS := userlb tests bench docker fuzz
 lint: venv
 	@rc=0; \
 	$(VPY) -m ruff check $(LINT_PATHS) || rc=1; \

@@ -11,7 +11,6 @@ refused request changes nothing (-S output and settings unchanged).
     python fuzz/control_protocol.py [libFuzzer options] [corpus dirs]
 """
 import json
-import sys
 
 from _common import instrumented, run
 

@@ -10,15 +10,14 @@ empty and every counter is back to 0.
 
     python fuzz/engine_process.py [libFuzzer options] [corpus dirs]
 """
-import sys
 
 from _common import instrumented, records, run
 
 with instrumented(__name__ == "__main__"):
+    from userlb.clock import ManualClock
     from userlb.control.config import Config
     from userlb.dataplane import packet as P
     from userlb.dataplane.engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY, Engine
-    from userlb.clock import ManualClock
 
 RULES = """\
 -A -t 10.0.0.100:80 -s wlc

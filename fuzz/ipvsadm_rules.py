@@ -10,7 +10,6 @@ the same saved text.  Each line is also parsed on its own as argv words.
 
     python fuzz/ipvsadm_rules.py [libFuzzer options] [corpus dirs]
 """
-import sys
 
 from _common import instrumented, run
 

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from _common import pack_records
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_NOP, fragment
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -18,8 +19,6 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
 )
-
-from _common import pack_records
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CIP, VIP, VIP_MHS, RIP1, RIP2 = "192.0.2.10", "10.0.0.100", "10.0.0.101", "10.1.0.1", "10.1.0.2"

@@ -6,7 +6,6 @@ inside a larger buffer gives the same answer shifted by that offset.
 
     python fuzz/packet_parse.py [libFuzzer options] [corpus dirs]
 """
-import sys
 
 from _common import instrumented, run
 

@@ -8,12 +8,12 @@ checksum (it is refused instead).
 
     python fuzz/vnet_path.py [libFuzzer options] [corpus dirs]
 """
-import sys
 
 from _common import instrumented, run
 
 with instrumented(__name__ == "__main__"):
     import engine_process as E
+
     from userlb.dataplane import vnet
     from userlb.dataplane.engine import V_DROP, V_FORWARD_OUT
 

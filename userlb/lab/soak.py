@@ -389,7 +389,7 @@ class Soak:
         seen, per_svc_ok = _director_conns(self.stats)
         # the client's tally by real-server address (s1/4 -> 10.20.0.11)
         want = {}
-        for i, (ns, a4, a6) in enumerate(self.lab.servers, 1):
+        for i, (_ns, a4, a6) in enumerate(self.lab.servers, 1):
             want[a4] = t["servers"].get(f"s{i}/4", 0)
             want[a6] = t["servers"].get(f"s{i}/6", 0)
         flows = sum(t["ok"].values())
