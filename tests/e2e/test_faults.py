@@ -181,9 +181,14 @@ def test_control_socket_abuse_never_stalls_forwarding(topo):
         r = _answer(big)
         assert r["ok"] is False and r["error"].startswith("not a JSON line"), r
         big.close()
+        big = _connect_unix(topo.sock, timeout=30)           # a 10 MB JSON request
+        big.sendall(json.dumps({"rules": "-A -t " + "y" * (10 << 20)}).encode() + b"\n")
+        r = _answer(big)
+        assert r["ok"] is False and "line too long" in r["error"], r["error"][:300]
+        big.close()
 
-        for junk in (os.urandom(4096) + b"\n", b"\x00" * 1000 + b"\n", b"{" * 100000 + b"\n",
-                     b'{"argv": "not a list"}\n', b"[]\n"):
+        for junk in (os.urandom(4096).replace(b"\n", b"\0") + b"\n", b"\x00" * 1000 + b"\n",
+                     b"{" * 100000 + b"\n", b'{"argv": "not a list"}\n', b"[]\n"):
             g = _connect_unix(topo.sock)
             g.sendall(junk)
             r = _answer(g)
@@ -219,6 +224,7 @@ def test_control_socket_abuse_never_stalls_forwarding(topo):
             probe.kill()
             probe.wait()
     res = json.loads(out)
+    print("udp echo during the abuse:", res)
     assert res["sent"] >= 200 and res["ok"] == res["sent"], res
     assert res["max_rtt"] < 0.5, res
     assert topo.adm("-L", "-n").returncode == 0

@@ -5,6 +5,7 @@ import json
 import pathlib
 import socket
 import sys
+import time
 
 import pytest
 
@@ -72,5 +73,34 @@ def test_capture_paths_on_the_socket():
                                              "id": {"capture": 1}}).encode())
         assert r["ok"] is True and r["id"] == {"capture": 1}
         assert "10.0.0.7:80" in d.ok("-L", "-n")
+    finally:
+        d.close()
+
+
+def test_megabyte_words_and_lines_are_refused_before_parsing():
+    """A 10 MB word or -R line (the control-socket abuse of
+    tests/e2e/test_faults.py) was split character by character and quoted
+    whole in the answer and the log; now it is refused by its length."""
+    from userlb.control import ipvsadm as ia
+    from userlb.errors import ConfigError
+    with pytest.raises(ConfigError) as ei:
+        ia.parse_rules("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r " + "1" * 5000 + "\n")
+    assert ei.value.line == 2 and "line too long (5021 characters; at most 4096)" in str(ei.value)
+    with pytest.raises(ConfigError, match=r"argument too long \(2000 characters; at most 1024\)"):
+        ia.parse_argv(["-A", "-t", "x" * 2000])
+    ia.parse_argv(["-A", "-t", "10.0.0.1:80", "-s", "rr", "-p", "1" * 4])     # short: fine
+    d = ServedDirector()
+    logged = []
+    d.server.log = logged.append
+    try:
+        for req in ({"rules": "-A -t " + "y" * (10 << 20)},
+                    {"argv": ["-A", "-t", "x" * (10 << 20), "-s", "rr"]}):
+            t = time.monotonic()
+            r = _served_line(d.path, json.dumps(req).encode())
+            assert time.monotonic() - t < 5
+            assert r["ok"] is False and "too long" in r["error"] and len(r["error"]) < 400, \
+                r["error"][:300]
+        assert len(logged) == 2 and all(len(m) < 600 for m in logged), [m[:300] for m in logged]
+        assert d.ok("-L", "-n")
     finally:
         d.close()
