@@ -141,6 +141,9 @@ class ControlServer:
         #: `-L --health`: health_of(service, destination) -> the checker
         #: state (userlb run --keepalived sets it; else every state is "-")
         self.health_of: listing.HealthOf | None = None
+        #: the `state` reply's "quorum": quorum_of(service) -> whether its
+        #: keepalived quorum holds (None: not checked); for `userlb announce`
+        self.quorum_of: Callable[[Service], bool | None] | None = None
         self._lock: asyncio.Lock | None = None
         self.requests = self.refused_peers = 0
         #: `userlb adm --capture`: capture(count, seconds) -> (pcapng bytes,
@@ -345,7 +348,7 @@ class ControlServer:
             elif kind == "rules":
                 out = self._restore(req["rules"])
             elif kind == "state":
-                out = state_text(self.config)
+                out = state_text(self.config, self.quorum_of)
             else:
                 out = self._argv(req["argv"], req.get("stdin"))
             return P.response(True, output=out, req_id=req_id)
@@ -462,14 +465,22 @@ def _line_msg(e: ConfigError, lines: list[str]) -> str:
     return str(e)
 
 
-def state_text(config: Config) -> str:
+def state_text(config: Config,
+               quorum_of: Callable[[Service], bool | None] | None = None) -> str:
     """What `-S -n` cannot carry, for `userlb simulate --control`: every
     destination's last weight (kept by -e -w 0; mh builds its table from it),
-    as JSON {"dests": [[proto, vip:vport, rip:rport, last_weight], ...]}."""
+    as JSON {"dests": [[proto, vip:vport, rip:rport, last_weight], ...]};
+    with health checks (`userlb run --keepalived`) also "quorum": [[proto,
+    vip:vport, true|false], ...] for `userlb announce`."""
     rows = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port),
              format_endpoint(d.addr, d.port), d.last_weight]
             for svc in config.services.values() for d in svc.dests]
-    return json.dumps({"dests": rows}) + "\n"
+    out: dict[str, Any] = {"dests": rows}
+    if quorum_of is not None:
+        q = [(svc, quorum_of(svc)) for svc in config.services.values()]
+        out["quorum"] = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port), up]
+                         for svc, up in q if up is not None]
+    return json.dumps(out) + "\n"
 
 
 def settings_text(engine: EngineControl) -> str:
@@ -562,6 +573,7 @@ async def start_for_director(director: Director) -> ControlServer | None:
     health = getattr(director, "health", None)       # userlb run --keepalived
     if health is not None:
         srv.health_of = health.state_of
+        srv.quorum_of = health.quorum_of
     try:
         await srv.start()
     except ControlError as e:
