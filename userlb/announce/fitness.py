@@ -91,7 +91,7 @@ class Announcer:
                     c.feed(good)
         director_why = None if self.director.up else (
             f"director not fit: {self.down_reason}" if not ok else
-            f"director fit again, {self.director.run} of {self.rise} looks")
+            f"director fit for {self.director.run} of the {self.rise} looks it needs")
         if ok is False and self.director.up:
             director_why = None          # still up: `fall` not reached yet
         for p, c in self.vips.items():

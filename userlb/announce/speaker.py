@@ -121,6 +121,7 @@ class Speaker:
             why = d.why_not.get(p, "no longer a VIP of the director")
             if self.send(X.withdraw_line(p, self.next_hop)):
                 self.announced.discard(p)
+                self.why[p] = why
                 self.log(f"withdrew {p}: {why}")
         for p, why in d.why_not.items():
             if p not in self.announced and self.why.get(p) != why:
