@@ -253,7 +253,8 @@ def failover(lab, vip_ports, k, count=30, before=1.0, after=1.5, hard=True, time
     with hard=True) and measure, by polling BIRD, when its paths to the VIPs
     are gone; then finish the streams.  -> {"flows", "carriers" (before),
     "withdrawn" {prefix: seconds from the kill}, "final", "table_before",
-    "table_after"}."""
+    "table_after", "victim_stats" (director k's `-L -n --stats` before the
+    kill)}."""
     from .ecmp import carriers
     from .sessions import Streams
     left = set(lab.running_directors()) - {k}
@@ -262,6 +263,7 @@ def failover(lab, vip_ports, k, count=30, before=1.0, after=1.5, hard=True, time
         time.sleep(before)
         carried = carriers(lab, st.flows)
         table_before = lab.birdc("show route")
+        victim = lab.adm("-L", "-n", "--stats", k=k).stdout
         t0 = time.monotonic()
         lab.kill_director(k, hard=hard)
         withdrawn = {}
@@ -277,7 +279,8 @@ def failover(lab, vip_ports, k, count=30, before=1.0, after=1.5, hard=True, time
         time.sleep(after)
         final = st.finish()
     return {"flows": st.flows, "carriers": carried, "withdrawn": withdrawn, "final": final,
-            "table_before": table_before, "table_after": table_after}
+            "table_before": table_before, "table_after": table_after,
+            "victim_stats": victim}
 
 
 def vip_table(lab):
