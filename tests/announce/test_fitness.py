@@ -25,7 +25,7 @@ def test_counter_refuses_zero():
 def test_director_rise_then_fall():
     a = Announcer(rise=2, fall=2)
     d = a.step(FIT)
-    assert d.wanted == frozenset() and "1 of 2" in d.why_not[V1]
+    assert d.wanted == frozenset() and "fit for 1 of the 2 looks" in d.why_not[V1]
     assert a.step(FIT).wanted == {V1, V6}
     assert a.step(GONE).wanted == {V1, V6}        # fall 2: one look is not enough
     d = a.step(GONE)
