@@ -206,3 +206,43 @@ def test_director_not_answering_is_withdrawn_and_comes_back(all_up):
     B.wait_routes(lab, lab.vip_prefixes()[0], ALL, 5)
     log = open(lab.dir / "exabgp-2.log").read()
     assert "is not answering on" in log
+
+
+def test_bird_on_a_director_with_bird_config(all_up):
+    """A BIRD shop: director 3 runs BIRD with `userlb bird-config`'s snippet
+    instead of ExaBGP.  Its static routes into the TUN device (check link)
+    reach the router; kill -9 of `userlb run` removes the device and BIRD
+    withdraws by itself; a restart brings them back."""
+    import subprocess
+    import sys
+    lab = all_up
+    lab.stop("exabgp3")
+    B.wait_routes(lab, lab.vip_prefixes()[0], {1, 2}, 5)
+    snippet = subprocess.run([sys.executable, "-m", "userlb.cli.main", "bird-config",
+                              "--control", lab.control_of(3), "--tun", "ulb0"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    (lab.dir / "d3-userlb.conf").write_text(snippet)
+    conf = ["router id 10.30.3.2;", "protocol device { scan time 1; }",
+            "protocol kernel { ipv4 { import none; export none; }; }",
+            f'include "{lab.dir / "d3-userlb.conf"}";']
+    for fam, (r, d) in (("4", ("10.30.3.1", "10.30.3.2")), ("6", ("fd00:30:3::1",
+                                                                  "fd00:30:3::2"))):
+        conf.append(f"protocol bgp r{fam} {{ local {d} as {B.DIRECTOR_AS}; neighbor {r} as "
+                    f"{B.ROUTER_AS}; hold time 3; keepalive time 1; connect retry time 1; "
+                    f"ipv{fam} {{ import none; export filter userlb_export{fam}; "
+                    f"next hop self; }}; }}")
+    (lab.dir / "d3-bird.conf").write_text("\n".join(conf) + "\n")
+    lab.start("bird3", lab.director_ns[2], ["bird", "-f", "-c", str(lab.dir / "d3-bird.conf"),
+                                            "-s", str(lab.dir / "d3-bird.ctl")])
+    try:
+        for p in lab.vip_prefixes():
+            B.wait_routes(lab, p, ALL, 10)
+        t0 = time.monotonic()
+        lab.kill_director(3, hard=True)
+        B.wait_routes(lab, lab.vip_prefixes()[0], {1, 2}, 3)
+        assert time.monotonic() - t0 < 3.0
+        lab.revive_director(3)
+        B.wait_routes(lab, lab.vip_prefixes()[0], ALL, 5)
+    finally:
+        lab.stop("bird3")
+        lab.start_exabgp(3)
