@@ -29,6 +29,12 @@ and puts it back.  `demo --directors K` shows a failover: long-lived
 connections, directors killed one after another, connections counted before
 and after (on the current lab if it has K directors, else on a temporary
 one).  `experiment`: the mhs experiment (docs/mhs-experiment.md).
+
+`up --directors K --bgp`: the router's routes come from BGP instead (BIRD 2
+on the router, ExaBGP + `userlb announce` on each director; see
+docs/scale-out.md); `kill-director N` then stops only director N's `userlb
+run` and BGP withdraws it; `demo --bgp` shows that failover with the
+router's table before and after; `status` shows `birdc show route`.
 """
 import argparse
 import os
