@@ -3,7 +3,7 @@ ExaBGP API process, while the director is fit; withdraw them when it is not.
 
     userlb announce [--control PATH] [--tun NAME | --no-tun-check]
                     [--interval S] [--rise N] [--fall N] [--timeout S]
-                    [--next-hop self|ADDR] [--med [PREFIX=]N]... [--community [PREFIX=]A:B]...
+                    [--ignore-quorum] [--next-hop self|ADDR] [--med [PREFIX=]N]... [--community [PREFIX=]A:B]...
                     [--also PREFIX]... [--ack auto|on|off] [--ack-timeout S] [--no-clear]
                     [--dry-run] [--once] [--exit-code]
 
@@ -54,6 +54,9 @@ def build_parser():
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="a director that does not answer within S seconds is not fit "
                         "(default: the interval)")
+    p.add_argument("--ignore-quorum", action="store_true",
+                   help="keep announcing a VIP whose service lost its keepalived quorum "
+                        "(e.g. one site with a sorry server)")
     p.add_argument("--next-hop", default="self", metavar="self|ADDR")
     p.add_argument("--med", action="append", default=[], metavar="[PREFIX=]N",
                    help="MED of every prefix, or of one (repeatable)")
@@ -82,7 +85,7 @@ def _log(msg):
 def main(argv):
     from ..announce import exabgp as X
     from ..announce import probe
-    from ..announce.fitness import Announcer
+    from ..announce.fitness import Announcer, Reading
     from ..announce.speaker import Speaker, reader
     p = build_parser()
     a = p.parse_args(argv)
@@ -104,7 +107,8 @@ def main(argv):
     timeout = a.timeout or a.interval
 
     def look():
-        return probe.look(a.control, tun, timeout)
+        r = probe.look(a.control, tun, timeout)
+        return Reading(down=r.down, vips=r.vips) if a.ignore_quorum else r
 
     if a.exit_code:
         return _exit_code(look(), also)
