@@ -3,7 +3,8 @@ ExaBGP API process, while the director is fit; withdraw them when it is not.
 
     userlb announce [--control PATH] [--tun NAME | --no-tun-check]
                     [--interval S] [--rise N] [--fall N] [--timeout S]
-                    [--ignore-quorum] [--next-hop self|ADDR] [--med [PREFIX=]N]... [--community [PREFIX=]A:B]...
+                    [--ignore-quorum] [--next-hop self|ADDR]
+                    [--med [PREFIX=]N]... [--community [PREFIX=]A:B]...
                     [--also PREFIX]... [--ack auto|on|off] [--ack-timeout S] [--no-clear]
                     [--dry-run] [--once] [--exit-code]
 
