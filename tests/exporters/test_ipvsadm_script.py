@@ -318,4 +318,15 @@ def test_listing_without_n_prints_names(d):
     assert ours(["-A", "-t", "10.0.0.100:80", "-s", "rr"], c).returncode == 0
     out = ours(["-L"], c).stdout
     assert "TCP  10.0.0.100:http rr" in out.splitlines()
+    # -L -c: the source, virtual and destination columns
+    from userlb.cli.ipvsadm_main import name_connections
+    conns = ("IPVS connection entries\n"
+             "pro expire state       source             virtual            destination\n"
+             "TCP 14:59  ESTABLISHED 10.9.0.1:40000     10.0.0.100:80      10.1.0.1:80\n"
+             "UDP 04:58  UDP         10.9.0.1:5353      10.0.0.100:53      10.1.0.2:53\n")
+    assert name_connections(conns, **kw).splitlines() == conns.splitlines()[:2] + [
+        "TCP 14:59  ESTABLISHED 10.9.0.1:40000     10.0.0.100:http    web-1.example:http",
+        "UDP 04:58  UDP         10.9.0.1:5353      10.0.0.100:domain  "
+        "a-very-long-host-name.example.org:domain"]
+    assert ours(["-L", "-c"], c).stdout.splitlines()[:2] == conns.splitlines()[:2]
     assert ours(["-L", "-n"], c).stdout.splitlines()[3] == "TCP  10.0.0.100:80 rr"

@@ -23,8 +23,8 @@ plane's, byte for byte those of ipvsadm -n):
   without a director.
 * Without -n, `-L` and `-S` print names as ipvsadm does: the host name of
   an address that resolves (reverse lookup), the service name of a port
-  (/etc/services), with ipvsadm's column widths (`TCP  10.99.0.1:http rr`).
-  `-L -c` stays numeric.
+  (/etc/services), with ipvsadm's column widths (`TCP  10.99.0.1:http rr`);
+  so does `-L -c` (source, virtual and destination columns).
 
 The control socket is $USERLB_CONTROL or /run/userlb/control.sock.
 """
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         msg, status = translate(words, err, prog)
         print(msg, file=sys.stderr)
         return status
+    if cmd.cmd == ia.LIST and not cmd.numeric and cmd.connections:
+        return _named(path, words, False, False, conns=True)
     if cmd.cmd in (ia.LIST, ia.SAVE) and not cmd.numeric and not cmd.connections \
             and not cmd.timeouts_list and not cmd.daemon:
         return _named(path, words, cmd.cmd == ia.SAVE, cmd.stats or cmd.rate)
@@ -263,14 +265,31 @@ def name_listing(text: str, save: bool, pad33: bool = False, **kw) -> str:
     return "\n".join(out)
 
 
-def _named(path: str, words: list[str], save: bool, pad33: bool) -> int:
+def name_connections(text: str, **kw) -> str:
+    """Numeric `-L -c` output -> ipvsadm's without -n: the source, virtual
+    and destination endpoints through anyname(), in its columns (`%-3s
+    %-6s %-11s %-18s %-18s %s`; a longer name pushes the rest right)."""
+    out = []
+    for line in text.split("\n"):
+        w = line.split()
+        if len(w) >= 6 and w[0] in ("TCP", "UDP", "SCTP"):
+            proto = _proto_of(w[0])
+            src, vip, dst = (anyname(x, proto, **kw) for x in w[3:6])
+            line = " ".join([f"{w[0]:<3} {w[1]:<6} {w[2]:<11} {src:<18} {vip:<18} {dst}",
+                             *w[6:]])
+        out.append(line)
+    return "\n".join(out)
+
+
+def _named(path: str, words: list[str], save: bool, pad33: bool, conns: bool = False) -> int:
     import io
     buf = io.StringIO()
     status = adm.main(["--control", path, *words], stdout=buf)
     text = buf.getvalue()
     if text:
         try:
-            sys.stdout.write(name_listing(text, save, pad33))
+            sys.stdout.write(name_connections(text) if conns else
+                             name_listing(text, save, pad33))
             sys.stdout.flush()
         except BrokenPipeError:
             adm._quiet_stdout()

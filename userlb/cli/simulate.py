@@ -185,9 +185,9 @@ def _parser():
     src.add_argument("--rules", metavar="FILE",
                      help="ipvsadm commands (ipvsadm -R syntax)")
     src.add_argument("--control", metavar="SOCK",
-                     help="the running director's rules, read with `-S -n` over its "
-                          "control socket (services and weights; not an mh server's "
-                          "last weight nor mhs timers)")
+                     help="the running director's configuration, read over its control "
+                          "socket: `-S -n` plus what -S cannot carry (last weights, "
+                          "--set timeouts, mhs unstable slots and their timers)")
     p.add_argument("--flows", metavar="FILE", default=None,
                    help="flows `PROTO CLIENT:PORT VIP:VPORT`, one per line "
                         "('-' = stdin, the default)")
@@ -202,15 +202,22 @@ def _parser():
     return p
 
 
-def _last_weights_from_director(sock, cfg):
-    """Give cfg's destinations the running director's last weights (what
-    `-S` cannot carry; mh builds its table from them), read with the
-    control socket's `state` request."""
+def _state_from_director(sock, cfg, now):
+    """Give cfg what `-S` cannot carry, read with the control socket's
+    `state` request: the destinations' last weights (mh builds its table
+    from them), the `--set` timeouts, and each mhs service's unstable slots
+    with the time they have left (docs/mhs-spec.md), at `now` of cfg's
+    clock."""
     from ..control import protocol as P
+    from ..model import Dest
     resp = P.request(sock, {"state": True})
     if not resp.get("ok"):
         raise ConfigError(resp.get("error") or "refused")
-    for proto, vip, rip, last in json.loads(resp["output"])["dests"]:
+    state = json.loads(resp["output"])
+    timeouts = state.get("timeouts")
+    if timeouts:
+        cfg.apply(["--set", *(str(t) for t in timeouts)])
+    for proto, vip, rip, last in state["dests"]:
         _af, vaddr, vport = parse_endpoint(vip)
         _af, raddr, rport = parse_endpoint(rip)
         svc = cfg.services.get((PROTO_BY_NAME[proto], vaddr, vport))
@@ -218,6 +225,28 @@ def _last_weights_from_director(sock, cfg):
         if d is not None and d.last_weight != last:
             d.last_weight = last
             svc.sched.upd_dest(d)
+    for proto, vip, forwarded, slots in state.get("mhs", []):
+        _af, vaddr, vport = parse_endpoint(vip)
+        svc = cfg.services.get((PROTO_BY_NAME[proto], vaddr, vport))
+        if svc is None or not hasattr(svc.sched, "restore_unstable"):
+            continue
+        svc.forwarded = bool(forwarded)
+
+        def dest_of(key, svc=svc):
+            # a removed backend the old table still names: a stand-in Dest
+            d = svc.find_dest(*key)
+            if d is None:
+                d = Dest(key[0], key[1], 0)
+                d.available = False
+            return d
+        rows = []
+        for slot, rip, left in slots:
+            key = None
+            if rip is not None:
+                _af, raddr, rport = parse_endpoint(rip)
+                key = (raddr, rport)
+            rows.append((slot, key, left))
+        svc.sched.restore_unstable(rows, now, dest_of)
 
 
 def _rules_from_director(sock):
@@ -280,7 +309,7 @@ def main(argv=None, stdin=None, stdout=None, stderr=None):
         timed_rules = [] if not (args.table or args.against) else None
         cfg = load_config(args.rules, clock, timed_rules)
         if args.control:
-            _last_weights_from_director(args.control, cfg)
+            _state_from_director(args.control, cfg, clock.now())
         if args.table:
             where = "--table"
             try:

@@ -467,15 +467,35 @@ def _line_msg(e: ConfigError, lines: list[str]) -> str:
 
 def state_text(config: Config,
                quorum_of: Callable[[Service], bool | None] | None = None) -> str:
-    """What `-S -n` cannot carry, for `userlb simulate --control`: every
-    destination's last weight (kept by -e -w 0; mh builds its table from it),
-    as JSON {"dests": [[proto, vip:vport, rip:rport, last_weight], ...]};
-    with health checks (`userlb run --keepalived`) also "quorum": [[proto,
-    vip:vport, true|false], ...] for `userlb announce`."""
+    """What `-S -n` cannot carry, for `userlb simulate --control`, as JSON:
+
+    * "dests": [[proto, vip:vport, rip:rport, last_weight], ...] -- every
+      destination's last weight (kept by -e -w 0; mh builds its table from it);
+    * "timeouts": [tcp, tcpfin, udp] (`--set`; mhs's T is read from them);
+    * "mhs": [[proto, vip:vport, forwarded, [[slot, rip:rport or null,
+      seconds left], ...]], ...] -- per mhs service, its unstable slots
+      (docs/mhs-spec.md): where the old table sends the non-SYN packets of a
+      slot, and until when;
+    * with health checks (`userlb run --keepalived`), "quorum": [[proto,
+      vip:vport, true|false], ...] -- whether each checked service's
+      keepalived quorum holds (for `userlb announce`)."""
     rows = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port),
              format_endpoint(d.addr, d.port), d.last_weight]
             for svc in config.services.values() for d in svc.dests]
-    out: dict[str, Any] = {"dests": rows}
+    mhs = []
+    for svc in config.services.values():
+        sched = svc.sched
+        unstable = getattr(sched, "unstable", None)     # mhs only
+        if sched is None or unstable is None or sched.clock is None:
+            continue
+        now = sched.clock.now()
+        slots = [[i, None if old is None else format_endpoint(old.addr, old.port),
+                  round(at - now, 3)]
+                 for i, old, _cand, _since, at in unstable(now)]
+        mhs.append([PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port),
+                    bool(svc.forwarded), slots])
+    out: dict[str, Any] = {"dests": rows, "timeouts": list(config.timeouts.as_tuple()),
+                           "mhs": mhs}
     if quorum_of is not None:
         q = [(svc, quorum_of(svc)) for svc in config.services.values()]
         out["quorum"] = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port), up]

@@ -372,6 +372,29 @@ class MHSScheduler(Scheduler):
         return [(i, dests[o] if o >= 0 else None, dests[c] if c >= 0 else None, s, at)
                 for i, o, c, s, at in self._slots_at(now) if s != INF and now < at]
 
+    # ------------------------------------------------------------ tools
+    def restore_unstable(self, rows: Iterable[tuple[int, tuple[Addr, int] | None, float]],
+                         now: float, dest_of: Callable[[tuple[Addr, int]], Dest]) -> None:
+        """Make the old table and timers those of another director (`userlb
+        simulate --control`): each row is (slot, the old table's backend key
+        or None, seconds until the slot merges); `dest_of(key)` gives the
+        Dest to forward to (a removed backend's stand-in included).  Slots
+        not named stay as they are (stable).  The service counts as having
+        forwarded (rule 5)."""
+        old, cand, since, _, T = self._st
+        new_old, new_since = list(old), list(since)
+        nxt = INF
+        for slot, key, left in rows:
+            if not 0 <= slot < self.m or not left > 0:
+                raise ConfigError(f"mhs state: bad slot {slot} ({left} s left) for a table "
+                                  f"of {self.m}")
+            new_old[slot] = -1 if key is None else self._id_of(key, dest_of(key))
+            new_since[slot] = s = now - T + left
+            nxt = min(nxt, s)
+        self.svc.forwarded = True
+        self._next_merge = nxt + T
+        self._st = (new_old, cand, new_since, self._dests, T)
+
     def old_endpoints(self, now: float | None = None) -> list[Dest | None]:
         """Per slot, the Dest (or None) of the old table as it is after
         merging every slot expired at `now` (default: the clock's now)."""
