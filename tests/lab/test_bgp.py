@@ -246,3 +246,29 @@ def test_bird_on_a_director_with_bird_config(all_up):
     finally:
         lab.stop("bird3")
         lab.start_exabgp(3)
+
+
+def test_cli_status_kill_and_start(all_up):
+    """`userlb lab status | kill-director | start-director --lab SFX` on a BGP lab."""
+    import subprocess
+    import sys
+    lab = all_up
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "userlb.cli.main", "lab", *args,
+                               "--lab", lab.sfx], capture_output=True, text=True, timeout=60)
+    p = cli("status")
+    assert p.returncode == 0 and "the router's view (birdc show route)" in p.stdout
+    assert "10.99.0.1/32" in p.stdout and "via 10.30.2.2 on d2" in p.stdout
+    p = cli("kill-director", "2", "--hard")
+    assert p.returncode == 0 and "withdraws its routes (BGP)" in p.stdout, p.stderr
+    B.wait_routes(lab, lab.vip_prefixes()[0], {1, 3}, 3)
+    assert lab.announce_pid(2) is not None           # only `userlb run` was killed
+    try:
+        p = cli("start-director", "2")
+        assert p.returncode == 0 and "announces it again" in p.stdout, p.stderr
+        B.wait_routes(lab, lab.vip_prefixes()[0], ALL, 5)
+    finally:     # the CLI changed the saved state (PIDs): this object follows it
+        from userlb.lab import Lab
+        saved = Lab.load(lab.sfx)
+        lab.pids, lab.alive = saved.pids, saved.alive
