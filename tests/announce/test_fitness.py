@@ -69,3 +69,14 @@ def test_also_prefixes_follow_the_director():
 
 def test_once_decides_at_the_first_look():
     assert Announcer(rise=5, fall=5, immediate=True).step(FIT).wanted == {V1, V6}
+
+
+def test_a_vip_not_routed_into_the_tun_is_withdrawn():
+    a = Announcer(rise=2, fall=1, immediate=True)
+    assert a.step(FIT).wanted == {V1, V6}
+    bad = Reading(vips=FIT.vips, unrouted={V6: "not routed into ulb0"})
+    d = a.step(bad)
+    assert d.wanted == {V1} and d.why_not[V6] == "VIP not fit: not routed into ulb0"
+    d = a.step(FIT)
+    assert d.wanted == {V1} and "fit again for 1 of the 2 looks" in d.why_not[V6]
+    assert a.step(FIT).wanted == {V1, V6}

@@ -52,6 +52,21 @@ def director(state=None):
     return answer
 
 
+def test_route_get_output():
+    out = ('[{"dst":"10.99.0.1","dev":"ulb0","flags":[]}]\n'
+           '[{"type":"local","dst":"10.99.0.2","dev":"lo"}]\n[]\n')
+    assert probe.parse_route_get(out) == ["ulb0", "lo", None]
+    assert probe.parse_route_get("garbage") == []
+    assert probe.unrouted({"10.99.0.1/32": ()}, "ulb0",
+                          lambda args, lines: '[{"dev":"up0"}]') == {
+        "10.99.0.1/32": "not routed into ulb0 (its route goes to up0; was the device "
+                        "set down?)"}
+
+    def broken(args, lines):
+        raise OSError("no ip")
+    assert probe.unrouted({"10.99.0.1/32": ()}, "ulb0", broken) == {}
+
+
 def test_tun_states(tmp_path):
     assert probe.tun_down("ulb0", fake_sys(tmp_path)) is None
     assert "does not exist" in probe.tun_down("nope", str(tmp_path / "net"))
@@ -72,9 +87,19 @@ def test_look_fit_and_quorum(tmp_path):
     sock = str(tmp_path / "c.sock")
     srv = serve(sock, director({"dests": [], "quorum": [["tcp", "10.99.0.1:80", False]]}))
     try:
-        r = probe.look(sock, "ulb0", 2.0, fake_sys(tmp_path))
+        asked = []
+
+        def ip_batch(args, lines):      # 10.99.0.1 into the TUN, fd00:99::1 not
+            asked.append((args, lines))
+            dev = "ulb0" if args == ["-4"] else "up0"
+            return "".join(f'[{{"dst":"x","dev":"{dev}"}}]\n' for _ in lines.splitlines())
+        r = probe.look(sock, "ulb0", 2.0, fake_sys(tmp_path), ip_batch=ip_batch)
         assert r.down is None and set(r.vips) == {"10.99.0.1/32", "fd00:99::1/128"}
         assert r.lost == {"10.99.0.1/32": "TCP 10.99.0.1:80 below its quorum"}
+        assert asked == [(["-4"], "route get 10.99.0.1 ipproto tcp dport 80\n"),
+                         (["-6"], "route get fd00:99::1 ipproto tcp dport 80\n")]
+        assert list(r.unrouted) == ["fd00:99::1/128"]
+        assert "not routed into ulb0 (its route goes to up0" in r.why_not("fd00:99::1/128")
         r = probe.look(sock, "gone0", 2.0, str(tmp_path / "net"))
         assert r.down == "TUN device gone0 does not exist"
     finally:

@@ -272,3 +272,21 @@ def test_cli_status_kill_and_start(all_up):
         from userlb.lab import Lab
         saved = Lab.load(lab.sfx)
         lab.pids, lab.alive = saved.pids, saved.alive
+
+
+def test_tun_device_down_is_withdrawn_and_stays_out_while_unrouted(all_up):
+    """`ip link set ulb0 down` on director 2: withdrawn (TUN device down).
+    Set up again, the device has lost the VIP routes `userlb run` made, so
+    its VIPs stay withdrawn (their `ip route get` does not lead into ulb0)
+    rather than blackholing traffic; a restart of `userlb run` brings it back."""
+    lab = all_up
+    ns = lab.director_ns[1]
+    lab.exec(ns, ["ip", "link", "set", "ulb0", "down"])
+    assert B.wait_routes(lab, lab.vip_prefixes()[0], {1, 3}, 3) < 3.0
+    lab.exec(ns, ["ip", "link", "set", "ulb0", "up"])
+    time.sleep(2.0)                      # rise 2 x 0.5 s would have announced it
+    assert lab.bgp_nexthops(lab.vip_prefixes()[0]) == {1, 3}
+    assert "not routed into ulb0" in open(lab.dir / "exabgp-2.log").read()
+    lab.kill_director(2)
+    lab.revive_director(2)
+    B.wait_routes(lab, lab.vip_prefixes()[0], ALL, 5)

@@ -11,7 +11,8 @@ should be announced now, with the reason of every prefix that should not:
 * the director as a whole: up after `rise` fit readings in a row, down after
   `fall` unfit ones (gone, not answering, TUN device down);
 * each VIP: down after `fall` readings in a row with one of its services
-  below its quorum, up again after `rise` readings without.  A VIP seen for
+  below its quorum or the VIP not routed into the TUN device, up again
+  after `rise` readings without.  A VIP seen for
   the first time takes its state from that reading at once, so a VIP added
   with `userlb adm -A` is announced at the next look, and a VIP that is gone
   from the configuration is withdrawn at the next look;
@@ -28,6 +29,11 @@ class Reading:
     down: str | None = None                 # why the director is not fit (None: fit)
     vips: dict[str, tuple[str, ...]] = field(default_factory=dict)   # prefix -> services
     lost: dict[str, str] = field(default_factory=dict)   # prefix -> a service below quorum
+    unrouted: dict[str, str] = field(default_factory=dict)   # prefix -> not into the TUN
+
+    def why_not(self, prefix: str) -> str | None:
+        """Why the VIP `prefix` cannot be served, or None."""
+        return self.unrouted.get(prefix) or self.lost.get(prefix)
 
 
 class Counter:
@@ -83,7 +89,7 @@ class Announcer:
                 if p not in r.vips:
                     del self.vips[p]            # gone from the configuration
             for p in r.vips:
-                good = p not in r.lost
+                good = r.why_not(p) is None
                 c = self.vips.get(p)
                 if c is None:
                     self.vips[p] = Counter(self.rise, self.fall, up=good)
@@ -98,7 +104,8 @@ class Announcer:
             if director_why is not None:
                 why[p] = director_why
             elif not c.up:
-                why[p] = f"below quorum: {r.lost.get(p, 'recovering')}"
+                why[p] = (f"VIP not fit: {r.why_not(p)}" if r.why_not(p) is not None else
+                          f"VIP fit again for {c.run} of the {self.rise} looks it needs")
             else:
                 wanted.add(p)
         for p in self.also:

@@ -1,10 +1,14 @@
 """One look at the director: over its control socket (`-S -n` for the VIPs,
-the `state` request for the services below their keepalived quorum) and at
-its TUN device in /sys/class/net."""
+the `state` request for the services below their keepalived quorum), at
+its TUN device in /sys/class/net, and at its routing (`ip route get` of each
+VIP must lead into the TUN device: a device set down and up again has lost
+the routes `userlb run` made)."""
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+from collections.abc import Callable
 
 from ..control import ipvsadm as ia
 from ..control import protocol as P
@@ -71,8 +75,73 @@ def lost_of(state: str) -> dict[str, str]:
     return out
 
 
+def route_queries(vips: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """{prefix: 'route get ADDR ipproto P dport N'} for each VIP, from its
+    first service (userlb steers a local VIP's service ports only)."""
+    out = {}
+    for p, services in vips.items():
+        addr = p.split("/")[0]
+        if not services:
+            out[p] = f"route get {addr}"
+            continue
+        proto, _sp, ep = services[0].partition(" ")
+        port = ep.rsplit(":", 1)[1]
+        out[p] = f"route get {addr} ipproto {proto.lower()} dport {port}"
+    return out
+
+
+def parse_route_get(text: str) -> list[str | None]:
+    """`ip -j -batch` output of `route get` lines -> the device of each."""
+    devs: list[str | None] = []
+    dec = json.JSONDecoder()
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        try:
+            obj, i = dec.raw_decode(text, i)
+        except ValueError:
+            break
+        if isinstance(obj, list):
+            first = obj[0] if obj and isinstance(obj[0], dict) else {}
+            dev = first.get("dev") if first.get("type", "unicast") != "local" else "lo"
+            devs.append(str(dev) if dev is not None else None)
+    return devs
+
+
+def unrouted(vips: dict[str, tuple[str, ...]], tun: str,
+             run: Callable[[list[str], str], str] | None = None) -> dict[str, str]:
+    """The VIPs whose packets the director's routing does not send into the
+    TUN device (`ip route get`, one `ip -batch` per family): {prefix: why}.
+    Nothing when `ip` cannot be run (the check is skipped)."""
+    run = run or _ip_batch
+    q = route_queries(vips)
+    out: dict[str, str] = {}
+    for fam, ps in (("-4", [p for p in q if ":" not in p]), ("-6", [p for p in q if ":" in p])):
+        if not ps:
+            continue
+        try:
+            devs = parse_route_get(run([fam], "\n".join(q[p] for p in ps) + "\n"))
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        for p, dev in zip(ps, devs, strict=False):
+            if dev != tun:
+                out[p] = (f"not routed into {tun} (its route goes to "
+                          f"{dev or 'nowhere'}; was the device set down?)")
+    return out
+
+
+def _ip_batch(args: list[str], lines: str) -> str:
+    p = subprocess.run(["ip", *args, "-j", "-batch", "-"], input=lines, text=True,
+                       capture_output=True, timeout=5)
+    return p.stdout
+
+
 def look(control: str, tun: str | None, timeout: float,
-         sys_net: str = "/sys/class/net") -> Reading:
+         sys_net: str = "/sys/class/net",
+         ip_batch: Callable[[list[str], str], str] | None = None) -> Reading:
     """One look at the director behind `control` (its TUN device `tun`, None:
     not checked)."""
     try:
@@ -97,4 +166,5 @@ def look(control: str, tun: str | None, timeout: float,
     except (ConfigError, ValueError) as e:
         return Reading(down=f"cannot read the director's -S -n output: {e}")
     lost = lost_of(str(state.get("output", ""))) if state.get("ok") else {}
-    return Reading(vips=vips, lost={p: w for p, w in lost.items() if p in vips})
+    return Reading(vips=vips, lost={p: w for p, w in lost.items() if p in vips},
+                   unrouted=unrouted(vips, tun, ip_batch) if tun is not None else {})

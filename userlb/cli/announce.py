@@ -20,8 +20,9 @@ Every VIP of the director (`userlb adm -S -n`) is announced as a /32 or /128
 with next hop self while the director is fit: `userlb run` answers on its
 control socket and its TUN device is up and held (`rise` looks in a row
 make it fit, `fall` unfit looks make it unfit).  A VIP one of whose services
-is below its keepalived quorum (`userlb run --keepalived`) is withdrawn
-after `fall` looks and comes back after `rise`.  VIPs added or removed live
+is below its keepalived quorum (`userlb run --keepalived`), or that the
+director's routing does not send into the TUN device (`ip route get`), is
+withdrawn after `fall` looks and comes back after `rise`.  VIPs added or removed live
 are announced or withdrawn at the next look.  `--also PREFIX` announces
 more prefixes under the director's state (e.g. the client networks toward
 the real servers' side).  Log lines go to stderr (ExaBGP's log).
@@ -109,7 +110,7 @@ def main(argv):
 
     def look():
         r = probe.look(a.control, tun, timeout)
-        return Reading(down=r.down, vips=r.vips) if a.ignore_quorum else r
+        return Reading(down=r.down, vips=r.vips, unrouted=r.unrouted) if a.ignore_quorum else r
 
     if a.exit_code:
         return _exit_code(look(), also)
@@ -137,7 +138,7 @@ def _exit_code(reading, also):
         return 1
     bad = 0
     for pfx in sorted(reading.vips) + [x for x in also if x not in reading.vips]:
-        why = reading.lost.get(pfx)
+        why = reading.why_not(pfx)
         print(f"{pfx} " + ("fit" if why is None else f"not fit: {why}"))
         bad += why is not None
     if not reading.vips:
