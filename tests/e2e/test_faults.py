@@ -133,6 +133,8 @@ def test_tun_device_deleted_under_a_running_director(topo):
     gone = _log_lines(topo, "was deleted; stopping")
     assert gone and topo.tun in gone[0], topo.log()
     assert "Traceback" not in topo.log()
+    after = topo.log().split("was deleted; stopping\n", 1)[1]
+    assert after == "userlb run: stopped\n", after      # nothing tried on the gone device
     assert topo.state() == before
     p = topo.start(RULES)
     assert "left-over" not in topo.log().split("ready:")[-1]
