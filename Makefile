@@ -80,7 +80,7 @@ fuzz: venv
 	  PYTHONPATH=$(CURDIR) $(VPY) fuzz/$$t.py -max_total_time=$(SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=.cache/fuzz/$$t- .cache/fuzz/$$t fuzz/corpus/$$t \
 	    >.cache/fuzz/$$t.log 2>&1; rc=$$?; \
-	  grep -E "^#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec)" .cache/fuzz/$$t.log; \
+	  grep -E "^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|average_exec_per_sec)" .cache/fuzz/$$t.log; \
 	  if [ $$rc != 0 ]; then tail -n 40 .cache/fuzz/$$t.log; echo "fuzz $$t failed (exit $$rc)"; exit $$rc; fi; \
 	done
 
