@@ -69,7 +69,6 @@ from collections import Counter
 
 from ..model import SVC_F_PERSISTENT, Stats
 from . import nat, persist, tables
-from .defense import R_DEFENSE_DROP, Defense
 from .conntrack import (
     TPL_ASSURED,
     ConnTable,
@@ -77,6 +76,7 @@ from .conntrack import (
     Xlate,
     make_key,
 )
+from .defense import R_DEFENSE_DROP, Defense
 from .fast4 import Fast4
 from .frag import Reassembler
 from .packet import (

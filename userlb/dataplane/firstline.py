@@ -57,8 +57,8 @@ def ruleset(dev, total=0, per_prefix=0, prefix4=24, prefix6=64, notrack=False, v
         for fam, typ in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
             lines.append(f"  set src{fam} {{ type {typ}; size 65536; flags dynamic,timeout; "
                          f"timeout 60s; }}")
-    lines.append(f'  chain into_tun {{ type filter hook forward priority filter - 10; '
-                 f'policy accept;')
+    lines.append('  chain into_tun { type filter hook forward priority filter - 10; '
+                 'policy accept;')
     for new in (new_tcp, new_sctp):
         if per_prefix:
             lim = f"limit rate over {per_prefix}/second burst {2 * per_prefix} packets"
