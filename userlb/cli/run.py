@@ -355,8 +355,8 @@ class Director:
         if self.firstline is not None:
             try:
                 self.firstline.remove()
-            except Exception as e:   # noqa: BLE001
-                errors.append(f"first line: {e}")
+            except Exception as exc:   # noqa: BLE001
+                log(f"cleanup: first line: {exc}")
             self.firstline = None
         if self.routes is not None:
             errors = self.routes.remove()

@@ -358,6 +358,39 @@ when it never failed and every echo came back within 2 s; CPU is the
 director's utime+stime during the flood over the flood's length (100 % =
 its core); "dropped" are the director's conn_limit drops, the entries and
 packets dropped by the defenses, and the first line's nftables drops.
+
+## What the parts do (and cost)
+
+* **The entry limit and the defenses** (docs/ipvs.md §11) act on state:
+  without `drop_entry` a table filled by spoofed SYNs (SYN_RECV, 60 s)
+  refuses every new client until those entries time out; with it, a share
+  of the half-open entries is dropped every second and new clients get in
+  again within a second of the flood's end.  They do nothing for packets
+  the kernel never hands to userlb.
+* **Established first** (userlb/dataplane/tun.py): after a read burst that
+  filled the batch, at most a quarter of a batch's SYNs reach the engine;
+  the rest are dropped after the read, before any engine work.  It saves the
+  reader's time, but under a flood larger than what one Python reader can
+  read, most losses happen before it: the kernel drops packets from the TUN
+  device's queue without looking at them, established or not.  So the
+  established streams survive only when the flood is thinned in the kernel.
+* **The first line** (userlb/dataplane/firstline.py, `userlb run
+  --syn-limit`) drops excess SYNs in the forward hook before the TUN
+  queue: per source /24 (a flood from a /17 has 128 of them, so 2,560 SYNs/s
+  pass) and in total.  Cost in normal operation: one rule per packet that
+  leaves through the TUN device (interface name + TCP flags compare; a set
+  lookup and a token bucket only for SYNs), no conntrack.  Its limits are
+  its cost: a legitimate client sharing a /24 with the flood is limited
+  with it, and a flood from random addresses over a whole /8 or the whole
+  address space defeats the per-prefix limit, leaving only the total one,
+  which then limits legitimate clients in proportion (total / flood rate).
+* **mhs** forwards SYNs without an entry: the table stays empty, but every
+  SYN still costs a read, a forward and a SYN-ACK back; it is no cheaper
+  for the reader than mh.
+* **Not measured here**: nftables `synproxy` (it needs conntrack on the
+  TUN's packets in both passes, which `--notrack` turns off) and
+  `--notrack` itself (conntrack is not loaded in the lab's director
+  namespace: no rule uses it).
 """
     path = out.with_suffix(".md")
     path.write_text(text)
