@@ -41,6 +41,7 @@ def test_unknown_run_is_refused(capsys):
 
 @needs_root
 @pytest.mark.root
+@pytest.mark.slow
 def test_short_flood_experiment(tmp_path):
     out = tmp_path / "fe"
     rc = fe.main(["--quick", "--seconds", "3", "--rate", "100000",
