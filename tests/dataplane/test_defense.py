@@ -141,3 +141,27 @@ def test_secure_table_differs_only_where_the_kernel_differs():
     assert (T.INPUT, T.EV_ACK, T.SYN_RECV) in diff
     assert (T.OUTPUT, T.EV_SYN, T.SYN_RECV) in diff
     assert len(diff) < 12
+
+
+def test_adm_defense_options_through_the_control_socket():
+    from helpers.control_server import ServedDirector
+
+    from userlb.cli.adm import split_args
+    assert split_args(["--defense", "drop_entry=1", "--amemthresh=50"]) == (
+        None, {"settings": {"drop_entry": 1, "amemthresh": 50}}, [])
+    for bad in (["--defense", "drop_entry=4"], ["--defense", "x=1"], ["--defense"],
+                ["--amemthresh", "0"], ["--defense", "drop_entry=1", "-L"]):
+        with pytest.raises(ValueError):
+            split_args(bad)
+    d = ServedDirector()
+    try:
+        out = d.ok("--show-settings").splitlines()
+        assert "amemthresh = 1024" in out and "drop_entry = 0" in out
+        out = d.ok("--defense", "drop_packet=3", "--defense", "secure_tcp=1",
+                   "--amemthresh", "5").splitlines()
+        assert {"drop_packet = 3", "secure_tcp = 1", "amemthresh = 5"} <= set(out)
+        assert d.engine.defense.drop_rate == D.AM_DROPRATE
+        rc, _, err = d.adm("--defense", "secure_tcp=9")
+        assert rc == 2 and "secure_tcp" in err
+    finally:
+        d.close()
