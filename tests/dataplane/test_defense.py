@@ -145,7 +145,6 @@ def test_secure_table_differs_only_where_the_kernel_differs():
 
 def test_adm_defense_options_through_the_control_socket():
     from helpers.control_server import ServedDirector
-
     from userlb.cli.adm import split_args
     assert split_args(["--defense", "drop_entry=1", "--amemthresh=50"]) == (
         None, {"settings": {"drop_entry": 1, "amemthresh": 50}}, [])
