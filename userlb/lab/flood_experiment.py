@@ -379,7 +379,10 @@ packets dropped by the defenses, and the first line's nftables drops.
   queue: per source /24 (a flood from a /17 has 128 of them, so 2,560 SYNs/s
   pass) and in total.  Cost in normal operation: one rule per packet that
   leaves through the TUN device (interface name + TCP flags compare; a set
-  lookup and a token bucket only for SYNs), no conntrack.  Its limits are
+  lookup and a token bucket only for SYNs), no conntrack;
+  `bench/bench_firstline.py` measures it on kernel forwarding alone: about
+  0.1 us a packet (143 ns, noisy: load 6.7 on 2 cores when measured), to
+  compare with the microseconds userlb spends on each packet.  Its limits are
   its cost: a legitimate client sharing a /24 with the flood is limited
   with it, and a flood from random addresses over a whole /8 or the whole
   address space defeats the per-prefix limit, leaving only the total one,
