@@ -21,8 +21,8 @@ Modes (the same for the three strategies):
 What "on" means:
 
 * ``drop_entry``: every second (``tick``) a share of the table (1/DROP_SHARE
-  of the entries, in random buckets of the timing wheel) is examined and
-  half-open TCP entries (SYN_RECV, SYNACK) are dropped; ESTABLISHED TCP and
+  of the entries, DROP_MIN..DROP_MAX, in random buckets of the timing
+  wheel) is examined and half-open TCP entries (SYN_RECV, SYNACK) are dropped; ESTABLISHED TCP and
   other entries that saw no packet for IDLE_DROP seconds are dropped one in
   two.  (The kernel rates the idle ones by their packet count, 1 in N for an
   entry with N packets, N <= 8; userlb does not count packets per entry.)
@@ -43,9 +43,11 @@ STRATEGIES = ("drop_entry", "drop_packet", "secure_tcp")
 AMEMTHRESH = 1024
 #: kernel default of am_droprate
 AM_DROPRATE = 10
-#: drop_entry examines count // DROP_SHARE entries a second (at least DROP_MIN)
+#: drop_entry examines count // DROP_SHARE entries a second, at least DROP_MIN
+#: and at most DROP_MAX (a pass runs on the packet thread: ~0.3 us an entry)
 DROP_SHARE = 8
 DROP_MIN = 256
+DROP_MAX = 32768
 #: drop_entry: an established / UDP entry idle this long may be dropped
 IDLE_DROP = 60
 R_DEFENSE_DROP = "defense_drop"
@@ -165,7 +167,7 @@ class Defense:
         wheel = ct._wheel
         if not wheel:
             return 0
-        budget = max(DROP_MIN, ct.count // DROP_SHARE)
+        budget = min(DROP_MAX, max(DROP_MIN, ct.count // DROP_SHARE))
         keys = list(wheel)
         self._rng.shuffle(keys)
         n = 0
