@@ -89,6 +89,9 @@ def build_parser():
                    help="first line in the kernel (nftables): new connections (TCP SYN, "
                         "SCTP INIT) into the TUN device per second, in total and per source "
                         "prefix (docs/flood-experiment.md)")
+    p.add_argument("--syn-prio", action="store_true",
+                   help="first line: a prio qdisc on the TUN device sends packets that open "
+                        "a connection after all others (docs/flood-experiment.md)")
     p.add_argument("--notrack", action="store_true",
                    help="with the first line: VIP and TUN traffic skips conntrack")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
@@ -338,17 +341,19 @@ class Director:
 
     def install_firstline(self):
         from ..dataplane.firstline import FirstLine
-        if not (self.args.syn_limit or self.args.notrack):
+        if not (self.args.syn_limit or self.args.notrack or self.args.syn_prio):
             return
         total, per, b4, b6 = self.args.syn_limit_parsed or (0, 0, 24, 64)
         fl = FirstLine(self.dev.name, total, per, b4, b6, notrack=self.args.notrack,
-                       vips=[format_addr(s.addr) for s in self.cfg.services.values()])
+                       vips=[format_addr(s.addr) for s in self.cfg.services.values()],
+                       prio=self.args.syn_prio)
         fl.install()
         self.firstline = fl
         if fl.replaced:
             log(f"removed a left-over of a dead instance: nftables table inet {fl.table}")
         log(f"first line: nftables table inet {fl.table} (syn limit {total}/s total, "
-            f"{per}/s per /{b4} and /{b6}{', notrack' if self.args.notrack else ''})")
+            f"{per}/s per /{b4} and /{b6}{', notrack' if self.args.notrack else ''}"
+            f"{', SYNs last' if self.args.syn_prio else ''})")
 
     def close(self):
         errors = []

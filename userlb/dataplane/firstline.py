@@ -15,6 +15,14 @@ an instance recognises its own):
   - in total: at most ``total`` a second (burst the same).
 
   Excess is dropped (nftables counters: `nft list table inet userlb_fl_DEV`).
+* optionally (``prio``): packets that open a connection get the skb
+  priority 1 (TC_PRIO_FILLER), and the TUN device the `pfifo_fast` qdisc,
+  whose priomap puts priority 1 in its last band and priority 0 (every
+  other packet) in the middle one, sent first; each band has its own ring.
+  With a kernel whose TUN device stops its queue when the reader lags
+  (instead of dropping at its ring), the backlog then waits in the qdisc
+  and established flows overtake the SYNs: established first, in the
+  kernel (docs/flood-experiment.md).
 * optionally (``notrack``) chain ``raw`` (hook prerouting, priority raw): the
   packets to the VIPs and from the TUN device skip conntrack, in case
   something else in the namespace loaded it.
@@ -47,7 +55,8 @@ def _mask6(bits):
     return str(ipaddress.IPv6Network(f"::/{bits}").netmask)
 
 
-def ruleset(dev, total=0, per_prefix=0, prefix4=24, prefix6=64, notrack=False, vips=()):
+def ruleset(dev, total=0, per_prefix=0, prefix4=24, prefix6=64, notrack=False, vips=(),
+            prio=False):
     """The nft script (a text) that installs or replaces the table."""
     t = table_name(dev)
     new_tcp = "tcp flags & (syn | ack) == syn"
@@ -69,6 +78,8 @@ def ruleset(dev, total=0, per_prefix=0, prefix4=24, prefix6=64, notrack=False, v
         if total:
             lines.append(f'    oifname "{dev}" {new} limit rate over {total}/second '
                          f'burst {total} packets counter drop')
+        if prio:
+            lines.append(f'    oifname "{dev}" {new} meta priority set 0:1')
     lines.append("  }")
     if notrack:
         lines.append("  chain raw { type filter hook prerouting priority raw; policy accept;")
@@ -100,14 +111,15 @@ class FirstLine:
     `remove()` (idempotent), `counters()`."""
 
     def __init__(self, dev, total=0, per_prefix=0, prefix4=24, prefix6=64, notrack=False,
-                 vips=()):
-        if not (total or per_prefix or notrack):
+                 vips=(), prio=False):
+        if not (total or per_prefix or notrack or prio):
             raise FirstLineError("first line: nothing to do (no limit, no notrack)")
         if not 0 <= prefix4 <= 32 or not 0 <= prefix6 <= 128:
             raise FirstLineError("first line: prefix lengths 0..32 and 0..128")
         self.dev = dev
         self.table = table_name(dev)
-        self.script = ruleset(dev, total, per_prefix, prefix4, prefix6, notrack, vips)
+        self.script = ruleset(dev, total, per_prefix, prefix4, prefix6, notrack, vips, prio)
+        self.prio = prio
         self.installed = False
         self.replaced = False
 
@@ -115,11 +127,18 @@ class FirstLine:
         self.replaced = exists(self.dev)
         _nft(self.script)
         self.installed = True
+        if self.prio:
+            _tc("qdisc", "replace", "dev", self.dev, "root", "pfifo_fast")
 
     def remove(self):
         if not self.installed:
             return
         self.installed = False
+        if self.prio:
+            try:
+                _tc("qdisc", "del", "dev", self.dev, "root")
+            except FirstLineError:
+                pass            # the device is gone (with its qdisc)
         if exists(self.dev):
             _nft(args=["delete", "table", "inet", self.table])
 
@@ -130,6 +149,16 @@ class FirstLine:
         for w in out.split("counter packets ")[1:]:
             n += int(w.split()[0])
         return n
+
+
+def _tc(*args):
+    tc = shutil.which("tc")
+    if tc is None:
+        raise FirstLineError("--syn-prio needs tc (apt-get install iproute2)")
+    p = subprocess.run([tc, *args], text=True, capture_output=True, timeout=30)
+    if p.returncode:
+        raise FirstLineError(f"tc {' '.join(args)}: {p.stderr.strip()}")
+    return p.stdout
 
 
 def exists(dev):

@@ -55,9 +55,11 @@ RUNS = {
     "mh+drop_entry+first_line": ("mh", ["--defense", "drop_entry=1", "--syn-limit", SYN_LIMIT]),
     "mhs": ("mhs", []),
     "mhs+first_line": ("mhs", ["--syn-limit", SYN_LIMIT]),
+    "mh+syn_prio": ("mh", ["--defense", "drop_entry=1", "--syn-prio"]),
+    "mhs+syn_prio": ("mhs", ["--syn-prio"]),
 }
 DEFAULT_RUNS = "mh,mh+drop_entry,mh+drop_packet,mh+secure_tcp,mh+first_line," \
-               "mh+drop_entry+first_line,mhs,mhs+first_line"
+               "mh+drop_entry+first_line,mh+syn_prio,mhs,mhs+first_line,mhs+syn_prio"
 QUICK_RUNS = "mh+drop_entry,mh+drop_entry+first_line,mhs"
 
 
@@ -192,8 +194,13 @@ def run_one(lab, name, args, log=print):
     fs = t0 + args.before
     fe = fs + args.seconds
     nxt = t0
+    qdisc = None
     while True:
         now = time.monotonic()
+        if qdisc is None and flood is not None and now >= fe - 1:
+            # the TUN device's queue near the end of the flood (drops, backlog)
+            qdisc = sh(["ip", "netns", "exec", lab.director, "tc", "-s", "qdisc", "show", "dev",
+                        "ulb0"], check=False).stdout.strip()
         if flood is None and now >= fs:
             fl_argv = ["taskset", "-c", "1", sys.executable, "-m", "userlb.lab.synflood",
                        "--dst", VIP4, "--port", str(ECHO), "--prefix", SPOOF,
@@ -250,7 +257,7 @@ def run_one(lab, name, args, log=print):
         "conn_limit_drops": st.get("conn_limit_drops", 0),
         "defense_dropped_entries": st.get("defense_dropped_entries", 0),
         "defense_dropped_packets": st.get("defense_dropped_packets", 0),
-        "first_line_drops": fl_drops,
+        "first_line_drops": fl_drops, "tun_qdisc": qdisc,
         "samples": samples, "flood_start": round(fs - t0, 2), "flood_end": round(fe - t0, 2),
     }
     log(f"  {name:<26} flood {fl['pps'] / 1000:.0f}k pps; legit during "
@@ -387,6 +394,12 @@ packets dropped by the defenses, and the first line's nftables drops.
   with it, and a flood from random addresses over a whole /8 or the whole
   address space defeats the per-prefix limit, leaving only the total one,
   which then limits legitimate clients in proportion (total / flood rate).
+* **SYNs last in the kernel** (`--syn-prio`, the `*+syn_prio` runs): the
+  first line gives packets that open a connection the lowest band of the
+  TUN device's `pfifo_fast` qdisc, so that a backlog in the kernel would
+  send established packets first.  It helps only as far as the backlog
+  forms in the qdisc rather than at the TUN device's own ring (the raw data
+  keeps `tc -s qdisc` of the device near the end of each flood).
 * **mhs** forwards SYNs without an entry: the table stays empty, but every
   SYN still costs a read, a forward and a SYN-ACK back; it is no cheaper
   for the reader than mh.
