@@ -97,3 +97,19 @@ def test_bad_options_refused(topo):
                         "--control", topo.sock, *extra)
         assert r.returncode == 2, (extra, r.stderr)
     assert "userlb_fl_" not in tables(topo)
+
+
+@needs_root
+def test_syn_prio_sets_the_qdisc_and_marks_syns(topo):
+    topo.extra = ("--syn-prio",)
+    p = topo.start(RULES)
+    tname = f"userlb_fl_{topo.tun}".replace("-", "_")
+    rules = subprocess.run(["ip", "netns", "exec", topo.d, "nft", "list", "table", "inet",
+                            tname], capture_output=True, text=True).stdout
+    assert "meta priority set 0:1" in rules
+    qd = subprocess.run(["ip", "-n", topo.d, "link", "show", topo.tun], capture_output=True,
+                        text=True).stdout
+    assert "qdisc pfifo_fast" in qd
+    assert topo.connect(topo.c, "10.99.0.1", 80) == "S 10.10.0.2"
+    topo.stop(p)
+    assert tname not in tables(topo)
