@@ -394,12 +394,22 @@ packets dropped by the defenses, and the first line's nftables drops.
   with it, and a flood from random addresses over a whole /8 or the whole
   address space defeats the per-prefix limit, leaving only the total one,
   which then limits legitimate clients in proportion (total / flood rate).
+  What passes still fills an mh table: 2,560 SYN_RECV entries a second
+  live 60 s, more than `--max-entries 50000` for a flood longer than about
+  20 s, so with mh the first line goes with `--defense drop_entry=1`.
+* **The director's CPU**: the director got 30-50 % of its core during the
+  floods without a first line (the machine was shared, see the load
+  average above, and the kernel's softirq work lands on the same CPUs);
+  with a faster reader more of the flood would reach userlb, not less.
 * **SYNs last in the kernel** (`--syn-prio`, the `*+syn_prio` runs): the
   first line gives packets that open a connection the lowest band of the
   TUN device's `pfifo_fast` qdisc, so that a backlog in the kernel would
-  send established packets first.  It helps only as far as the backlog
-  forms in the qdisc rather than at the TUN device's own ring (the raw data
-  keeps `tc -s qdisc` of the device near the end of each flood).
+  send established packets first.  Measured: no effect on this kernel.  The
+  qdisc never holds a backlog (`tc -s qdisc` near the end of the flood:
+  millions of packets sent, 0 dropped, backlog 0, kept in the raw data):
+  the TUN device takes every packet from the qdisc and drops it at its own
+  ring when the reader lags, established or not.  It would matter only on
+  a kernel whose TUN device stops its queue instead.
 * **mhs** forwards SYNs without an entry: the table stays empty, but every
   SYN still costs a read, a forward and a SYN-ACK back; it is no cheaper
   for the reader than mh.
