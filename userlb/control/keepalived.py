@@ -16,7 +16,7 @@ Keywords, with keepalived.conf(5)'s meaning (docs/keepalived.md lists them):
   (`global_defs`, every `vrrp_*` and `static_*` block, `track_*`, `bfd_*`,
   ...) are skipped on purpose: real keepalived does those.  Any other
   keyword is an error, as `keepalived -t` reports it.
-* `virtual_server fwmark N`, `protocol SCTP`, `lb_kind DR|TUN`, persistence
+* `virtual_server fwmark N`, `lb_kind DR|TUN`, persistence
   engines, a regex in `url`, the checkers userlb does not have
   (`SMTP_CHECK`, `UDP_CHECK`, `PING_CHECK`, `FILE_CHECK`,
   `BFD_CHECK`) are refused, one clear message naming the line.
