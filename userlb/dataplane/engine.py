@@ -115,6 +115,8 @@ from .verdict import (  # noqa: F401
     V_FORWARD,
     V_FORWARD_OUT,
     V_REPLY,
+    V_XMIT_L2,
+    V_XMIT_L2_OUT,
     VERDICT_NAMES,
 )
 
@@ -163,6 +165,10 @@ class Engine(Fast4):
         self.replies = Counter()          # 'rst' / 'icmp_unreach' -> count
         self.out = b""
         self.out_len = 0
+        self.out_xl = None                # V_XMIT_L2*: the pair whose real server gets it
+        self.partial_csum = 0             # vnet.py: (csum_start, field, gso) of a partial checksum
+        self.tun_paths = {}               # tunnel server -> (outer source, path MTU): the driver's
+        self.path_miss = None             # the driver's callback for a server without a path
         self.last_reason = None
         self._tmo = make_timeouts()
         self._services = ()
@@ -470,6 +476,11 @@ class Engine(Fast4):
         if not ok:
             return self._drop(R_TTL_EXPIRED)
         nbytes = r[P_LEN]
+        if ok is not True:
+            # another method's transmit hook (xmit/dr.py, tunnel.py): counted
+            # first, as IPVS counts before it transmits
+            self._count(xl, inbound, nbytes)
+            return ok(self, buf, nbytes, reasm)
         if inbound:
             for s in xl.counted:
                 s.inpkts += 1
@@ -484,6 +495,16 @@ class Engine(Fast4):
         self.out_len = nbytes
         return V_FORWARD
 
+    def _count(self, xl, inbound, nbytes):
+        if inbound:
+            for s in xl.counted:
+                s.inpkts += 1
+                s.inbytes += nbytes
+        else:
+            for s in xl.counted:
+                s.outpkts += 1
+                s.outbytes += nbytes
+
     def _forward_entry(self, buf, r, e, inbound, now, reasm):
         xl = e.xl
         if not (xl.dest.available or xl.stateless):
@@ -492,7 +513,7 @@ class Engine(Fast4):
         if v != V_DROP:
             ops = PROTOCOLS[r[P_PROTO]]
             st = e.state
-            ns = (ops.next_in if inbound else ops.next_out)[r[P_TCPFLAGS] << 4 | st]
+            ns = (xl.next_in if inbound else ops.next_out)[r[P_TCPFLAGS] << 4 | st]
             if ns != st:
                 self._transition(e, st, ns, now)
             else:
@@ -518,7 +539,7 @@ class Engine(Fast4):
         v = self._xmit(buf, r, xl, True, reasm)
         if v != V_DROP:
             if need:
-                self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
+                self.link_entry(key, xl, xl.next_in[flags << 4], now, tpl)
             svc.forwarded = True
         return v
 

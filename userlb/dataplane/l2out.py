@@ -1,0 +1,280 @@
+"""The direct-routing and tunnel paths of the driver (docs/forwarding.md): a
+driver module beside tun.py and steering.py, the only place that sends
+frames on a link.
+
+* Direct routing (verdicts V_XMIT_L2 / V_XMIT_L2_OUT of the engine,
+  xmit/dr.py): the packet goes out unchanged in an Ethernet frame to the
+  link-layer address of the next hop towards the real server (the server
+  itself on its link; a gateway when the route has one, as the kernel's
+  route lookup would do), on the interface the route uses, through one
+  ``AF_PACKET`` socket.  With the TUN device's offloads the virtio-net
+  header comes along (``PACKET_VNET_HDR``, offsets moved by the Ethernet
+  header), so the kernel completes checksums and segments GSO packets on
+  that link.
+* Tunnels (xmit/tunnel.py): the engine needs, per real server, the
+  director's source address on the way to it and the path MTU; they are
+  looked up here and handed over in ``Engine.tun_paths``.
+
+Look-ups (pyroute2: the route, the link, the neighbour entry) never run on
+the packet path: a packet whose server is not resolved yet is dropped
+('l2_unresolved', counted in ``drops``) and a look-up starts on a worker
+thread; an unknown or failed neighbour is probed through the kernel
+(``NTF_USE``: the kernel's own ARP / neighbour discovery) and polled for up
+to a second.  Resolved paths are looked up again in the background every
+``refresh`` seconds (the kernel keeps a used neighbour fresh).  Other drop
+reasons: 'l2_no_route' (no route, or a route that is not unicast),
+'l2_not_ethernet' (the route's link has no 6-byte address), 'l2_too_big'
+(an IPv4 packet without DF above the link MTU: userlb does not fragment),
+'l2_send_error'.  A packet above the link MTU with DF (or IPv6) is answered,
+as IPVS does, with ICMP "fragmentation needed" / ICMPv6 "packet too big"
+from the VIP; the caller writes that answer to the TUN device.
+"""
+import socket
+import threading
+import time
+from collections import Counter
+from struct import Struct
+
+from . import nat
+from .packet import parse
+
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+NTF_USE = 0x01
+NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80   # REACHABLE STALE DELAY PROBE NOARP PERMANENT
+_VHDR = Struct("<BBHHHH")
+
+R_UNRESOLVED = "l2_unresolved"
+R_NO_ROUTE = "l2_no_route"
+R_NOT_ETHERNET = "l2_not_ethernet"
+R_TOO_BIG = "l2_too_big"
+R_SEND = "l2_send_error"
+
+
+def _addr_text(a):
+    if type(a) is int:
+        return socket.inet_ntop(socket.AF_INET, a.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, bytes(a))
+
+
+def _addr_value(text, af):
+    raw = socket.inet_pton(af, text)
+    return int.from_bytes(raw, "big") if af == socket.AF_INET else raw
+
+
+class Path:
+    """Where packets for one real server go."""
+    __slots__ = ("ifname", "ifindex", "mtu", "frame4", "frame6", "src", "error", "when")
+
+    def __init__(self):
+        self.ifname = None
+        self.ifindex = 0
+        self.mtu = 1500
+        self.frame4 = self.frame6 = None   # Ethernet header (dst, src, type) per family
+        self.src = None                    # the director's source address towards it
+        self.error = None                  # a drop reason while it cannot be used
+        self.when = 0.0
+
+
+def lookup(ipr, addr, probe_wait=1.0):
+    """A Path for `addr` (pyroute2 IPRoute `ipr`; blocking, worker thread)."""
+    p = Path()
+    p.when = time.monotonic()
+    fam = socket.AF_INET if type(addr) is int else socket.AF_INET6
+    text = _addr_text(addr)
+    try:
+        rt = ipr.route("get", dst=text)[0]
+    except Exception:   # noqa: BLE001 - no route: netlink error
+        p.error = R_NO_ROUTE
+        return p
+    if rt["type"] != 1:                    # RTN_UNICAST only
+        p.error = R_NO_ROUTE
+        return p
+    oif = rt.get_attr("RTA_OIF")
+    gw = rt.get_attr("RTA_GATEWAY")
+    src = rt.get_attr("RTA_PREFSRC")
+    if src is not None:
+        p.src = _addr_value(src, fam)
+    link = ipr.get_links(oif)[0]
+    p.ifindex = oif
+    p.ifname = link.get_attr("IFLA_IFNAME")
+    p.mtu = link.get_attr("IFLA_MTU") or 1500
+    metrics = rt.get_attr("RTA_METRICS")
+    if metrics is not None:
+        m = metrics.get_attr("RTAX_MTU")
+        if m:
+            p.mtu = min(p.mtu, m)
+    lladdr = link.get_attr("IFLA_ADDRESS")
+    if not lladdr or len(lladdr.split(":")) != 6:
+        p.error = R_NOT_ETHERNET
+        return p
+    nh = gw or text
+    mac = _neighbour(ipr, nh, oif, probe_wait)
+    if mac is None:
+        p.error = R_UNRESOLVED
+        return p
+    head = bytes.fromhex(mac.replace(":", "")) + bytes.fromhex(lladdr.replace(":", ""))
+    p.frame4 = head + ETH_P_IP.to_bytes(2, "big")
+    p.frame6 = head + ETH_P_IPV6.to_bytes(2, "big")
+    return p
+
+
+def _neighbour(ipr, nh, oif, wait):
+    deadline = time.monotonic() + wait
+    probed = False
+    while True:
+        for m in ipr.get_neighbours(dst=nh, ifindex=oif):
+            mac = m.get_attr("NDA_LLADDR")
+            if mac and m["state"] & NUD_VALID:
+                if not m["state"] & 0x02 and not probed:   # STALE etc.: let the kernel confirm
+                    _probe(ipr, nh, oif)
+                return mac
+        if not probed:
+            _probe(ipr, nh, oif)
+            probed = True
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _probe(ipr, nh, oif):
+    """Have the kernel resolve `nh` (an ARP request / neighbour solicitation)."""
+    try:
+        ipr.neigh("replace", dst=nh, ifindex=oif, flags=NTF_USE, state=0)
+    except Exception:   # noqa: BLE001 - the poll reports what came of it
+        pass
+
+
+class L2Out:
+    """Sends direct-routing verdicts and keeps the engine's tunnel paths.
+
+    ``send(xl, data, hdr)``: `data` (a memoryview or bytes of one IP
+    packet) to `xl`'s real server; `hdr` the virtio-net header it came with
+    (None without offloads).  Returns None, or bytes to write to the TUN
+    device (an ICMP answer to the client).  Counters: ``tx``, ``drops``.
+    """
+
+    def __init__(self, engine=None, vnet=False, refresh=10.0, probe_wait=1.0,
+                 ipr_factory=None):
+        self.engine = engine
+        self.vnet = vnet
+        self.refresh = refresh
+        self.probe_wait = probe_wait
+        self.paths = {}            # address -> Path
+        self.tx = 0
+        self.drops = Counter()
+        self._pending = set()
+        self._lock = threading.Lock()
+        self._ipr_factory = ipr_factory
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        if vnet:
+            self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        self._zero = bytes(10)
+        if engine is not None:
+            engine.path_miss = self.want
+
+    def close(self):
+        self.sock.close()
+
+    # -- look-ups, off the packet path
+    def want(self, addr):
+        """Look `addr` up in the background (once at a time)."""
+        with self._lock:
+            if addr in self._pending:
+                return
+            self._pending.add(addr)
+        threading.Thread(target=self._resolve, args=([addr],), daemon=True).start()
+
+    def resolve_now(self, addrs):
+        """Look addresses up and wait for the answers (start-up, tests); on a
+        worker thread, as pyroute2 cannot run beside a running event loop."""
+        addrs = list(addrs)
+        if addrs:
+            t = threading.Thread(target=self._resolve, args=(addrs,), daemon=True)
+            t.start()
+            t.join()
+
+    def _resolve(self, addrs):
+        from pyroute2 import IPRoute
+        try:
+            with (self._ipr_factory or IPRoute)() as ipr:
+                for a in addrs:
+                    p = lookup(ipr, a, self.probe_wait)
+                    self.paths[a] = p
+                    if self.engine is not None:
+                        if p.src is not None and p.error in (None, R_UNRESOLVED,
+                                                             R_NOT_ETHERNET):
+                            self.engine.tun_paths[a] = (p.src, p.mtu)
+                        else:
+                            self.engine.tun_paths.pop(a, None)
+        finally:
+            with self._lock:
+                self._pending.difference_update(addrs)
+
+    def tick(self, now=None):
+        """Every second or so: look stale paths up again in the background."""
+        t = time.monotonic()
+        for a, p in list(self.paths.items()):
+            if t - p.when >= self.refresh:
+                p.when = t
+                self.want(a)
+
+    # -- the packet path
+    def _drop(self, reason):
+        self.drops[reason] += 1
+        return None
+
+    def send(self, xl, data, hdr=None):
+        addr = xl.daddr
+        p = self.paths.get(addr)
+        if p is None:
+            self.want(addr)
+            return self._drop(R_UNRESOLVED)
+        if p.error is not None:
+            if p.error == R_UNRESOLVED:
+                self.want(addr)
+            return self._drop(p.error)
+        v6 = data[0] >> 4 == 6
+        gso = hdr is not None and hdr[1]
+        n = len(data)
+        if n > p.mtu and not gso:
+            if v6 or data[6] & 0x40:
+                return self._too_big(data, p.mtu)
+            return self._drop(R_TOO_BIG)
+        frame = p.frame6 if v6 else p.frame4
+        try:
+            if self.vnet:
+                if hdr is None or not (hdr[0] or hdr[1]):
+                    vh = self._zero
+                else:
+                    flags, gt, hl, gs, cs, co = _VHDR.unpack_from(hdr)
+                    vh = _VHDR.pack(flags, gt, hl + 14 if hl else 0, gs,
+                                    cs + 14 if flags & 1 else cs, co)
+                self.sock.sendmsg([vh, frame, data], (), 0, (p.ifname, 0))
+            else:
+                self.sock.sendmsg([frame, data], (), 0, (p.ifname, 0))
+        except OSError:
+            return self._drop(R_SEND)
+        self.tx += 1
+        return None
+
+    def _too_big(self, data, mtu):
+        buf = bytes(data)
+        r = parse(buf, 0, len(buf))
+        if type(r) is str:
+            return self._drop(R_TOO_BIG)
+        if r[0] == 4:
+            rep = nat.build_icmp_error(buf, r, 3, 4, None, mtu & 0xFFFF)
+        else:
+            rep = nat.build_icmp_error(buf, r, 2, 0, None, mtu)
+        if rep is None:
+            return self._drop(R_TOO_BIG)
+        self.drops["l2_icmp_too_big"] += 1
+        return bytes(rep)
+
+    def counters(self):
+        out = {"l2_tx": self.tx}
+        out.update(sorted(self.drops.items()))
+        return out
