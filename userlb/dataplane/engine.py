@@ -115,6 +115,7 @@ from .verdict import (  # noqa: F401
     V_FORWARD,
     V_FORWARD_OUT,
     V_REPLY,
+    V_XMIT_IP,
     V_XMIT_L2,
     V_XMIT_L2_OUT,
     VERDICT_NAMES,

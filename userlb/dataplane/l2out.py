@@ -13,7 +13,8 @@ frames on a link.
   that link.
 * Tunnels (xmit/tunnel.py): the engine needs, per real server, the
   director's source address on the way to it and the path MTU; they are
-  looked up here and handed over in ``Engine.tun_paths``.
+  looked up here and handed over in ``Engine.tun_paths``.  The outer packets
+  (verdict V_XMIT_IP) leave through a raw IP socket as the director's own.
 
 Look-ups (pyroute2: the route, the link, the neighbour entry) never run on
 the packet path: a packet whose server is not resolved yet is dropped
@@ -172,11 +173,14 @@ class L2Out:
         if vnet:
             self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         self._zero = bytes(10)
+        self._raw = {}             # family -> raw IP socket (tunnels' outer packets)
         if engine is not None:
             engine.path_miss = self.want
 
     def close(self):
         self.sock.close()
+        for s in self._raw.values():
+            s.close()
 
     # -- look-ups, off the packet path
     def want(self, addr):
@@ -255,6 +259,27 @@ class L2Out:
                 self.sock.sendmsg([vh, frame, data], (), 0, (p.ifname, 0))
             else:
                 self.sock.sendmsg([frame, data], (), 0, (p.ifname, 0))
+        except OSError:
+            return self._drop(R_SEND)
+        self.tx += 1
+        return None
+
+    def send_ip(self, data):
+        """A tunnel's outer packet (xmit/tunnel.py), sent as the director's own
+        through a raw IP socket (IP_HDRINCL): routed by the kernel like the
+        packets IPVS sends, whatever the forwarding sysctls."""
+        v6 = data[0] >> 4 == 6
+        try:
+            s = self._raw.get(v6)
+            if s is None:
+                s = self._raw[v6] = socket.socket(
+                    socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                    socket.IPPROTO_RAW)
+            if v6:
+                dst = socket.inet_ntop(socket.AF_INET6, bytes(data[24:40]))
+            else:
+                dst = socket.inet_ntop(socket.AF_INET, bytes(data[16:20]))
+            s.sendto(data, (dst, 0))
         except OSError:
             return self._drop(R_SEND)
         self.tx += 1

@@ -254,7 +254,7 @@ class TunDriver:
                     n_tx += 1
                 elif v == drop:
                     n_drop += 1
-                elif v >= 4:            # V_XMIT_L2(_OUT): direct routing (l2out.py)
+                elif v >= 4:            # V_XMIT_L2(_OUT), V_XMIT_IP: l2out.py
                     rep = self._l2(v, mv, hdr)
                     if rep is None:
                         pass
@@ -280,14 +280,17 @@ class TunDriver:
         self.write_errors += n_err
 
     def _l2(self, v, mv, hdr):
-        """A direct-routing verdict: the packet to the real server's link
-        (l2out.py); returns an answer for the TUN device or None."""
+        """A direct-routing verdict (the packet to the real server's link) or
+        a tunnel's outer packet (sent as the director's own), l2out.py;
+        returns an answer for the TUN device or None."""
         eng = self.engine
         if self.l2 is None:
             return None
         if v == 4:
             return self.l2.send(eng.out_xl, mv[:eng.out_len], hdr)
-        return self.l2.send(eng.out_xl, eng.out, None)
+        if v == 5:
+            return self.l2.send(eng.out_xl, eng.out, None)
+        return self.l2.send_ip(eng.out)
 
     def counters(self):
         out = {"rx": self.rx, "tx": self.tx, "drops": self.drops,

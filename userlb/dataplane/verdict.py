@@ -8,7 +8,9 @@ V_REPLY = 2
 V_FORWARD_OUT = 3
 V_XMIT_L2 = 4          # direct routing: send buf[:out_len] on the link to out_xl's server
 V_XMIT_L2_OUT = 5      # the same with the bytes eng.out (a reassembled datagram)
-VERDICT_NAMES = ("DROP", "FORWARD", "REPLY", "FORWARD_OUT", "XMIT_L2", "XMIT_L2_OUT")
+V_XMIT_IP = 6          # tunnels: send eng.out as the director's own IP packet
+VERDICT_NAMES = ("DROP", "FORWARD", "REPLY", "FORWARD_OUT", "XMIT_L2", "XMIT_L2_OUT",
+                 "XMIT_IP")
 
 R_NOT_FOR_US = "not_for_us"
 R_NO_ENTRY = "no_entry"                 # mid-stream TCP without entry, rst_on_no_entry=False

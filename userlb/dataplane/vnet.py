@@ -54,7 +54,7 @@ header (``ZERO_HDR``): their checksums are complete.
 from collections import Counter
 from struct import Struct
 
-from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_XMIT_L2
+from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_XMIT_IP, V_XMIT_L2
 
 VNET_HDR_LEN = 10
 
@@ -189,7 +189,7 @@ class VnetPath:
             else:
                 self.partial += 1
             return v
-        if v == V_FORWARD_OUT and not completed:
+        if (v == V_FORWARD_OUT or v == V_XMIT_IP) and not completed:
             # a datagram built aside would carry the temporary field (a tunnel's
             # outer packet is fine: it completed the inner checksum)
             return self._drop(R_VERDICT)

@@ -28,8 +28,9 @@ would not fit the path MTU once encapsulated is answered with ICMP
 "fragmentation needed" / ICMPv6 "packet too big" carrying the MTU less the
 overhead, from the packet's destination (the VIP); an IPv4 packet without
 DF goes out without DF (the kernel fragments the outer packet).  The outer
-packet (V_FORWARD_OUT) is written to the TUN device and routed by the
-kernel.
+packet (verdict V_XMIT_IP) is sent by the driver as the director's own
+packet (a raw IP socket, l2out.py), as IPVS sends it from the director's
+output path: it is routed by the kernel and needs no IP forwarding.
 
 With the TUN device's offloads, a packet whose L4 checksum is still partial
 is completed here (``Engine.partial_csum``, set by vnet.py) before it is
@@ -41,7 +42,7 @@ from struct import Struct
 from .. import nat
 from ..csum import checksum, pseudo_sum4, pseudo_sum6
 from ..packet import P_AF, parse
-from ..verdict import R_TUN_GSO, R_TUN_TOO_BIG, V_FORWARD_OUT, V_REPLY
+from ..verdict import R_TUN_GSO, R_TUN_TOO_BIG, V_REPLY, V_XMIT_IP
 from .dr import dec_ttl, input_only
 
 REPLIES = False
@@ -166,7 +167,7 @@ def _hook(xl, tun, inner_af, outer_af):
                 c = checksum(payload, 0, plen, pseudo_sum6(src, daddr, 17, plen)) or 0xFFFF
                 _H.pack_into(payload, 6, c)
         eng.out = hdr + payload
-        return V_FORWARD_OUT
+        return V_XMIT_IP
     return send
 
 
