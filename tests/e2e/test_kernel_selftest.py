@@ -20,6 +20,7 @@ end-to-end tunnel test runs where ipip exists (skipped with a reason
 elsewhere outside CI; in CI it checks the wire instead of skipping).
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -201,6 +202,56 @@ def test_dr(st):
     line = [ln for ln in stats.splitlines() if ln.startswith(f"  -> {RIP}")][0]
     conns, inpkts, outpkts = (int(x) for x in line.split()[2:5])
     assert conns == 1 and inpkts >= 3 and outpkts == 0     # replies bypass the director
+
+
+def _driver_counters(st):
+    """The driver's counters from the director's SIGUSR1 listing."""
+    path = os.path.join(st.dir, "stats.txt")
+    st.procs[0].send_signal(signal.SIGUSR1)      # the first process: userlb run
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                text = f.read()
+            for ln in text.splitlines():
+                if ln.startswith("driver:"):
+                    return dict(w.split("=", 1) for w in ln.split()[1:] if "=" in w)
+        time.sleep(0.1)
+    raise AssertionError("no SIGUSR1 listing")
+
+
+@pytest.mark.parametrize("offload", [True, False])
+def test_dr_link_mtu(tmp_path, offload):
+    """Direct routing onto a link with a smaller MTU (1000): the client's
+    full-size segments (DF) are answered with ICMP "fragmentation needed"
+    (MTU 1000) from the VIP, its TCP lowers the path MTU, and 20000 bytes
+    arrive whole -- with the TUN offloads (GSO packets: the segment size is
+    checked) and without."""
+    st = Selftest(tmp_path)
+    try:
+        st.setup()
+        with open(st.infile, "wb") as f:
+            f.write(os.urandom(20000))
+        st.ns(st.ns1, "ip", "link", "set", "veth12", "mtu", "1000")
+        st.ns(st.ns2, "ip", "link", "set", "veth21", "mtu", "1000")
+        extra = ["--stats-file", os.path.join(st.dir, "stats.txt")]
+        if not offload:
+            extra.append("--no-offload")
+        st.start_userlb(*extra)
+        st.ipvsadm("-A", "-t", f"{VIP}:{PORT}", "-s", "rr")
+        st.ipvsadm("-a", "-t", f"{VIP}:{PORT}", "-r", f"{RIP}:{PORT}", "-g")
+        st.ns(st.ns0, "ip", "route", "add", VIP, "via", GIP, "dev", "br0")
+        st.ns(st.ns1, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+        for k in ("all.arp_ignore=1", "all.arp_announce=2", "all.rp_filter=0",
+                  "veth21.rp_filter=0"):
+            st.ns(st.ns2, "sysctl", "-qw", "net.ipv4.conf." + k)
+        st.ns(st.ns2, "ip", "addr", "add", f"{VIP}/32", "dev", "lo")
+        st.test_service()
+        c = _driver_counters(st)
+        assert int(c.get("l2_icmp_too_big", 0)) >= 1, c
+        assert int(c["l2_tx"]) >= 10, c
+    finally:
+        st.cleanup()
 
 
 def test_nat(st):

@@ -241,12 +241,19 @@ class L2Out:
                 self.want(addr)
             return self._drop(p.error)
         v6 = data[0] >> 4 == 6
-        gso = hdr is not None and hdr[1]
         n = len(data)
-        if n > p.mtu and not gso:
-            if v6 or data[6] & 0x40:
+        if n > p.mtu:
+            if hdr is not None and hdr[1]:
+                # a GSO super-packet: its segments (headers + gso_size) must fit
+                gs = hdr[6] | hdr[7] << 8
+                l4 = 40 if v6 else (data[0] & 15) << 2
+                hl = l4 + ((data[l4 + 12] >> 4) << 2 if hdr[1] & 0x7F != 5 else 8)
+                if hl + gs > p.mtu:
+                    return self._too_big(data, p.mtu)
+            elif v6 or data[6] & 0x40:
                 return self._too_big(data, p.mtu)
-            return self._drop(R_TOO_BIG)
+            else:
+                return self._drop(R_TOO_BIG)
         frame = p.frame6 if v6 else p.frame4
         try:
             if self.vnet:
