@@ -75,7 +75,6 @@ from ..model import (
     DEFAULT_TCP_TIMEOUT,
     DEFAULT_TCPFIN_TIMEOUT,
     DEFAULT_UDP_TIMEOUT,
-    FWD_MASQ,
     Addr,
     Dest,
     DestKey,
@@ -86,7 +85,6 @@ from ..model import (
 from ..sched import base
 from ..sched.base import Scheduler
 from . import ipvsadm as ia
-
 
 #: callback(event, svc, dest) -- see the module docstring
 Listener = Callable[[str, "Service | None", "Dest | None"], None]

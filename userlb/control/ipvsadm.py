@@ -450,7 +450,7 @@ def _check_dest(c: Command, raw: _Raw) -> None:
     ttype = c.tun[0]
     name = TUN_TYPE_NAMES[ttype]
     last = None
-    for opt, rule in zip(_TUN_OPTIONS, _TUN_RULES[ttype]):
+    for opt, rule in zip(_TUN_OPTIONS, _TUN_RULES[ttype], strict=True):
         if opt not in raw:
             if rule == "+":
                 raise ConfigError(f"You need to supply the '{opt}' option for the "
