@@ -21,7 +21,7 @@ A method module provides
   then is it a source of replies in the engine's tables).
 
 Modules: masq (``-m``), dr (``-g``: the verdict V_XMIT_L2, sent by the
-driver dataplane/l2out.py), tunnel (``-i``: an outer packet, V_FORWARD_OUT).
+driver dataplane/l2out.py), tunnel (``-i``: an outer packet, V_XMIT_IP).
 docs/forwarding.md describes them for users.
 """
 from ...model import FWD_DROUTE, FWD_LOCALNODE, FWD_TUNNEL
