@@ -272,9 +272,14 @@ class L2Out:
         return None
 
     def send_ip(self, data):
-        """A tunnel's outer packet (xmit/tunnel.py), sent as the director's own
-        through a raw IP socket (IP_HDRINCL): routed by the kernel like the
-        packets IPVS sends, whatever the forwarding sysctls."""
+        """A tunnel's outer packet (xmit/tunnel.py; a list of them for a cut
+        GSO packet), sent as the director's own through a raw IP socket
+        (IP_HDRINCL): routed by the kernel like the packets IPVS sends,
+        whatever the forwarding sysctls."""
+        if type(data) is list:
+            for d in data:
+                self.send_ip(d)
+            return None
         v6 = data[0] >> 4 == 6
         try:
             s = self._raw.get(v6)

@@ -8,7 +8,7 @@ V_REPLY = 2
 V_FORWARD_OUT = 3
 V_XMIT_L2 = 4          # direct routing: send buf[:out_len] on the link to out_xl's server
 V_XMIT_L2_OUT = 5      # the same with the bytes eng.out (a reassembled datagram)
-V_XMIT_IP = 6          # tunnels: send eng.out as the director's own IP packet
+V_XMIT_IP = 6          # tunnels: send eng.out (or each of a list) as the director's own
 VERDICT_NAMES = ("DROP", "FORWARD", "REPLY", "FORWARD_OUT", "XMIT_L2", "XMIT_L2_OUT",
                  "XMIT_IP")
 

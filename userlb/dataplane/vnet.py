@@ -171,7 +171,7 @@ class VnetPath:
         # partial (non-inverted) sum -> an ordinary inverted checksum of it
         _H.pack_into(buf, pos, (p ^ 0xFFFF) or 0xFFFF)
         eng = self.engine
-        eng.partial_csum = (l4, pos, gt)        # a tunnel completes it (xmit/tunnel.py)
+        eng.partial_csum = (l4, pos, gt, _gs)   # a tunnel completes it (xmit/tunnel.py)
         v = eng.process(buf, n, now)
         completed = eng.partial_csum == 0
         eng.partial_csum = 0

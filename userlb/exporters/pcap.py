@@ -118,7 +118,8 @@ class Tap:
         if v == V_FORWARD or v == V_XMIT_L2:
             w.write(1, memoryview(buf)[:eng.out_len])
         elif v == V_REPLY or v == V_FORWARD_OUT or v == V_XMIT_L2_OUT or v == V_XMIT_IP:
-            w.write(1, eng.out)
+            for p in eng.out if type(eng.out) is list else (eng.out,):   # a cut GSO packet
+                w.write(1, p)
         return v
 
     def __getattr__(self, name: str) -> Any:

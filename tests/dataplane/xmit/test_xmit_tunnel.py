@@ -168,7 +168,7 @@ def test_no_path_yet():
 def test_partial_checksum_completed_behind_offloads():
     """With the TUN offloads a packet may carry only the pseudo-header sum
     (NEEDS_CSUM): the tunnel completes the checksum before wrapping it (the
-    real server gets no offload hint); a GSO super-packet is refused."""
+    real server gets no offload hint)."""
     eng, _ = tun_engine((1, 6080, 1))
     vp = VnetPath(eng)
     full = IP(src=CIP, dst=VIP, flags="DF") / TCP(sport=40000, dport=80, flags="S") / b"data!"
@@ -186,12 +186,51 @@ def test_partial_checksum_completed_behind_offloads():
     c = IP(eng.out)
     del c[UDP].chksum
     assert IP(bytes(c))[UDP].chksum == IP(eng.out)[UDP].chksum
-    # GSO
-    hdr = pack_hdr(F_NEEDS_CSUM, GSO_TCPV4, 40, 1000, 20, 16)
-    raw[36:38] = p.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("gso,proto", [(GSO_TCPV4, 6), (5, 17)])
+def test_gso_super_packet_is_cut_then_wrapped(gso, proto):
+    """A GSO super-packet (TSO / USO behind the TUN offloads) becomes the
+    segments the kernel would have sent, each wrapped: sequence numbers,
+    lengths, IP ids, flags (PSH/FIN on the last only) and every checksum."""
+    from userlb.dataplane.csum import pseudo_sum4
+    eng, svc = tun_engine((1, 6080, 1), proto=proto)
+    vp = VnetPath(eng)
+    if proto == 6:
+        feed(eng, IP(src=CIP, dst=VIP) / TCP(sport=40000, dport=80, flags="S", seq=4999))
+    data = bytes(range(256)) * 10                 # 2560 bytes: 1000 + 1000 + 560
+    if proto == 6:
+        l4h = TCP(sport=40000, dport=80, flags="FPA", seq=5000)
+    else:
+        l4h = UDP(sport=40000, dport=80)
+    full = IP(src=CIP, dst=VIP, flags="DF", id=7) / l4h / data
+    raw = bytearray(bytes(full))
+    pos = 36 if proto == 6 else 26
+    p = pseudo_sum4(ip(CIP), ip(VIP), proto, len(raw) - 20)
+    raw[pos:pos + 2] = p.to_bytes(2, "big")
+    hl = 40 if proto == 6 else 28
+    hdr = pack_hdr(F_NEEDS_CSUM, gso, hl, 1000, 20, pos - 20)
     buf = raw + bytearray(16)
-    assert vp.process(hdr, buf, len(raw), 0.0) == V_DROP
-    assert eng.last_reason == "tunnel_gso" and eng.partial_csum == 0
+    assert vp.process(hdr, buf, len(raw), 0.0) == V_XMIT_IP and eng.partial_csum == 0
+    assert type(eng.out) is list and len(eng.out) == 3
+    got = b""
+    for i, o in enumerate(eng.out):
+        outer = IP(o)
+        assert outer.flags.DF and outer[UDP].dport == 6080
+        inner = IP(bytes(outer[UDP].payload)[4:])
+        assert inner.id == 7 + i and inner.len == len(bytes(outer[UDP].payload)) - 4
+        c = IP(bytes(inner))
+        del c.chksum
+        del c.payload.chksum
+        c = IP(bytes(c))
+        assert c.chksum == inner.chksum and c.payload.chksum == inner.payload.chksum
+        if proto == 6:
+            assert inner[TCP].seq == 5000 + 1000 * i
+            assert int(inner[TCP].flags) == (0x19 if i == 2 else 0x10)
+        got += bytes(inner.payload.payload)
+    assert got == data
+    # one packet as the engine counts it
+    assert svc.dests[0].stats.inpkts == (2 if proto == 6 else 1)
 
 
 def test_icmp_error_from_client_side_is_tunnelled():

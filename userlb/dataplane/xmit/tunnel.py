@@ -34,8 +34,9 @@ output path: it is routed by the kernel and needs no IP forwarding.
 
 With the TUN device's offloads, a packet whose L4 checksum is still partial
 is completed here (``Engine.partial_csum``, set by vnet.py) before it is
-wrapped; a GSO super-packet cannot be wrapped ('tunnel_gso': run
-``userlb run --no-offload`` for tunnel services that carry bulk TCP).
+wrapped, and a GSO super-packet is cut into the segments it stands for
+(`segment`), each wrapped: ``eng.out`` is then a list of outer packets
+('tunnel_gso' drops one that cannot be cut).
 """
 from struct import Struct
 
@@ -86,17 +87,68 @@ def prepare(xl, dec):
 def _complete_partial(eng, buf, n):
     """Finish a partial L4 checksum (vnet.py left the pseudo-header sum P
     as the ordinary checksum ~P in the field) over the whole segment."""
-    cstart, pos, gso = eng.partial_csum
-    if gso:
-        return False
+    cstart, pos = eng.partial_csum[:2]
     f = buf[pos] << 8 | buf[pos + 1]
     buf[pos] = buf[pos + 1] = 0
     c = checksum(buf, cstart, n, f ^ 0xFFFF)
     if c == 0 and pos - cstart == 6:      # UDP: a computed 0 is sent as 0xFFFF
         c = 0xFFFF
     _H.pack_into(buf, pos, c)
-    eng.partial_csum = 0
-    return True
+
+
+def segment(buf, n, l4, gso_type, gso_size):
+    """The packets a GSO super-packet (TCPv4 1, TCPv6 4, UDP_L4 5) stands
+    for, as the kernel's segmentation would cut it: each with its own IP
+    length (IPv4: identification + i, header checksum), TCP sequence number
+    (FIN/PSH only on the last, CWR only on the first) or UDP header, and a
+    complete L4 checksum.  None if it cannot be cut (bad sizes)."""
+    v4 = buf[0] >> 4 == 4
+    udp = gso_type == 5
+    if udp:
+        hl = l4 + 8
+    else:
+        hl = l4 + ((buf[l4 + 12] >> 4) << 2)
+    if gso_size <= 0 or hl >= n:
+        return None
+    head = buf[:hl]
+    src, dst = (buf[12:16], buf[16:20]) if v4 else (buf[8:24], buf[24:40])
+    psum = int.from_bytes(src, "big") % 0xFFFF + int.from_bytes(dst, "big") % 0xFFFF
+    proto = 17 if udp else 6
+    ipid = buf[4] << 8 | buf[5]
+    seq = int.from_bytes(buf[l4 + 4:l4 + 8], "big")
+    flags = buf[l4 + 13]
+    out = []
+    starts = range(hl, n, gso_size)
+    last = len(starts) - 1
+    for i, off in enumerate(starts):
+        chunk = buf[off:min(off + gso_size, n)]
+        p = bytearray(head) + chunk
+        plen = len(p)
+        l4len = plen - l4
+        if v4:
+            _H.pack_into(p, 2, plen)
+            _H.pack_into(p, 4, (ipid + i) & 0xFFFF)
+            p[10] = p[11] = 0
+            _H.pack_into(p, 10, checksum(p, 0, l4))
+        else:
+            _H.pack_into(p, 4, plen - 40)
+        if udp:
+            _H.pack_into(p, l4 + 4, l4len)
+            p[l4 + 6] = p[l4 + 7] = 0
+            c = checksum(p, l4, plen, psum + proto + l4len) or 0xFFFF
+            _H.pack_into(p, l4 + 6, c)
+        else:
+            p[l4 + 4:l4 + 8] = ((seq + off - hl) & 0xFFFFFFFF).to_bytes(4, "big")
+            f = flags
+            if i != last:
+                f &= ~0x09                   # FIN, PSH: only the last segment
+            if i:
+                f &= ~0x80                   # CWR: only the first
+            p[l4 + 13] = f
+            p[l4 + 16] = p[l4 + 17] = 0
+            _H.pack_into(p, l4 + 16, checksum(p, l4, plen, psum + proto + l4len))
+        out.append(p)
+    return out
 
 
 def _flow_hash(buf, af):
@@ -116,28 +168,9 @@ def _hook(xl, tun, inner_af, outer_af):
     eth_proto = 0x0800 if inner_af == 4 else 0x86DD
     csum = bool(tflags & F_CSUM)
 
-    def send(eng, buf, n, reasm=False):
-        path = eng.tun_paths.get(daddr)
-        if path is None:
-            if eng.path_miss is not None:
-                eng.path_miss(daddr)          # the driver looks it up (l2out.py)
-            return eng._drop(R_NO_PATH)
-        src, mtu = path
-        if eng.partial_csum and not _complete_partial(eng, buf, n):
-            return eng._drop(R_TUN_GSO)
-        if inner_af == 4:
-            df = buf[6] & 0x40
-            ttl = buf[8]
-            tos = buf[1]
-        else:
-            df = 0x40
-            ttl = buf[7]
-            tos = (buf[0] & 15) << 4 | buf[1] >> 4
-        if n + over > mtu and df:
-            return _too_big(eng, buf, n, mtu - over)
-        inner = buf[:n]
+    def wrap(inner, src, sport, df, ttl, tos):
+        n = len(inner)
         if ttype == TUN_GUE:
-            sport = _PORT_LO + _flow_hash(buf, inner_af) % _PORT_N
             payload = bytearray(_UDP.pack(sport, tport, 8 + 4 + n, 0))
             payload += bytes((0, inner_proto, 0, 0))
             payload += inner
@@ -166,7 +199,42 @@ def _hook(xl, tun, inner_af, outer_af):
                 # IPv6 requires a UDP checksum (the kernel fills it whatever the flag)
                 c = checksum(payload, 0, plen, pseudo_sum6(src, daddr, 17, plen)) or 0xFFFF
                 _H.pack_into(payload, 6, c)
-        eng.out = hdr + payload
+        return hdr + payload
+
+    def send(eng, buf, n, reasm=False):
+        path = eng.tun_paths.get(daddr)
+        if path is None:
+            if eng.path_miss is not None:
+                eng.path_miss(daddr)          # the driver looks it up (l2out.py)
+            return eng._drop(R_NO_PATH)
+        src, mtu = path
+        segs = None
+        part = eng.partial_csum
+        if part:
+            if part[2]:
+                # a GSO super-packet: cut here, as the kernel would (complete checksums)
+                segs = segment(buf, n, part[0], part[2], part[3])
+                if segs is None:
+                    return eng._drop(R_TUN_GSO)
+            else:
+                _complete_partial(eng, buf, n)
+            eng.partial_csum = 0
+        if inner_af == 4:
+            df = buf[6] & 0x40
+            ttl = buf[8]
+            tos = buf[1]
+        else:
+            df = 0x40
+            ttl = buf[7]
+            tos = (buf[0] & 15) << 4 | buf[1] >> 4
+        big = n if segs is None else len(segs[0])
+        if big + over > mtu and df:
+            return _too_big(eng, buf, n, mtu - over)
+        sport = _PORT_LO + _flow_hash(buf, inner_af) % _PORT_N if ttype == TUN_GUE else 0
+        if segs is None:
+            eng.out = wrap(buf[:n], src, sport, df, ttl, tos)
+        else:
+            eng.out = [wrap(p, src, sport, df, ttl, tos) for p in segs]
         return V_XMIT_IP
     return send
 
