@@ -249,7 +249,7 @@ def test_dr_link_mtu(tmp_path, offload):
         st.test_service()
         c = _driver_counters(st)
         assert int(c.get("l2_icmp_too_big", 0)) >= 1, c
-        assert int(c["l2_tx"]) >= 10, c
+        assert int(c["l2_tx"]) >= 3, c          # GSO packets count once
     finally:
         st.cleanup()
 
