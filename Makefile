@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark
+DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark bird2 exabgp
 PYTEST_ARGS ?=
 
 .PHONY: test lint demo bench sysdeps venv clean
@@ -21,12 +21,22 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Debian packages used by the lab, the end-to-end tests and the benchmarks.
+# The daemons among them (bird2, exabgp, keepalived, ...) are run by the tests
+# inside namespaces; a policy-rc.d kept only for the install stops their
+# packages from starting (or enabling) the system services on the host.
 sysdeps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  rc=0; own_policy=""; \
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; \
+	    own_policy=1; \
+	  fi; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || rc=$$?; \
+	  if [ -n "$$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$rc; \
 	fi
 
 test: venv sysdeps

@@ -95,6 +95,10 @@ RULES = (
     # -- testing: the API for other projects' tests; a client of the lab (as the CLI is)
     Rule("userlb.testing*", _tree("userlb.cli"),
          "userlb.testing drives the lab and the control socket, never the CLI"),
+    # -- announce: a client of the control socket for BGP speakers; below the CLI
+    Rule("userlb.announce*", _tree("userlb.cli", "userlb.lab", "userlb.testing",
+                                   "userlb.dataplane", "userlb.exporters"),
+         "userlb announce talks to the director over its control socket only"),
     Rule("userlb.cli*", (), "the CLI is the top: it may import any layer"),
     Rule("userlb", (), "the package root"),
 )

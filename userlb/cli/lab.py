@@ -29,6 +29,12 @@ and puts it back.  `demo --directors K` shows a failover: long-lived
 connections, directors killed one after another, connections counted before
 and after (on the current lab if it has K directors, else on a temporary
 one).  `experiment`: the mhs experiment (docs/mhs-experiment.md).
+
+`up --directors K --bgp`: the router's routes come from BGP instead (BIRD 2
+on the router, ExaBGP + `userlb announce` on each director; see
+docs/scale-out.md); `kill-director N` then stops only director N's `userlb
+run` and BGP withdraws it; `demo --bgp` shows that failover with the
+router's table before and after; `status` shows `birdc show route`.
 """
 import argparse
 import os
@@ -52,6 +58,9 @@ def build_parser():
                     help="pass --procfs DIR to the director(s)")
     up.add_argument("--directors", type=int, default=1, metavar="K",
                     help="K >= 2: K directors behind an ECMP router (default 1)")
+    up.add_argument("--bgp", action="store_true",
+                    help="with --directors K: the router's routes from BGP (BIRD on the "
+                         "router, ExaBGP + `userlb announce` on each director)")
     d = sub.add_parser("demo", help="send traffic, compare with `userlb simulate`, print stats")
     d.add_argument("--requests", type=int, default=300)
     d.add_argument("--udp-flows", type=int, default=60)
@@ -60,6 +69,9 @@ def build_parser():
                    help="K >= 2: the failover demo with K directors")
     d.add_argument("--connections", type=int, default=30,
                    help="long-lived connections of the failover demo (default 30)")
+    d.add_argument("--bgp", action="store_true",
+                   help="with --directors K: the failover with BGP, the router's table "
+                        "before and after")
     kd = sub.add_parser("kill-director", help="take director N out of the routes and stop it")
     kd.add_argument("n", type=int)
     kd.add_argument("--hard", action="store_true", help="SIGKILL instead of SIGTERM")
@@ -108,7 +120,14 @@ def status_text(lab):
     lines.append(f"  VIPs      {VIP4} {VIP6}; rules file {lab.rules_path}")
     lines.append(f"  director log {lab.log_of(1)}"
                  + ("" if lab.n_directors == 1 else " (director-K.log for director K)"))
+    if getattr(lab, "bgp", False):
+        lines.append(f"  BGP: BIRD on the router (ip netns exec {lab.router} birdc -s "
+                     f"{lab.bird_ctl} show route), ExaBGP + userlb announce on each director "
+                     f"({lab.dir}/exabgp-K.log)")
+        lines.append("  the router's view (birdc show route):")
+        lines += ["    " + x for x in lab.birdc("show route", check=False).splitlines()]
     return "\n".join(lines)
+
 
 
 def main(argv):
@@ -128,7 +147,7 @@ def main(argv):
             return 2
         if args.action == "up":
             lab = Lab(n_servers=args.servers, n_clients=args.clients, far_mtu=args.far_mtu,
-                      sloppy=args.sloppy_tcp, directors=args.directors).up()
+                      sloppy=args.sloppy_tcp, directors=args.directors, bgp=args.bgp).up()
             if lab.n_directors > 1:
                 print(f"lab {lab.tag} is up: client {lab.client}, router {lab.router}, "
                       f"directors {' '.join(lab.director_ns)}, "
@@ -137,6 +156,9 @@ def main(argv):
                 print(f"  director K's control socket: {lab.dir}/control-K.sock, e.g.")
                 print(f"    userlb adm --control {lab.control_of(1)} -L -n")
                 print("  `userlb lab kill-director K`, `userlb lab start-director K`")
+                if lab.bgp:
+                    print(f"  routes from BGP: ip netns exec {lab.router} birdc -s "
+                          f"{lab.bird_ctl} show route")
             else:
                 print(f"lab {lab.tag} is up: client {lab.client}, director {lab.director}, "
                       f"servers {' '.join(s[0] for s in lab.servers)}")
@@ -160,6 +182,10 @@ def main(argv):
             print("  `userlb lab status`, `userlb lab demo`, `userlb lab down`")
             return 0
         if args.action == "demo":
+            if args.bgp:
+                from ..lab import bgp as lab_bgp
+                return lab_bgp.demo_main(args.directors or 3, suffix=args.lab,
+                                          connections=args.connections)
             if args.directors is not None and args.directors >= 2:
                 from ..lab import ecmp
                 return ecmp.demo_main(args.directors, suffix=args.lab,
@@ -171,11 +197,20 @@ def main(argv):
             lab = Lab.load(args.lab)
             if args.action == "kill-director":
                 pid = lab.kill_director(args.n, hard=args.hard)
+                if lab.bgp:
+                    print(f"director {args.n}: userlb run stopped (pid {pid}); its "
+                          f"userlb announce withdraws its routes (BGP)" if pid else
+                          f"director {args.n} was not running")
+                    return 0
                 print(f"director {args.n} removed from the routes"
                       + (f" and stopped (pid {pid})" if pid else " (it was not running)")
                       + f"; directors in the routes: {' '.join(map(str, lab.alive)) or 'none'}")
             else:
                 lab.revive_director(args.n)
+                if lab.bgp:
+                    print(f"director {args.n} started (pid {lab.director_pid(args.n)}); "
+                          f"its userlb announce announces it again (BGP)")
+                    return 0
                 print(f"director {args.n} started (pid {lab.director_pid(args.n)}); "
                       f"directors in the routes: {' '.join(map(str, lab.alive))}")
             return 0

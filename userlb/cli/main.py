@@ -12,6 +12,8 @@ COMMANDS = {
     "demo": "what `make demo` runs",
     "ipvsadm-shim": "install | remove userlb's ipvsadm as /sbin/ipvsadm",
     "cleanup": "remove the routes and rules a killed `userlb run` left",
+    "announce": "ExaBGP API process: announce the director's VIPs over BGP while it is fit",
+    "bird-config": "print a BIRD 2 snippet that announces the director's VIPs",
 }
 
 

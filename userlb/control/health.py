@@ -478,6 +478,14 @@ class HealthManager:
             await asyncio.wait(list(self.scripts), timeout=SCRIPT_TIMEOUT)
 
     # -------------------------------------------------------------- status
+    def quorum_of(self, svc: Service) -> bool | None:
+        """Whether the quorum of svc's virtual server holds (None: svc is not
+        one of keepalived.conf's); the control socket's `state` reply."""
+        for st in self.states:
+            if svc.key in st.vs.services:
+                return st.quorum_up
+        return None
+
     def state_of(self, svc: Service, d: Dest) -> str:
         """`-L --health`: 'up', 'down', 'sorry' (the sorry server), or '-'
         (a destination keepalived.conf does not check)."""

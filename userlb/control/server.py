@@ -141,6 +141,9 @@ class ControlServer:
         #: `-L --health`: health_of(service, destination) -> the checker
         #: state (userlb run --keepalived sets it; else every state is "-")
         self.health_of: listing.HealthOf | None = None
+        #: the `state` reply's "quorum": quorum_of(service) -> whether its
+        #: keepalived quorum holds (None: not checked); for `userlb announce`
+        self.quorum_of: Callable[[Service], bool | None] | None = None
         self._lock: asyncio.Lock | None = None
         self.requests = self.refused_peers = 0
         #: `userlb adm --capture`: capture(count, seconds) -> (pcapng bytes,
@@ -345,7 +348,7 @@ class ControlServer:
             elif kind == "rules":
                 out = self._restore(req["rules"])
             elif kind == "state":
-                out = state_text(self.config)
+                out = state_text(self.config, self.quorum_of)
             else:
                 out = self._argv(req["argv"], req.get("stdin"))
             return P.response(True, output=out, req_id=req_id)
@@ -462,7 +465,8 @@ def _line_msg(e: ConfigError, lines: list[str]) -> str:
     return str(e)
 
 
-def state_text(config: Config) -> str:
+def state_text(config: Config,
+               quorum_of: Callable[[Service], bool | None] | None = None) -> str:
     """What `-S -n` cannot carry, for `userlb simulate --control`, as JSON:
 
     * "dests": [[proto, vip:vport, rip:rport, last_weight], ...] -- every
@@ -471,7 +475,10 @@ def state_text(config: Config) -> str:
     * "mhs": [[proto, vip:vport, forwarded, [[slot, rip:rport or null,
       seconds left], ...]], ...] -- per mhs service, its unstable slots
       (docs/mhs-spec.md): where the old table sends the non-SYN packets of a
-      slot, and until when."""
+      slot, and until when;
+    * with health checks (`userlb run --keepalived`), "quorum": [[proto,
+      vip:vport, true|false], ...] -- whether each checked service's
+      keepalived quorum holds (for `userlb announce`)."""
     rows = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port),
              format_endpoint(d.addr, d.port), d.last_weight]
             for svc in config.services.values() for d in svc.dests]
@@ -487,8 +494,13 @@ def state_text(config: Config) -> str:
                  for i, old, _cand, _since, at in unstable(now)]
         mhs.append([PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port),
                     bool(svc.forwarded), slots])
-    return json.dumps({"dests": rows, "timeouts": list(config.timeouts.as_tuple()),
-                       "mhs": mhs}) + "\n"
+    out: dict[str, Any] = {"dests": rows, "timeouts": list(config.timeouts.as_tuple()),
+                           "mhs": mhs}
+    if quorum_of is not None:
+        q = [(svc, quorum_of(svc)) for svc in config.services.values()]
+        out["quorum"] = [[PROTO_NAMES[svc.protocol], format_endpoint(svc.addr, svc.port), up]
+                         for svc, up in q if up is not None]
+    return json.dumps(out) + "\n"
 
 
 def settings_text(engine: EngineControl) -> str:
@@ -581,6 +593,7 @@ async def start_for_director(director: Director) -> ControlServer | None:
     health = getattr(director, "health", None)       # userlb run --keepalived
     if health is not None:
         srv.health_of = health.state_of
+        srv.quorum_of = health.quorum_of
     try:
         await srv.start()
     except ControlError as e:

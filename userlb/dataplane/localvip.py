@@ -5,15 +5,17 @@ local addresses; see docs/steering.md).
 `local_addresses()` dumps the addresses of every interface (IPv4 and IPv6)
 as normalised text.  `AddressWatch` listens on a netlink socket bound to the
 kernel's address groups (RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) in a small
-daemon thread and calls `on_change()` after every burst of address
-messages (and after a lost-message ENOBUFS): the caller re-reads the
-addresses; the messages themselves are not parsed.
+daemon thread and calls `on_change()` after every burst of address or link
+messages (RTMGRP_LINK too) and after a lost-message ENOBUFS: the caller
+re-reads the addresses and checks its routes; the messages themselves are
+not parsed.
 """
 import errno
 import ipaddress
 import socket
 import threading
 
+RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
 
@@ -41,7 +43,8 @@ class AddressWatch:
     def __init__(self, on_change, poll=0.5):
         self.on_change = on_change
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self._sock.bind((0, RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
+        # links too: a device set down and up again loses its routes
+        self._sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
         self._sock.settimeout(poll)
         self._stop = threading.Event()
         self.events = 0

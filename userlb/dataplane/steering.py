@@ -506,15 +506,16 @@ class TunRoutes:
         return True
 
     def refresh(self):
-        """Re-read the local addresses and follow them (the AddressWatch
-        calls this).  True when the set of local service VIPs changed."""
+        """Re-read the local addresses and follow them, and put back what
+        the kernel removed behind our back (the routes of a device set down
+        and up again); the AddressWatch calls this on address and link
+        events.  True when the set of local service VIPs changed."""
         with self._lock:
             before = self.local_services()
             self.local = _netlink(_local_addresses)
-            if self.local_services() == before:
-                return False
-            self._reconcile()
-            return True
+            changed = self.local_services() != before
+            self._reconcile(resync=True)
+            return changed
 
     def _addresses_changed(self):
         try:
@@ -522,19 +523,32 @@ class TunRoutes:
                 self.log("local addresses changed: steering "
                          + (", ".join(self.describe_local()) or "no local VIP"))
         except Exception as e:   # noqa: BLE001 - reported, keep running
-            self.log(f"local addresses changed: {e}")
+            self.log(f"addresses or links changed: {e}")
 
-    def _reconcile(self):
+    def _reconcile(self, resync=False):
         from pyroute2 import IPRoute
 
         def work():
             errors = []
             with IPRoute() as ipr:
+                if resync:
+                    self._resync(ipr)
                 self._apply(ipr, errors)
             return errors
         errors = _netlink(work)
         if errors:
             raise SteeringError("; ".join(errors))
+
+    def _resync(self, ipr):
+        """Forget what we installed and the kernel no longer has (its
+        routes go with a device set down), so that _apply adds it again."""
+        present = {_key("route", r) for r in _our_routes(ipr)}
+        present |= {_key("rule", kw) for kw in _our_rules(ipr)}
+        lost = self._installed - present
+        if lost:
+            self._installed -= lost
+            self.log(f"steering: putting back {len(lost)} route(s)/rule(s) the kernel "
+                     f"removed (device {self.ifname} set down and up?)")
 
     def _set_sysctls(self):
         wanted = [("net.ipv4.ip_forward", "1"),

@@ -17,6 +17,7 @@ import shutil
 
 from . import rules
 from .base import VIP4, VIP6, LabError, client_addrs, server_addr4, server_addr6, sh, short
+from .bgp import Bgp
 from .processes import Processes
 from .sessions import Sessions
 from .topology import Topology
@@ -25,14 +26,16 @@ STATE_ROOT = pathlib.Path(os.environ.get("USERLB_LAB_DIR", "/run/userlb-lab"))
 CURRENT = "current"
 
 
-class Lab(Topology, Processes, Sessions):
+class Lab(Topology, Processes, Sessions, Bgp):
     def __init__(self, n_servers=3, n_clients=8, far_mtu=None, suffix=None,
                  sloppy=False, director=True, config_servers=None, weights=None,
-                 current=True, directors=1):
+                 current=True, directors=1, bgp=False):
         if directors < 1:
             raise LabError("--directors: at least 1")
         if directors > 1 and far_mtu:
             raise LabError("--far-mtu needs the one-director lab (no --directors)")
+        if bgp and directors < 2:
+            raise LabError("--bgp needs --directors 2 or more")
         if directors > 200:
             raise LabError("--directors: at most 200")
         self.sfx = suffix or secrets.token_hex(3)
@@ -59,6 +62,8 @@ class Lab(Topology, Processes, Sessions):
         self.rules_path = str(self.dir / "rules.conf")
         # K directors (K >= 2: behind the ECMP router; see userlb/lab/__init__.py)
         self.n_directors = directors
+        # routes of the router from BGP (userlb/lab/bgp.py), not written by the lab
+        self.bgp = bgp
         self.alive = list(range(1, directors + 1))     # directors in the routes
         # options every start of a director gets (`lab up --metrics/--procfs`)
         self.director_extra = []
@@ -86,7 +91,7 @@ class Lab(Topology, Processes, Sessions):
                 "config_servers": self.config_servers,
                 "directors": self.n_directors, "alive": self.alive,
                 "director_namespaces": self.director_ns,
-                "director_extra": self.director_extra,
+                "director_extra": self.director_extra, "bgp": self.bgp,
                 "vip4": VIP4, "vip6": VIP6}
 
     def save(self):
@@ -113,7 +118,8 @@ class Lab(Topology, Processes, Sessions):
             raise LabError(f"no lab state in {d} (is a lab up? `userlb lab up`)") from None
         lab = cls(n_servers=st["n_servers"], n_clients=st["n_clients"], far_mtu=st["far_mtu"],
                   suffix=st["suffix"], sloppy=st["sloppy"],
-                  config_servers=st.get("config_servers"), directors=st.get("directors", 1))
+                  config_servers=st.get("config_servers"), directors=st.get("directors", 1),
+                  bgp=st.get("bgp", False))
         lab.alive = st.get("alive", lab.alive)
         lab.director_extra = list(st.get("director_extra", []))
         lab.pids = st["pids"]
@@ -163,6 +169,8 @@ class Lab(Topology, Processes, Sessions):
         self.write_rules(self.rules_text())
         if self.want_director:
             self.start_director()
+            if self.bgp:
+                self.start_bgp()
         self.save()
 
     def down(self):
@@ -201,6 +209,9 @@ class Lab(Topology, Processes, Sessions):
         if self.n_directors < 2:
             raise LabError("kill-director needs a lab with --directors 2 or more")
         self._check_director(k)
+        if self.bgp:      # BGP takes it out of the routes (userlb announce withdraws)
+            self.alive = [a for a in self.alive if a != k]
+            return self.stop(self.director_key(k), hard=hard)
         if k in self.alive:
             self.set_routes([a for a in self.alive if a != k])
         self.unpin(k)
@@ -212,6 +223,10 @@ class Lab(Topology, Processes, Sessions):
         if self.director_pid(k) and self.ours(self.director_pid(k)):
             raise LabError(f"director {k} is running")
         self._start_one(k, sloppy=sloppy, extra=extra)
+        if self.bgp:      # announced again by its `userlb announce`
+            self.alive = sorted(set(self.alive) | {k})
+            self.save()
+            return
         self.pin(k)
         self.set_routes(sorted(set(self.alive) | {k}))
 
@@ -224,7 +239,10 @@ class Lab(Topology, Processes, Sessions):
         (all directors are back in a second or two)."""
         self.stop_director()
         self.start_director(sloppy=sloppy, extra=extra)
-        if self.n_directors > 1:
+        if self.n_directors > 1 and self.bgp:
+            self.alive = list(range(1, self.n_directors + 1))
+            self.save()
+        elif self.n_directors > 1:
             self.set_routes(range(1, self.n_directors + 1))
             for k in self.alive:
                 self.pin(k)

@@ -165,6 +165,10 @@ class Topology:
             batch(dns, [f"addr add {d4}/24 dev up0", f"addr add {d6}/64 dev up0 nodad",
                         "link set up0 up", f"route add default via {r4}",
                         f"route add ::/0 via {r6}"])
+            if self.bgp:          # the routes come from BGP (userlb/lab/bgp.py)
+                from .bgp import director_guard
+                batch(dns, director_guard())
+                continue
             # the pin: DSCP k from the client side goes to director k only
             t = ROUTER_PIN_TABLE + k
             batch(r, pin_lines(k, "add") +
@@ -173,7 +177,8 @@ class Topology:
         t = ROUTER_REPLY_TABLE
         batch(r, [f"rule add iif br0 lookup {t} pref 900",
                   f"-6 rule add iif br0 lookup {t} pref 900"])
-        self.set_routes()
+        if not self.bgp:
+            self.set_routes()
 
     def set_routes(self, alive=None):
         """Point the router's multipath routes (VIPs; replies to the client
