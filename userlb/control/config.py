@@ -37,8 +37,8 @@ Kernel semantics reproduced (docs/ipvs.md §1.5, §1.6, §1.8, §4.4, §6):
   edit_dest, del_dest: insertion at the head, last_weight, the trash revive
   of a deleted destination, overload flag clearing); the scheduler hooks run
   after the list changed.
-* userlb refuses -g / -i for now: "userlb only forwards with masquerading
-  (-m) for now".
+* every forwarding method: -m, -g (ipvsadm's default), -i with its tunnel
+  options (Dest.tun; docs/forwarding.md).
 
 Hooks for the data plane
 ------------------------
