@@ -151,7 +151,7 @@ class Director:
         self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch, vnet=self.dev.vnet)
         from ..dataplane.l2out import L2Out
         self.l2 = self.driver.l2 = L2Out(self.engine, vnet=bool(self.dev.vnet))
-        self.l2.resolve_now(l2_targets(cfg))   # direct routing / tunnel paths (l2out.py)
+        self.l2.want_many(l2_targets(cfg))     # direct routing / tunnel paths (l2out.py)
         self.routes = None
         self.loop = None
         self.stop_event = None
@@ -179,9 +179,7 @@ class Director:
     def update_routes(self):
         """After a change: add routes/rules for new VIPs / real servers first,
         then remove those no longer needed (no window without routes)."""
-        for a in l2_targets(self.cfg):
-            if a not in self.l2.paths:
-                self.l2.want(a)
+        self.l2.want_many([a for a in l2_targets(self.cfg) if a not in self.l2.paths])
         if self.routes is None:
             return
         vips = [s.addr for s in self.cfg.services.values()]

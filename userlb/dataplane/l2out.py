@@ -167,6 +167,8 @@ class L2Out:
         self.tx = 0
         self.drops = Counter()
         self._pending = set()
+        self._queue = []
+        self._working = False
         self._lock = threading.Lock()
         self._ipr_factory = ipr_factory
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -184,46 +186,74 @@ class L2Out:
 
     # -- look-ups, off the packet path
     def want(self, addr):
-        """Look `addr` up in the background (once at a time)."""
+        """Look `addr` up in the background."""
+        self.want_many((addr,))
+
+    def want_many(self, addrs):
+        """Queue addresses for the one worker thread (started when needed)."""
         with self._lock:
-            if addr in self._pending:
+            new = [a for a in addrs if a not in self._pending]
+            self._pending.update(new)
+            self._queue.extend(new)
+            if not new or self._working:
                 return
-            self._pending.add(addr)
-        threading.Thread(target=self._resolve, args=([addr],), daemon=True).start()
+            self._working = True
+        threading.Thread(target=self._work, daemon=True).start()
 
-    def resolve_now(self, addrs):
-        """Look addresses up and wait for the answers (start-up, tests); on a
-        worker thread, as pyroute2 cannot run beside a running event loop."""
-        addrs = list(addrs)
-        if addrs:
-            t = threading.Thread(target=self._resolve, args=(addrs,), daemon=True)
-            t.start()
-            t.join()
-
-    def _resolve(self, addrs):
+    def _work(self):
         from pyroute2 import IPRoute
         try:
             with (self._ipr_factory or IPRoute)() as ipr:
-                for a in addrs:
-                    p = lookup(ipr, a, self.probe_wait)
-                    self.paths[a] = p
-                    if self.engine is not None:
-                        if p.src is not None and p.error in (None, R_UNRESOLVED,
-                                                             R_NOT_ETHERNET):
-                            self.engine.tun_paths[a] = (p.src, p.mtu)
-                        else:
-                            self.engine.tun_paths.pop(a, None)
-        finally:
+                while True:
+                    with self._lock:
+                        if not self._queue:
+                            self._working = False
+                            return
+                        a = self._queue.pop(0)
+                    try:
+                        self._store(a, lookup(ipr, a, self.probe_wait))
+                    finally:
+                        with self._lock:
+                            self._pending.discard(a)
+        except Exception:   # noqa: BLE001 - no netlink: packets stay 'l2_unresolved'
             with self._lock:
-                self._pending.difference_update(addrs)
+                self._working = False
+                self._pending.difference_update(self._queue)
+                self._queue.clear()
+
+    def resolve_now(self, addrs):
+        """Look addresses up and wait for the answers (tests); on a worker
+        thread, as pyroute2 cannot run beside a running event loop."""
+        from pyroute2 import IPRoute
+
+        def work():
+            with (self._ipr_factory or IPRoute)() as ipr:
+                for a in addrs:
+                    self._store(a, lookup(ipr, a, self.probe_wait))
+        addrs = list(addrs)
+        if addrs:
+            t = threading.Thread(target=work, daemon=True)
+            t.start()
+            t.join()
+
+    def _store(self, a, p):
+        self.paths[a] = p
+        if self.engine is not None:
+            if p.src is not None and p.error in (None, R_UNRESOLVED, R_NOT_ETHERNET):
+                self.engine.tun_paths[a] = (p.src, p.mtu)
+            else:
+                self.engine.tun_paths.pop(a, None)
 
     def tick(self, now=None):
         """Every second or so: look stale paths up again in the background."""
         t = time.monotonic()
+        stale = []
         for a, p in list(self.paths.items()):
             if t - p.when >= self.refresh:
                 p.when = t
-                self.want(a)
+                stale.append(a)
+        if stale:
+            self.want_many(stale)
 
     # -- the packet path
     def _drop(self, reason):
