@@ -429,3 +429,40 @@ def test_tunnel_end_to_end(st):
     st.ns(n2, "sysctl", "-qw", "net.ipv4.conf.veth21.rp_filter=0")
     st.ns(n2, "ip", "addr", "add", f"{VIP}/32", "dev", "lo:1")
     st.test_service()
+
+
+def test_dr_ipv6(tmp_path):
+    """test_dr() of ipvs.sh in IPv6 (not in the script): the same topology
+    with IPv6 addresses, the VIP on lo of the director and the real server;
+    neighbour discovery instead of ARP."""
+    st = Selftest(tmp_path)
+    vip, cip, gip, dip, rip, sip = "fd99::110", "fd00::2", "fd00::1", "fd01::1", "fd01::2", \
+        "fd00::3"
+    try:
+        st.setup()
+        for ns, dev, addr in ((st.ns0, "br0", cip), (st.ns1, "veth10", gip),
+                              (st.ns1, "veth12", dip), (st.ns2, "veth21", rip),
+                              (st.ns2, "veth20", sip)):
+            st.ns(ns, "ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
+        st.start_userlb()
+        st.ns(st.ns0, "ip", "-6", "route", "add", vip, "via", gip, "dev", "br0")
+        st.ipvsadm("-A", "-t", f"[{vip}]:{PORT}", "-s", "rr")
+        st.ipvsadm("-a", "-t", f"[{vip}]:{PORT}", "-r", f"[{rip}]:{PORT}", "-g")
+        st.ns(st.ns1, "ip", "-6", "addr", "add", f"{vip}/128", "dev", "lo", "nodad")
+        st.ns(st.ns2, "ip", "-6", "addr", "add", f"{vip}/128", "dev", "lo", "nodad")
+        out = open(st.outfile, "wb")
+        server = subprocess.Popen(["ip", "netns", "exec", st.ns2, "timeout", "8", "socat", "-u",
+                                   "-6", f"TCP6-LISTEN:{PORT},reuseaddr", "STDOUT"], stdout=out)
+        out.close()
+        st.procs.append(server)
+        time.sleep(0.3)
+        with open(st.infile, "rb") as f:
+            c = subprocess.run(["ip", "netns", "exec", st.ns0, "timeout", "5", "socat", "-u",
+                                "-6", "STDIN", f"TCP6:[{vip}]:{PORT}"], stdin=f,
+                               capture_output=True, timeout=15)
+        assert st.verify_data(server), (c.stderr, st.log())
+        stats = st.ipvsadm("-L", "-n", "--stats")
+        line = [ln for ln in stats.splitlines() if ln.startswith(f"  -> [{rip}]")][0]
+        assert int(line.split()[2]) == 1 and int(line.split()[4]) == 0
+    finally:
+        st.cleanup()
