@@ -25,8 +25,9 @@ to a second.  Resolved paths are looked up again in the background every
 ``refresh`` seconds (the kernel keeps a used neighbour fresh).  Other drop
 reasons: 'l2_no_route' (no route, or a route that is not unicast),
 'l2_not_ethernet' (the route's link has no 6-byte address), 'l2_too_big'
-(an IPv4 packet without DF above the link MTU: userlb does not fragment),
-'l2_send_error'.  A packet above the link MTU with DF (or IPv6) is answered,
+(a packet that cannot be answered or cut), 'l2_send_error'.  An IPv4 packet
+without DF above the link MTU is sent in fragments (`fragment4`; counted as
+'l2_fragmented').  A packet above the link MTU with DF (or IPv6) is answered,
 as IPVS does, with ICMP "fragmentation needed" / ICMPv6 "packet too big"
 from the VIP; the caller writes that answer to the TUN device.
 """
@@ -37,6 +38,7 @@ from collections import Counter
 from struct import Struct
 
 from . import nat
+from .csum import checksum
 from .packet import parse
 
 ETH_P_IP = 0x0800
@@ -146,6 +148,46 @@ def _probe(ipr, nh, oif):
         ipr.neigh("replace", dst=nh, ifindex=oif, flags=NTF_USE, state=0)
     except Exception:   # noqa: BLE001 - the poll reports what came of it
         pass
+
+
+def fragment4(data, mtu, hdr=None):
+    """The fragments of an IPv4 packet without DF for a link of `mtu` bytes
+    (RFC 791: 8-byte units, MF on all but the last, the header -- options
+    included -- copied into each, header checksums new).  A partial L4
+    checksum (virtio-net NEEDS_CSUM in `hdr`) is completed first.  None if
+    the header leaves no room."""
+    buf = bytearray(data)
+    ihl = (buf[0] & 15) << 2
+    n = (buf[2] << 8 | buf[3])
+    if hdr is not None and hdr[0] & 1:
+        # the field holds the pseudo-header sum (vnet.py restored it)
+        cs, co = _VHDR.unpack_from(hdr)[4:6]
+        pos = cs + co
+        f = buf[pos] << 8 | buf[pos + 1]
+        buf[pos] = buf[pos + 1] = 0
+        c = checksum(buf, cs, n, f)
+        if c == 0 and co == 6:
+            c = 0xFFFF
+        buf[pos], buf[pos + 1] = c >> 8, c & 0xFF
+    step = (mtu - ihl) & ~7
+    if step <= 0 or n <= ihl:
+        return None
+    base = (buf[6] << 8 | buf[7])
+    off0 = (base & 0x1FFF) << 3
+    mf0 = base & 0x2000
+    out = []
+    for start in range(ihl, n, step):
+        end = min(start + step, n)
+        f = bytearray(buf[:ihl]) + buf[start:end]
+        last = end == n
+        word = ((off0 + start - ihl) >> 3) | (0x2000 if (not last or mf0) else 0)
+        f[2], f[3] = len(f) >> 8, len(f) & 0xFF
+        f[6], f[7] = word >> 8, word & 0xFF
+        f[10] = f[11] = 0
+        c = checksum(f, 0, ihl)
+        f[10], f[11] = c >> 8, c & 0xFF
+        out.append(f)
+    return out
 
 
 class L2Out:
@@ -283,7 +325,14 @@ class L2Out:
             elif v6 or data[6] & 0x40:
                 return self._too_big(data, p.mtu)
             else:
-                return self._drop(R_TOO_BIG)
+                # IPv4 without DF: cut into fragments, as the kernel's output would
+                frags = fragment4(data, p.mtu, hdr)
+                if frags is None:
+                    return self._drop(R_TOO_BIG)
+                for f in frags:
+                    self.send(xl, f, None)
+                self.drops["l2_fragmented"] += 1
+                return None
         frame = p.frame6 if v6 else p.frame4
         try:
             if self.vnet:

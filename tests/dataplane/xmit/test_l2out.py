@@ -47,8 +47,15 @@ big = raw(IP(src="192.0.2.9", dst="10.0.0.100", flags="DF") / TCP(sport=1234, dp
           / (b"x" * 1200))
 rep = l2.send(xl, big)
 out["icmp"] = rep.hex() if rep else None
-nodf = raw(IP(src="192.0.2.9", dst="10.0.0.100") / TCP(sport=1234, dport=80) / (b"x" * 1200))
+nodf = raw(IP(src="192.0.2.9", dst="10.0.0.100", id=77) / TCP(sport=1234, dport=80)
+           / (b"x" * 2400))
+s = AsyncSniffer(iface="b0", store=True)
+s.start(); time.sleep(0.3)
 out["nodf"] = l2.send(xl, nodf)
+time.sleep(0.3); s.stop()
+out["frags"] = [bytes(f[IP]).hex() for f in s.results or []
+                if IP in f and f[IP].dst == "10.0.0.100"]
+out["nodf_raw"] = nodf.hex()
 # nobody answers ARP for .9: unresolved after the probe
 xl2 = SimpleNamespace(daddr=a4("10.77.0.9"))
 l2.resolve_now([xl2.daddr])
@@ -104,7 +111,19 @@ def test_l2out_on_a_veth_pair(pair):
     icmp = IP(bytes.fromhex(r["icmp"]))
     assert icmp.src == "10.0.0.100" and icmp.dst == "192.0.2.9"
     assert (icmp[ICMP].type, icmp[ICMP].code, icmp[ICMP].nexthopmtu) == (3, 4, 1000)
-    assert r["nodf"] is None
+    # without DF: fragments that fit the link, reassembling to the packet
+    assert r["nodf"] is None and len(r["frags"]) == 3
+    frags = [IP(bytes.fromhex(h)) for h in r["frags"]]
+    assert all(len(bytes(x)) <= 1000 and x.id == 77 for x in frags)
+    assert [x.flags.MF for x in frags] == [True, True, False]
+    assert [x.frag * 8 for x in frags] == [0, 976, 1952]
+    for x in frags:
+        c = IP(bytes(x))
+        del c.chksum
+        assert IP(bytes(c)).chksum == x.chksum
+    whole = bytes.fromhex(r["nodf_raw"])
+    assert b"".join(bytes(x)[20:] for x in frags) == whole[20:]
     assert r["unresolved"] == "l2_unresolved" and r["noroute"] == "l2_no_route"
-    assert r["drops"]["l2_too_big"] == 1 and r["drops"]["l2_icmp_too_big"] == 1
-    assert r["tx"] == 1
+    assert r["drops"]["l2_fragmented"] == 1 and r["drops"]["l2_icmp_too_big"] == 1
+    assert "l2_too_big" not in r["drops"]
+    assert r["tx"] == 4

@@ -166,3 +166,20 @@ def test_ipv6_dr():
     v, raw, buf = feed(eng, pkt)
     assert v == V_XMIT_L2 and bytes(buf[:eng.out_len]) == raw
     assert eng.out_xl.daddr == ip(RIP6_1)
+
+
+def test_fragment4_completes_a_partial_checksum():
+    """l2out.fragment4 (direct routing of an IPv4 packet without DF above the
+    link MTU): a partial UDP checksum is completed before the cut; the
+    fragments reassemble to a datagram whose checksum scapy accepts."""
+    from userlb.dataplane.csum import pseudo_sum4
+    from userlb.dataplane.l2out import fragment4
+    from userlb.dataplane.vnet import F_NEEDS_CSUM, pack_hdr
+    full = IP(src=CIP, dst=VIP, id=5) / UDP(sport=5353, dport=80) / (bytes(range(256)) * 12)
+    raw = bytearray(bytes(full))
+    raw[26:28] = pseudo_sum4(ip(CIP), ip(VIP), 17, len(raw) - 20).to_bytes(2, "big")
+    frags = fragment4(raw, 1500, pack_hdr(F_NEEDS_CSUM, 0, 0, 0, 20, 6))
+    assert [len(f) for f in frags] == [1500, 1500, 140]
+    whole = bytes(frags[0][:20]) + b"".join(bytes(f[20:]) for f in frags)
+    assert whole[20:] == bytes(full)[20:]          # the checksum is the full one
+    assert fragment4(raw, 20, None) is None
