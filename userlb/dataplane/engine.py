@@ -3,7 +3,8 @@ point for packets (docs/ipvs.md §4, §5, §7; docs/mhs-spec.md rules 8-13).
 
 The engine keeps the lookup, the life of entries and the verdict; what
 depends on the L4 protocol is in proto/ (tcp, udp, icmp), the rewrite of
-each forwarding method in xmit/ (masq), the IPv4 fast path in fast4.py.
+each forwarding method in xmit/ (masq; dr and tunnel, whose transmit
+hooks give the verdicts V_XMIT_L2 / V_XMIT_IP), the IPv4 fast path in fast4.py.
 
 Theory of operation
 -------------------
@@ -134,6 +135,12 @@ class Engine(Fast4):
     for a RST, 'no_dest' for an ICMP unreachable -- and the answer is counted
     in ``replies`` ('rst', 'icmp_unreach'), not in ``drops``).
 
+    Direct routing and tunnels (xmit/dr.py, tunnel.py) add V_XMIT_L2 (send
+    ``buf[:out_len]`` on the link to ``out_xl``'s real server), V_XMIT_L2_OUT
+    (the same with ``out``) and V_XMIT_IP (send ``out``, or each packet of
+    it when it is a list, as the director's own); the driver side is
+    l2out.py, which also fills ``tun_paths`` and answers ``path_miss``.
+
     Options: ``sloppy_tcp`` (settable at run time), ``rst_on_no_entry``,
     ``max_entries`` (settable), ``dec_ttl`` (construction only: decrement
     TTL / hop limit on the general path and drop at 0), ``frag_high_thresh``
@@ -167,7 +174,7 @@ class Engine(Fast4):
         self.out = b""
         self.out_len = 0
         self.out_xl = None                # V_XMIT_L2*: the pair whose real server gets it
-        self.partial_csum = 0             # vnet.py: (csum_start, field, gso) of a partial checksum
+        self.partial_csum = 0             # vnet.py: (csum_start, field, gso type, gso size)
         self.tun_paths = {}               # tunnel server -> (outer source, path MTU): the driver's
         self.path_miss = None             # the driver's callback for a server without a path
         self.last_reason = None
