@@ -399,6 +399,11 @@ def test_tunnel_on_the_wire(st, ttype, opts):
             "gre": "-i -w 1 --tun-type gre " + ("--tun-csum" if "--tun-csum" in opts
                                                  else "--tun-nocsum")}[ttype]
     assert f"-a -t {VIP}:{PORT} -r {RIP}:{PORT} {want}" in saved
+    info = {"ipip": "ipip", "gue": f"gue:{port}:" + ("+c" if "--tun-csum" in opts else "-c"),
+            "gre": "gre:" + ("+c" if "--tun-csum" in opts else "-c")}[ttype]
+    row = [ln for ln in st.ipvsadm("-L", "-n", "--tun-info").splitlines()
+           if ln.startswith(f"  -> {RIP}:{PORT}")][0]
+    assert row.split()[2:4] == ["Tunnel", info]
 
 
 def _have_ipip(st):

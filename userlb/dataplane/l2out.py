@@ -213,16 +213,24 @@ class L2Out:
         self._working = False
         self._lock = threading.Lock()
         self._ipr_factory = ipr_factory
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        if vnet:
-            self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        self.sock = None           # the AF_PACKET socket, opened at the first frame
         self._zero = bytes(10)
         self._raw = {}             # family -> raw IP socket (tunnels' outer packets)
         if engine is not None:
             engine.path_miss = self.want
 
+    def _open(self):
+        """The packet socket (needs CAP_NET_RAW; opened only when direct
+        routing is used, so a masquerading-only director never needs it)."""
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        if self.vnet:
+            s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        self.sock = s
+        return s
+
     def close(self):
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
         for s in self._raw.values():
             s.close()
 
@@ -335,6 +343,7 @@ class L2Out:
                 return None
         frame = p.frame6 if v6 else p.frame4
         try:
+            sock = self.sock or self._open()
             if self.vnet:
                 if hdr is None or not (hdr[0] or hdr[1]):
                     vh = self._zero
@@ -342,9 +351,9 @@ class L2Out:
                     flags, gt, hl, gs, cs, co = _VHDR.unpack_from(hdr)
                     vh = _VHDR.pack(flags, gt, hl + 14 if hl else 0, gs,
                                     cs + 14 if flags & 1 else cs, co)
-                self.sock.sendmsg([vh, frame, data], (), 0, (p.ifname, 0))
+                sock.sendmsg([vh, frame, data], (), 0, (p.ifname, 0))
             else:
-                self.sock.sendmsg([frame, data], (), 0, (p.ifname, 0))
+                sock.sendmsg([frame, data], (), 0, (p.ifname, 0))
         except OSError:
             return self._drop(R_SEND)
         self.tx += 1
