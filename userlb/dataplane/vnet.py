@@ -189,10 +189,15 @@ class VnetPath:
             else:
                 self.partial += 1
             return v
-        if (v == V_FORWARD_OUT or v == V_XMIT_IP) and not completed:
-            # a datagram built aside would carry the temporary field (a tunnel's
-            # outer packet is fine: it completed the inner checksum)
-            return self._drop(R_VERDICT)
+        if v == V_FORWARD_OUT or v == V_XMIT_IP:
+            if not completed:
+                # a datagram built aside would carry the temporary field (a tunnel's
+                # outer packets are fine: it completed the inner checksums)
+                return self._drop(R_VERDICT)
+            if gt:
+                self.gso += 1
+            else:
+                self.partial += 1
         return v
 
     def counters(self):
