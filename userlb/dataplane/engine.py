@@ -529,7 +529,8 @@ class Engine(Fast4):
         if v != V_DROP:
             ops = PROTOCOLS[r[P_PROTO]]
             st = e.state
-            ns = (xl.next_in if inbound else ops.next_out)[r[P_TCPFLAGS] << 4 | st]
+            t = (ops.next_in_only if xl.in_only else ops.next_in) if inbound else ops.next_out
+            ns = t[r[P_TCPFLAGS] << 4 | st]
             if ns != st:
                 self._transition(e, st, ns, now)
             else:
@@ -555,7 +556,8 @@ class Engine(Fast4):
         v = self._xmit(buf, r, xl, True, reasm)
         if v != V_DROP:
             if need:
-                self.link_entry(key, xl, xl.next_in[flags << 4], now, tpl)
+                t = ops.next_in_only if xl.in_only else ops.next_in
+                self.link_entry(key, xl, t[flags << 4], now, tpl)
             svc.forwarded = True
         return v
 

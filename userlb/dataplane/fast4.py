@@ -26,9 +26,9 @@ The speed tricks (each one here only; the rest of the package is plain):
   16-bit checksum plus a 17-bit delta carries at most once.  A computed UDP
   checksum of 0 is sent as 0xFFFF (``or zero_as``); TCP keeps it.
 * The TCP state moves by one tuple index (``flags << 4 | state``, the
-  protocol's table -- for client packets the pair's ``xl.next_in``, which is
-  the INPUT-ONLY table for direct routing and tunnels); UDP's table maps its
-  state to itself.
+  protocol's table -- for client packets of direct routing and tunnels
+  (``xl.in_only``) its INPUT-ONLY rows); UDP's table maps its state to
+  itself.
 * The direction's words end with a transmit hook: None for masquerading;
   for direct routing and tunnels (xmit/dr.py, xmit/tunnel.py) the hook,
   called with the untouched packet, gives the verdict.
@@ -102,7 +102,8 @@ class Fast4:
                         if key == e.ikey:
                             # a SYN on TIME_WAIT/CLOSE: the general path decides
                             if not (flags & 6 == 2 and (st == TIME_WAIT or st == CLOSE)):
-                                ns = xl.next_in[flags << 4 | st]
+                                ns = (ops.next_in_only if xl.in_only
+                                      else ops.next_in)[flags << 4 | st]
                                 fw = xl.fast_in
                                 ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
                                 ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
@@ -166,7 +167,8 @@ class Fast4:
         if xl is None or xl.svc is not svc:
             xl = self._xlate(svc, dest)
         if need:
-            self.link_entry(key, xl, xl.next_in[flags << 4], now, tpl)
+            self.link_entry(key, xl, (ops.next_in_only if xl.in_only else ops.next_in)[flags << 4],
+                            now, tpl)
         svc.forwarded = True
         ds, ss, gs = xl.counted
         ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen

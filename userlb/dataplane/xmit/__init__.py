@@ -16,7 +16,8 @@ A method module provides
   need (stored on the Xlate), including the IPv4 fast path's words (fast4.py)
   ``xl.fast_in`` / ``xl.fast_out`` -- ``(ip checksum delta, address word
   delta, port word delta, L4 checksum delta, hook or None)`` -- and, when
-  replies bypass the director, ``xl.next_in`` (the INPUT-ONLY state rows);
+  replies bypass the director, ``xl.in_only`` (entries move by the
+  protocol's INPUT-ONLY rows, ``Protocol.next_in_only``);
 * ``REPLIES``: whether the real server's replies pass the director (only
   then is it a source of replies in the engine's tables).
 

@@ -21,19 +21,10 @@ they pass unchanged.
 from .. import nat
 from ..csum import update16
 from ..packet import P_AF, P_L3OFF, P_TTLOFF
-from ..proto import PROTOCOLS
-from ..tcpstate import INPUT_ONLY, NEXT
 from ..verdict import V_XMIT_L2, V_XMIT_L2_OUT
 
 #: replies of these destinations do not pass the director
 REPLIES = False
-_TCP = 6
-
-
-def input_only(proto):
-    """The client -> server state table of a pair whose replies bypass the
-    director: TCP's INPUT-ONLY rows; the protocol's own table otherwise."""
-    return NEXT[INPUT_ONLY] if proto == _TCP else PROTOCOLS[proto].next_in
 
 
 def dec_ttl(buf, r):
@@ -53,7 +44,7 @@ def prepare(xl, dec_ttl):
     """``xl.plan_in``: the transmit hook (the general path's answer for a
     client packet); the fast path's words."""
     xl.plan_out = None
-    xl.next_in = input_only(xl.proto)
+    xl.in_only = True
     hook = _hook(xl)
     xl.plan_in = hook
     # the IPv4 fast path's words: no rewrite, the hook sends (fast4.py);

@@ -44,7 +44,7 @@ from .. import nat
 from ..csum import checksum, pseudo_sum4, pseudo_sum6
 from ..packet import P_AF, parse
 from ..verdict import R_TUN_GSO, R_TUN_TOO_BIG, V_REPLY, V_XMIT_IP
-from .dr import dec_ttl, input_only
+from .dr import dec_ttl
 
 REPLIES = False
 R_NO_PATH = "tunnel_no_path"
@@ -72,7 +72,7 @@ def overhead(tun, outer_af):
 
 def prepare(xl, dec):
     xl.plan_out = None
-    xl.next_in = input_only(xl.proto)
+    xl.in_only = True
     outer_af = 4 if type(xl.daddr) is int else 6
     inner_af = 4 if type(xl.vaddr) is int else 6
     hook = _hook(xl, xl.dest.tun, inner_af, outer_af)
