@@ -183,3 +183,20 @@ def test_fragment4_completes_a_partial_checksum():
     whole = bytes(frags[0][:20]) + b"".join(bytes(f[20:]) for f in frags)
     assert whole[20:] == bytes(full)[20:]          # the checksum is the full one
     assert fragment4(raw, 20, None) is None
+
+
+def test_secure_tcp_switches_the_input_only_rows_too():
+    """The secure_tcp defense swaps TCP's tables; direct-routing entries
+    follow it through Protocol.next_in_only."""
+    from userlb.dataplane.proto.tcp import TCP, set_secure
+    from userlb.dataplane.tcpstate import INPUT_ONLY, NEXT, SECURE_NEXT
+    svc = svc_with((RIP1, FWD_DROUTE))
+    eng = engine_with(svc)
+    try:
+        set_secure(True)
+        assert TCP.next_in_only is SECURE_NEXT[INPUT_ONLY]
+        feed(eng, tcp4(CIP, 40000, VIP, 80, "S"))
+        assert eng.entry_objects()[0].state == SECURE_NEXT[INPUT_ONLY][0x02 << 4 | T.NONE]
+    finally:
+        set_secure(False)
+    assert TCP.next_in_only is NEXT[INPUT_ONLY]
