@@ -3,7 +3,7 @@ whose first chunk is INIT (any chunk but ABORT with ``sloppy_sctp``); states
 move by the kernel's 14-state table (sctpstate.py).  The parser puts the
 first chunk's event code in the flags field (sctpstate.CODE_OF_CHUNK)."""
 from ..packet import IPPROTO_SCTP
-from ..sctpstate import CODE_ABORT, CODE_INIT, INPUT, NEXT, OUTPUT, proc_name
+from ..sctpstate import CODE_ABORT, CODE_INIT, INPUT, INPUT_ONLY, NEXT, OUTPUT, proc_name
 from .base import Protocol
 
 
@@ -17,4 +17,4 @@ class SctpProtocol(Protocol):
         return proc_name(state)
 
 
-SCTP = SctpProtocol("SCTP", IPPROTO_SCTP, NEXT[INPUT], NEXT[OUTPUT])
+SCTP = SctpProtocol("SCTP", IPPROTO_SCTP, NEXT[INPUT], NEXT[OUTPUT], NEXT[INPUT_ONLY])
