@@ -33,6 +33,8 @@ IPPROTO_ICMPV6 = 58
 IPPROTO_SCTP = 132
 PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}
 PROTO_BY_NAME = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
+#: the ipvsadm option that names a service of each protocol (SCTP has no short one)
+PROTO_SWITCH = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u", IPPROTO_SCTP: "--sctp-service"}
 
 # forwarding methods (kernel IP_VS_CONN_F_FWD_MASK values)
 FWD_MASQ = 0
