@@ -32,7 +32,7 @@ index  name           meaning
 4      P_DADDR        destination address
 5      P_DPORT        destination port (ICMP echo: identifier; other ICMP: 0)
 6      P_TCPFLAGS     TCP flags byte (``TH_*``); SCTP: the event code of the
-                      first chunk (sctpstate.CODE_OF_CHUNK: INIT is 2, like
+                      first chunk (``SCTP_CODE_OF_CHUNK``: INIT is 2, like
                       SYN); 0 for other protocols
 7      P_L3OFF        offset of the IP header in ``buf`` (== ``off``)
 8      P_L4OFF        offset of the L4 header (after IPv4 options / IPv6
@@ -86,7 +86,6 @@ from ..model import (  # noqa: F401
     IPPROTO_TCP,
     IPPROTO_UDP,
 )
-from .sctpstate import CODE_OF_CHUNK
 
 # ---------------------------------------------------------------- result layout
 P_AF = 0
@@ -184,7 +183,20 @@ _UDP = Struct("!HHH")             # sport, dport, length
 _ICMP = Struct("!BB2xH")          # type, code, identifier (echo)
 _H = Struct("!H")
 
-_SCTP_CODE = CODE_OF_CHUNK       # SCTP chunk type -> event code
+
+def sctp_code(event):
+    """The flags value of an SCTP event (the numbering of sctpstate.py):
+    INIT (1) is 2, the bit of TCP's SYN; every other event e is e << 2."""
+    return 2 if event == 1 else event << 2
+
+
+# SCTP chunk type -> event (sctpstate.py: DATA 0, INIT 1, INIT_ACK 2,
+# COOKIE_ECHO 3, COOKIE_ACK 4, SHUTDOWN 5, SHUTDOWN_ACK 6, SHUTDOWN_COMPLETE 7,
+# ERROR 8, ABORT 9); every other type (SACK, HEARTBEAT, ...) is DATA
+_SCTP_EVENT_OF_CHUNK = {1: 1, 2: 2, 10: 3, 11: 4, 7: 5, 8: 6, 14: 7, 9: 8, 6: 9}
+#: SCTP chunk type (0..255) -> the flags value of its event
+SCTP_CODE_OF_CHUNK = bytes(sctp_code(_SCTP_EVENT_OF_CHUNK.get(t, 0)) for t in range(256))
+_SCTP_CODE = SCTP_CODE_OF_CHUNK
 
 _EXT6 = frozenset((NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_DEST))
 

@@ -24,6 +24,8 @@ below 32, so no two cells share an index.  Index ``code << 4 | 0`` (TCP's
 NONE, the engine's "new entry" row) holds the transition from SCTP NONE.
 """
 
+from .packet import SCTP_CODE_OF_CHUNK, sctp_code
+
 # ---------------------------------------------------------------- states
 BASE = 12            # == tcpstate.N_STATES + 1 (after the TCP states and UDP)
 _LOCAL_NAMES = ("NONE", "INIT1", "INIT", "COOKIE_SENT", "COOKIE_REPLIED", "COOKIE_WAIT",
@@ -68,13 +70,12 @@ _EVENT_OF_CHUNK = {CID_INIT: EV_INIT, CID_INIT_ACK: EV_INIT_ACK, CID_ABORT: EV_A
                    CID_SHUTDOWN_COMPLETE: EV_SHUTDOWN_COMPLETE}
 
 
-def code_of_event(ev):
-    """The parse result's flags value of an event (see the module docstring)."""
-    return 2 if ev == EV_INIT else ev << 2
+code_of_event = sctp_code      # the parse result's flags value of an event
 
-
-#: chunk type (0..255) -> flags code; unknown types are DATA
-CODE_OF_CHUNK = bytes(code_of_event(_EVENT_OF_CHUNK.get(t, EV_DATA)) for t in range(256))
+#: chunk type (0..255) -> flags code; unknown types are DATA (the parser's
+#: table, packet.py, checked against the names here)
+CODE_OF_CHUNK = SCTP_CODE_OF_CHUNK
+assert CODE_OF_CHUNK == bytes(code_of_event(_EVENT_OF_CHUNK.get(t, EV_DATA)) for t in range(256))
 CODE_INIT = code_of_event(EV_INIT)
 CODE_ABORT = code_of_event(EV_ABORT)
 EVENT_OF_CODE = {code_of_event(e): e for e in range(10)}
