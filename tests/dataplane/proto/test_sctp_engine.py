@@ -412,3 +412,28 @@ def test_mhs_stateless_sctp():
     assert v == V_FORWARD and IP(out).dst == RIP2 and crc_ok(out)
     states = sorted(e.state for e in eng.entry_objects())
     assert states == [S.S_INIT1, S.S_ESTABLISHED]
+
+
+def test_drop_entry_drops_sctp_init_states_only():
+    """docs/ipvs.md §11: drop_entry drops SCTP's half-open INIT1/INIT
+    entries; an entry in another SCTP state (here C-SENT) is never dropped,
+    an ESTABLISHED one only when idle."""
+    f = FAM[4]
+    svc = make_service(IPPROTO_SCTP, f["vip"], VPORT, [(f["rip"], RPORT, 1)])
+    eng = engine_with(svc, max_entries=2000)
+    for i in range(2000):
+        v, _ = run(eng, pkt(f, f["cip"], 1000 + i, f["vip"], VPORT, CHUNKS["i"]()), 0.0)
+        assert v == V_FORWARD
+    kept = eng.entry_objects()[::10]     # spread: drop_entry samples in order
+    for e in kept[::2]:
+        force(e, S.S_COOKIE_SENT)
+    for e in kept[1::2]:
+        force(e, S.S_ESTABLISHED)
+        e.last = 1.5                     # recently used
+    eng.defense.set_mode("drop_entry", 1)
+    for t in (2.0, 2.5, 3.0, 3.5):      # before INIT1's 4 s timeout
+        eng.expire(t)
+    assert eng.defense.modes["drop_entry"] == 2
+    left = eng.entry_objects()
+    assert len(left) < 2000 - 200
+    assert all(e in left for e in kept)  # C-SENT and busy ESTABLISHED survive
