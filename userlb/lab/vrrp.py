@@ -115,12 +115,14 @@ def rst_guard():
 class VrrpLab(Lab):
     """A Lab of two directors on shared segments with real keepalived (VRRP)."""
 
-    def __init__(self, n_servers=3, n_clients=8, suffix=None, current=True, director=True):
+    def __init__(self, n_servers=3, n_clients=8, suffix=None, current=True, director=True,
+                 **_saved):     # Lab.load's other arguments: fixed here
         super().__init__(n_servers=n_servers, n_clients=n_clients, suffix=suffix,
                          sloppy=True, directors=2, current=current, director=director)
         self.router = None
         self.switch = f"{self.tag}-sw"
         self.keepalived = True
+        self.vip = VIP4
 
     def state(self):
         return {**super().state(), "keepalived": True, "switch": self.switch}
@@ -235,6 +237,25 @@ class VrrpLab(Lab):
             self.stop(key, timeout=5)
         return t0
 
+    # `userlb lab kill-director K` / `start-director K` on a VRRP pair
+    def kill_director(self, k, hard=False):
+        self._check_director(k)
+        pid = self.director_pid(k)
+        self.fail(k)
+        self.alive = [a for a in self.alive if a != k]
+        self.save()
+        return pid
+
+    def revive_director(self, k, sloppy=None, extra=()):
+        self._check_director(k)
+        if self.director_pid(k) and self.ours(self.director_pid(k)):
+            raise LabError(f"director {k} is running")
+        self.revive(k)
+        self.alive = sorted(set(self.alive) | {k})
+        self.save()
+        if k == 1:          # the higher priority takes the VIP back
+            self.wait_master(1, timeout=15)
+
     def revive(self, k):
         """Director k back: links up, keepalived and userlb started again (with
         its higher priority it takes the VIP back)."""
@@ -275,6 +296,23 @@ def _probe(src, vip, port, timeout):
     return None
 
 
+def status_lines(lab, proc):
+    """`userlb lab status` of a VRRP pair; proc(key): a process's state."""
+    lines = [f"lab {lab.tag} (state {lab.dir}/state.json): VRRP pair",
+             f"  client    {lab.client}: {' '.join(lab.clients4)}",
+             f"  switch    {lab.switch}: bridges brc (client side), brs (server side)",
+             f"  VRRP master (VIP {VIP4}, gateway {GATEWAY4}): "
+             f"director {' '.join(map(str, lab.master())) or 'none'}"]
+    for k in (1, 2):
+        lines += [f"  director {k} {lab.director_ns[k - 1]}: keepalived "
+                  f"{proc(f'keepalived{k}')}, userlb {proc(lab.director_key(k))}",
+                  f"            {lab.conf_path(k)}; userlb adm --control {lab.control_of(k)}"
+                  f" -L -n --health"]
+    for ns, a4, _a6 in lab.servers:
+        lines.append(f"  {ns}: {a4}, {proc(ns.rsplit('-', 1)[1])}")
+    return lines
+
+
 # ------------------------------------------------------------------ the demo
 
 def failover(lab, streams=30, out=print):
@@ -310,19 +348,39 @@ def failover(lab, streams=30, out=print):
 
 
 def demo_main(suffix=None, streams=30, out=print):
-    """`userlb lab demo --keepalived`: on the current VRRP lab (suffix) or a
-    temporary one."""
-    if suffix is not None:
-        lab = Lab.load(suffix)
-        if not getattr(lab, "keepalived", False):
-            raise LabError("the lab is not a VRRP pair (`userlb lab up --keepalived`)")
-        return failover(lab, streams, out)["intact"] == streams
-    lab = VrrpLab(current=False)
-    with lab:
-        out(f"VRRP pair up: directors {' '.join(lab.director_ns)} (keepalived "
-            f"priorities 150/100), VIP {VIP4} on director {lab.master()}")
+    """`userlb lab demo --keepalived`: the failover on the current VRRP lab
+    (or --lab SUFFIX) with both directors running, else on a temporary one.
+    A kept lab gets its director 1 back afterwards (it takes the VIP back).
+    True when every stream survived and the backup served."""
+    lab = None
+    try:
+        cur = Lab.load(suffix)
+        if isinstance(cur, VrrpLab) and len(cur.running_directors()) == 2 and \
+                cur.master() == [1]:
+            lab = cur
+        elif suffix:
+            raise LabError(f"lab {cur.tag} is not a VRRP pair with director 1 as master "
+                           "(`userlb lab up --keepalived`)")
+    except LabError:
+        if suffix:
+            raise
+    temp = lab is None
+    try:
+        if temp:
+            out("setting up a VRRP pair (two directors, real keepalived) ...")
+            lab = VrrpLab(current=False).up()
+        out(f"directors {' '.join(lab.director_ns)}: keepalived priorities 150/100, "
+            f"VIP {VIP4} and the servers' gateway {GATEWAY4} on director {lab.master()}")
         res = failover(lab, streams, out)
-    return res["intact"] == streams and res["failover_s"] is not None
+        if not temp:
+            lab.revive(1)
+            lab.wait_master(1, timeout=15)
+            out(f"director 1 started again: it takes the VIP back (VIP on {lab.master()})")
+    finally:
+        if temp and lab is not None:
+            lab.down()
+            out(f"lab {lab.tag} removed")
+    return res["intact"] == res["streams"] and res["failover_s"] is not None
 
 
 def main(argv=None):
