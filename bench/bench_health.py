@@ -9,7 +9,7 @@ delivered counted at the real server's interface) with `userlb run
 --keepalived FILE`: one UDP service (sh, sh-port) whose 200 real servers
 are 200 addresses of the lab's real-server namespace (10.20.0.21..; its
 never-read UDP sink takes the flood, its TCP echo port 7 answers the checks).
-In the same lab, alternating run by run:
+In the same lab, alternating run by run (and which goes first):
 
   tun.userlb_checked200.pps     every real server has a TCP_CHECK every
                                 second (delay_loop 1, connect_port 7):
@@ -97,7 +97,8 @@ def main(argv=None):
             with open(paths[kind], "w") as f:
                 f.write(conf(servers, kind == "checked"))
         for run in range(args.runs):
-            for kind in ("checked", "unchecked"):
+            # which goes first alternates too
+            for kind in ("checked", "unchecked")[::1 if run % 2 == 0 else -1]:
                 proc = start(lab, paths[kind])
                 try:
                     if kind == "checked":
