@@ -46,6 +46,7 @@ from .sessions import Streams
 from .topology import batch, sysctls, veth
 
 KEEPALIVED = "keepalived"
+PGREP = "/usr/bin/pgrep"
 VRID = 51
 GATEWAY4 = "10.20.0.1"          # the real servers' default route: a VRRP address too
 PRIORITY = {1: 150, 2: 100}
@@ -59,12 +60,23 @@ def director_addr(k, side):
     return f"10.{10 if side == 'c' else 20}.0.{250 + k}"
 
 
-def keepalived_conf(k, sfx):
-    """Director k's keepalived.conf: its vrrp_instance and the shared services."""
+def keepalived_conf(k, sfx, path):
+    """Director k's keepalived.conf (at path): its vrrp_instance, tracking its
+    `userlb run` (a pgrep on its command line, every second), and the shared
+    services."""
     state = "MASTER" if k == 1 else "BACKUP"
+    pattern = ".".join(userlb_argv_head(path)[1:])     # '.': the spaces, as a regex
     return f"""! userlb lab {sfx}: director {k} of the VRRP pair
 global_defs {{
     router_id ulb-{sfx}-d{k}
+    script_user root
+    enable_script_security
+}}
+vrrp_script chk_userlb {{
+    script "{PGREP} -f {pattern}"
+    interval 1
+    fall 1
+    rise 1
 }}
 vrrp_instance VI_ULB {{
     state {state}
@@ -76,9 +88,17 @@ vrrp_instance VI_ULB {{
         {VIP4}/32 dev eth0
         {GATEWAY4}/24 dev eth1
     }}
+    track_script {{
+        chk_userlb
+    }}
 }}
 include services.conf
 """
+
+
+def userlb_argv_head(path):
+    """The start of director's `userlb run` command line after the interpreter."""
+    return ["-m", "userlb.cli.main", "run", "--keepalived", path]
 
 
 def services_conf(servers):
@@ -169,7 +189,7 @@ class VrrpLab(Lab):
             f.write(services_conf(self.servers))
         for k in (1, 2):
             with open(self.conf_path(k), "w") as f:
-                f.write(keepalived_conf(k, self.sfx))
+                f.write(keepalived_conf(k, self.sfx, self.conf_path(k)))
         if self.want_director:
             for k in (1, 2):
                 self.start_keepalived(k)
@@ -188,10 +208,9 @@ class VrrpLab(Lab):
         return self.start(f"keepalived{k}", self.director_ns[k - 1], self.keepalived_argv(k))
 
     def director_argv(self, sloppy=None, extra=(), k=1):
-        return [sys.executable, "-m", "userlb.cli.main", "run", "--keepalived",
-                self.conf_path(k), "--tun", TUN, "--stats-file", self.stats_of(k),
-                "--control", self.control_of(k), "--reply-from", REPLY_FROM4,
-                "--sloppy-tcp"] + list(extra)
+        return [sys.executable] + userlb_argv_head(self.conf_path(k)) + [
+            "--tun", TUN, "--stats-file", self.stats_of(k), "--control", self.control_of(k),
+            "--reply-from", REPLY_FROM4, "--sloppy-tcp"] + list(extra)
 
     def master(self):
         """The directors that hold the VIP on a link that is up (normally one)."""
@@ -211,6 +230,14 @@ class VrrpLab(Lab):
             return f"to {VIP4} ipproto tcp dport {ECHO}" in rules
         wait_for(ready, timeout, lambda: f"director {k} is not the VRRP master after "
                  f"{timeout}s (VIP on {self.master() or 'none'})")
+
+    def kill_userlb(self, k):
+        """SIGKILL director k's `userlb run` only: its keepalived's track
+        script (pgrep, every second) fails, the instance goes to FAULT and
+        gives the VIP up.  The monotonic time of the kill."""
+        t0 = time.monotonic()
+        self.stop(self.director_key(k), hard=True)
+        return t0
 
     def rst_guard_drops(self, k):
         """How many RSTs of its own stack director k's guard dropped (rst_guard)."""
@@ -315,9 +342,12 @@ def status_lines(lab, proc):
 
 # ------------------------------------------------------------------ the demo
 
-def failover(lab, streams=30, out=print):
-    """Streams through the VIP, the master stopped, the backup serving: a dict
-    of what was measured (the demo and the e2e test)."""
+def failover(lab, streams=30, out=print, how="crash"):
+    """Streams through the VIP, the master (director 1) stopped, the backup
+    serving: a dict of what was measured (the demo and the e2e test).
+    how: "crash" (`fail`: keepalived and userlb killed, links down) or
+    "userlb" (`kill_userlb`: only userlb killed; keepalived's track script
+    gives the VIP up)."""
     st = Streams(lab, [[VIP4, ECHO]], count=streams, chunk=512, interval=0.05,
                  timeout=20.0, sources=lab.clients4)
     try:
@@ -325,8 +355,13 @@ def failover(lab, streams=30, out=print):
         before = st.report()
         out(f"{streams} streams through {VIP4}:{ECHO} on director 1 (the VRRP master), "
             f"{sum(r['rounds'] for r in before)} echo rounds so far")
-        t0 = lab.fail(1)
-        out("director 1 stopped: keepalived and userlb SIGKILLed, its links down")
+        if how == "crash":
+            t0 = lab.fail(1)
+            out("director 1 stopped: keepalived and userlb SIGKILLed, its links down")
+        else:
+            t0 = lab.kill_userlb(1)
+            out("director 1's userlb SIGKILLed: its keepalived's track script fails, "
+                "FAULT state, the VIP is given up")
         t1 = lab.probe()
         took = None if t1 is None else t1 - t0
         out(f"first new connection through the backup after "
@@ -372,15 +407,19 @@ def demo_main(suffix=None, streams=30, out=print):
         out(f"directors {' '.join(lab.director_ns)}: keepalived priorities 150/100, "
             f"VIP {VIP4} and the servers' gateway {GATEWAY4} on director {lab.master()}")
         res = failover(lab, streams, out)
-        if not temp:
-            lab.revive(1)
-            lab.wait_master(1, timeout=15)
-            out(f"director 1 started again: it takes the VIP back (VIP on {lab.master()})")
+        lab.revive(1)
+        lab.wait_master(1, timeout=15)
+        out(f"director 1 started again: it takes the VIP back (VIP on {lab.master()})")
+        res2 = failover(lab, streams, out, how="userlb")
+        lab._start_one(1)
+        lab.wait_master(1, timeout=15)
+        out(f"director 1's userlb started again: the VIP is back on {lab.master()}")
     finally:
         if temp and lab is not None:
             lab.down()
             out(f"lab {lab.tag} removed")
-    return res["intact"] == res["streams"] and res["failover_s"] is not None
+    return all(r["intact"] == r["streams"] and r["failover_s"] is not None
+               for r in (res, res2))
 
 
 def main(argv=None):
