@@ -26,7 +26,12 @@ The speed tricks (each one here only; the rest of the package is plain):
   16-bit checksum plus a 17-bit delta carries at most once.  A computed UDP
   checksum of 0 is sent as 0xFFFF (``or zero_as``); TCP keeps it.
 * The TCP state moves by one tuple index (``flags << 4 | state``, the
-  protocol's table); UDP's table maps its state to itself.
+  protocol's table -- for client packets of direct routing and tunnels
+  (``xl.in_only``) its INPUT-ONLY rows); UDP's table maps its state to
+  itself.
+* The direction's words end with a transmit hook: None for masquerading;
+  for direct routing and tunnels (xmit/dr.py, xmit/tunnel.py) the hook,
+  called with the untouched packet, gives the verdict.
 * Counters: the pair's three Stats objects (``xl.counted``: destination,
   service, global) are unpacked once and each updated in one line (a loop
   over them costs ~5 % of the established path).
@@ -97,7 +102,8 @@ class Fast4:
                         if key == e.ikey:
                             # a SYN on TIME_WAIT/CLOSE: the general path decides
                             if not (flags & 6 == 2 and (st == TIME_WAIT or st == CLOSE)):
-                                ns = ops.next_in[flags << 4 | st]
+                                ns = (ops.next_in_only if xl.in_only
+                                      else ops.next_in)[flags << 4 | st]
                                 fw = xl.fast_in
                                 ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
                                 ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
@@ -115,7 +121,11 @@ class Fast4:
                                 e.timeout = self._tmo[ns]
                                 e.last = now
                 if fw is not None:
-                    ipd, sdd, ppd, l4d = fw
+                    ipd, sdd, ppd, l4d, hook = fw
+                    if hook is not None:
+                        # another forwarding method (xmit/dr.py, tunnel.py): counted and
+                        # state moved like the rest; the method sends the packet
+                        return hook(self, buf, tlen)
                     x = (ipc ^ 0xFFFF) + ipd
                     _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + sdd)
                     x = (l4c ^ 0xFFFF) + l4d
@@ -157,7 +167,8 @@ class Fast4:
         if xl is None or xl.svc is not svc:
             xl = self._xlate(svc, dest)
         if need:
-            self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
+            self.link_entry(key, xl, (ops.next_in_only if xl.in_only else ops.next_in)[flags << 4],
+                            now, tpl)
         svc.forwarded = True
         ds, ss, gs = xl.counted
         ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen

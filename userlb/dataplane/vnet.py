@@ -54,7 +54,7 @@ header (``ZERO_HDR``): their checksums are complete.
 from collections import Counter
 from struct import Struct
 
-from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT
+from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_XMIT_IP, V_XMIT_L2
 
 VNET_HDR_LEN = 10
 
@@ -171,8 +171,12 @@ class VnetPath:
         # partial (non-inverted) sum -> an ordinary inverted checksum of it
         _H.pack_into(buf, pos, (p ^ 0xFFFF) or 0xFFFF)
         eng = self.engine
+        eng.partial_csum = (l4, pos, gt, _gs)   # a tunnel completes it (xmit/tunnel.py)
         v = eng.process(buf, n, now)
-        if v == V_FORWARD:
+        completed = eng.partial_csum == 0
+        eng.partial_csum = 0
+        if v == V_FORWARD or v == V_XMIT_L2:
+            # (direct routing: the packet is unchanged and goes out with this header)
             # the packet was rewritten in place: same layout
             nports = _I.unpack_from(buf, l4)[0]
             x = ((buf[pos] << 8 | buf[pos + 1]) ^ 0xFFFF) + (ports >> 16) + (ports & 0xFFFF) \
@@ -185,9 +189,15 @@ class VnetPath:
             else:
                 self.partial += 1
             return v
-        if v == V_FORWARD_OUT:
-            # a datagram built aside would carry the temporary field
-            return self._drop(R_VERDICT)
+        if v == V_FORWARD_OUT or v == V_XMIT_IP:
+            if not completed:
+                # a datagram built aside would carry the temporary field (a tunnel's
+                # outer packets are fine: it completed the inner checksums)
+                return self._drop(R_VERDICT)
+            if gt:
+                self.gso += 1
+            else:
+                self.partial += 1
         return v
 
     def counters(self):
