@@ -16,19 +16,22 @@ VRRP, `userlb run --keepalived` on both (docs/keepalived.md, "The VRRP pair").
 Both directors read their own dK.conf: a `vrrp_instance` (director 1: state
 MASTER, priority 150; director 2: BACKUP, 100; advert_int 1) and `include
 services.conf`, the shared `virtual_server` blocks (`lb_algo mh`, `mh-port`,
-NAT, TCP_CHECK).  keepalived runs with `--vrrp` only (no checker, no ip_vs);
-userlb skips the vrrp_instance and follows the VIP as a local address
-(docs/steering.md).  The real servers' gateway moves with the VIP, so the
-replies of every flow come back to the director that holds the VIP; with mh
-and sloppy TCP the new master takes established connections over (it picks
-the same real server for a mid-flow packet; replies without an entry are
-translated statelessly).
+NAT, TCP_CHECK); a `vrrp_script` (pgrep on the director's `userlb run`
+command line, every second) puts the instance in FAULT when userlb dies.
+keepalived runs with `--vrrp` only (no checker, no ip_vs); userlb skips
+the vrrp_instance and follows the VIP as a local address (docs/steering.md).
+The real servers' gateway moves with the VIP, so the replies of every flow
+come back to the director that holds the VIP; with mh and sloppy TCP the new
+master takes established connections over (it picks the same real server
+for a mid-flow packet; replies without an entry are translated statelessly).
 
 `fail(k)` stops director k as a crash would: SIGKILL of keepalived (its whole
 process group) and of `userlb run`, then its links go down (a killed
 keepalived leaves its VIPs configured; a dead machine also leaves the
 segment).  The backup takes over after VRRP's master-down interval
-(3 x advert_int + skew, about 3.6 s).
+(3 x advert_int + skew, about 3.6 s).  `kill_userlb(k)` kills only userlb:
+the track script fails, keepalived sends a priority-0 advert (about 1 s).
+`rst_guard()`: why the directors drop their own stack's RSTs from the VIP.
 """
 import json
 import os
