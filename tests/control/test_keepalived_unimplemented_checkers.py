@@ -6,7 +6,7 @@ import pytest
 from userlb.control.keepalived import load_text
 from userlb.control.keepalived_parse import KeepalivedError
 
-UNIMPLEMENTED = ("SMTP_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK", "BFD_CHECK")
+UNIMPLEMENTED = ("SMTP_CHECK", "FILE_CHECK", "BFD_CHECK")
 
 
 @pytest.mark.parametrize("kind", UNIMPLEMENTED)
