@@ -116,9 +116,18 @@ class VnetPath:
         self.gso = 0
         self.partial = 0
         self.last_reason = None
+
+    @property
+    def engine(self):
+        return self._eng
+
+    @engine.setter
+    def engine(self, engine):
+        self._eng = engine
         # an engine whose process() takes the partial checksum as it is
-        # (fast4.Fast4.partial_csum); test fakes and the benchmark's bare loop do not
-        self._fast4 = getattr(engine, "partial_csum", False)
+        # (fast4.Fast4.partial_csum; looked up on the class: a wrapper such
+        # as the pcap tap forwards attributes but not that argument)
+        self._fast4 = getattr(type(engine), "partial_csum", False)
 
     def _drop(self, reason):
         self.last_reason = reason
@@ -129,14 +138,14 @@ class VnetPath:
         f = hdr[0]
         if not hdr[1] and (f == 0 or f == F_DATA_VALID):
             # checksum complete (or validated): the engine's ordinary case
-            return self.engine.process(buf, n, now)
+            return self._eng.process(buf, n, now)
         if f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
             # csum_start 20: maybe IPv4 without options -- the engine's fast
             # path keeps the partial checksum as it is (fast4.py), no
             # conversion; it returns None for anything it does not finish
             pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1))
             if pos:
-                v = self.engine.process(buf, n, now, pos)
+                v = self._eng.process(buf, n, now, pos)
                 if v is not None:
                     if v == V_FORWARD:
                         if hdr[1]:
@@ -193,7 +202,7 @@ class VnetPath:
         p = buf[pos] << 8 | buf[pos + 1]
         # partial (non-inverted) sum -> an ordinary inverted checksum of it
         _H.pack_into(buf, pos, (p ^ 0xFFFF) or 0xFFFF)
-        eng = self.engine
+        eng = self._eng
         v = eng.process(buf, n, now)
         if v == V_FORWARD:
             # the packet was rewritten in place: same layout
