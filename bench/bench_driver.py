@@ -58,21 +58,8 @@ def _packet(vnet):
     return bytes(hdr + ip + udp)
 
 
-class _PassHdr:
-    """The bare loop behind a virtio-net header: the header goes back as it came."""
-
-    def __init__(self, engine):
-        self.engine = engine
-
-    def process(self, hdr, buf, n, now):
-        return self.engine.process(buf, n, now)
-
-    def counters(self):
-        return {}
-
-
 def setup(case):
-    from bench_tun import BarePatch
+    from bench_tun import BarePatch, PassHeader
 
     from userlb.control.config import Config
     from userlb.control.engine_sync import EngineSync
@@ -93,7 +80,7 @@ def setup(case):
         EngineSync(cfg, eng).push()
     drv = TunDriver(a.fileno(), eng, batch=BURST, vnet=vnet, clock=lambda: 1.0)
     if case == "bare_vnet":
-        drv.vnet = _PassHdr(eng)
+        drv.vnet = PassHeader(eng)
     return a, b, drv, _packet(vnet)
 
 

@@ -281,6 +281,11 @@ class Pool:
         self.per_worker = []
         self.on_failure = None
 
+    @property
+    def ct(self):
+        """(what the exporters read `max_entries` from; per worker)"""
+        return self
+
     # -- talking to the workers
     def ask(self, req):
         """Send `req` to every worker, then collect every answer (in order)."""

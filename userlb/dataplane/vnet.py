@@ -27,8 +27,12 @@ length, so either convention is preserved).  The NAT rewrite changes the
 addresses (in P) and the ports (not in P: they are summed by whoever
 completes the checksum), so the field must become P + delta(addresses) --
 not the full-checksum update ~(~C + delta(addresses + ports)) the engine
-applies.  Rather than teaching every engine path a second checksum mode,
-``VnetPath`` turns the field into an ordinary inverted checksum of the same
+applies.  The engine's IPv4 fast path (fast4.py) knows that second mode:
+``VnetPath.process`` hands it NEEDS_CSUM packets whose header puts the
+checksum where an IPv4 header without options would (``process(buf, n, now,
+field offset)``; it returns None for anything it does not finish).  For the
+other paths, rather than teaching each of them the second mode,
+``VnetPath.offloaded`` turns the field into an ordinary inverted checksum of the same
 sum before the engine runs (F = ~P), lets the engine apply its usual RFC 1624
 update (F' = ~(P + d_addr + d_port)), and turns it back afterwards, taking
 out the port delta it can see in the packet: P' = ~F' - d_port.  (In ones'
