@@ -57,6 +57,12 @@ demo: venv sysdeps
 bench: venv sysdeps
 	$(VPY) bench/run.py
 
+# The flood experiment (docs/flood-experiment.md; several minutes, root):
+# regenerates docs/flood-experiment.md and .json (and .png with matplotlib).
+.PHONY: flood-experiment
+flood-experiment: venv sysdeps
+	$(VPY) -m userlb.cli.main lab experiment flood
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .cache/mypy .cache/ruff
 

@@ -3,6 +3,7 @@
     userlb adm [--control PATH] IPVSADM-ARGS...
     userlb adm [--control PATH] --sloppy-tcp on|off
     userlb adm [--control PATH] --max-entries N
+    userlb adm [--control PATH] --defense NAME=MODE [--amemthresh N]
     userlb adm [--control PATH] --show-settings
     userlb adm [--control PATH] --capture FILE [--count N] [--seconds S]
 
@@ -25,6 +26,11 @@ userlb extensions:
                         but RST may create a connection); prints the settings
   --max-entries N       connection entry limit, live (new connections beyond it
                         are refused and counted as conn_limit); prints the settings
+  --defense NAME=MODE   IPVS defense strategy, live: drop_entry, drop_packet or
+                        secure_tcp = 0 (off), 1/2 (automatic), 3 (on); see
+                        docs/ipvs.md §11; prints the settings
+  --amemthresh N        free entry slots below which the automatic defenses
+                        switch on (default 1024); prints the settings
   --show-settings       print the run-time settings (sloppy_tcp = 0|1, ...)
   --capture FILE        write the next N packets the director receives, each
                         with what it sent for it (before and after the
@@ -72,6 +78,19 @@ def split_args(argv):
             if not (v.isascii() and v.isdigit()):
                 raise ValueError(f"--max-entries: expected a positive integer, not {v!r}")
             ext = {"settings": {**_settings_of(ext), "max_entries": int(v)}}
+        elif w == "--defense" or w.startswith("--defense="):
+            v, i = _option_value(argv, i, "--defense", "NAME=MODE")
+            name, _, mode = v.partition("=")
+            if name not in ("drop_entry", "drop_packet", "secure_tcp") or mode not in (
+                    "0", "1", "2", "3"):
+                raise ValueError(f"--defense: expected drop_entry|drop_packet|secure_tcp=0..3, "
+                                 f"not {v!r}")
+            ext = {"settings": {**_settings_of(ext), name: int(mode)}}
+        elif w == "--amemthresh" or w.startswith("--amemthresh="):
+            v, i = _option_value(argv, i, "--amemthresh", "N")
+            if not (v.isascii() and v.isdigit() and int(v) > 0):
+                raise ValueError(f"--amemthresh: expected a positive integer, not {v!r}")
+            ext = {"settings": {**_settings_of(ext), "amemthresh": int(v)}}
         elif w == "--show-settings":
             ext = {"settings": _settings_of(ext)}
         elif w in ("--capture", "--count", "--seconds") or w.startswith(

@@ -28,7 +28,8 @@ out of the router's routes and stops it; `start-director N` starts it again
 and puts it back.  `demo --directors K` shows a failover: long-lived
 connections, directors killed one after another, connections counted before
 and after (on the current lab if it has K directors, else on a temporary
-one).  `experiment`: the mhs experiment (docs/mhs-experiment.md).
+one).  `experiment`: the mhs experiment (docs/mhs-experiment.md);
+`experiment flood`: the flood experiment (docs/flood-experiment.md).
 
 `up --directors K --bgp`: the router's routes come from BGP instead (BIRD 2
 on the router, ExaBGP + `userlb announce` on each director; see
@@ -131,6 +132,9 @@ def status_text(lab):
 
 
 def main(argv):
+    if argv[:2] == ["experiment", "flood"]:
+        from ..lab import flood_experiment
+        return flood_experiment.main(argv[2:])
     if argv[:1] == ["experiment"]:
         from ..lab import experiment
         return experiment.main(argv[1:])

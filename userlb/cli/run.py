@@ -79,6 +79,21 @@ def build_parser():
     p.add_argument("--max-entries", type=int, default=None, metavar="N",
                    help="connection entry limit (default 1000000; `userlb adm --max-entries`"
                         " changes it live)")
+    p.add_argument("--defense", metavar="NAME=MODE", action="append", default=[],
+                   help="IPVS defense strategy drop_entry|drop_packet|secure_tcp = 0..3 "
+                        "(docs/ipvs.md \u00a711; `userlb adm --defense` changes it live)")
+    p.add_argument("--amemthresh", type=int, default=None, metavar="N",
+                   help="free entry slots below which automatic defenses switch on "
+                        "(default 1024)")
+    p.add_argument("--syn-limit", metavar="TOTAL[,PER_PREFIX[/BITS4[/BITS6]]]",
+                   help="first line in the kernel (nftables): new connections (TCP SYN, "
+                        "SCTP INIT) into the TUN device per second, in total and per source "
+                        "prefix (docs/flood-experiment.md)")
+    p.add_argument("--syn-prio", action="store_true",
+                   help="first line: a prio qdisc on the TUN device sends packets that open "
+                        "a connection after all others (docs/flood-experiment.md)")
+    p.add_argument("--notrack", action="store_true",
+                   help="with the first line: VIP and TUN traffic skips conntrack")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default="info", help="least important log lines shown (default info)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -138,6 +153,11 @@ class Director:
         self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
         if args.max_entries is not None:
             self.engine.max_entries = args.max_entries
+        if args.amemthresh is not None:
+            self.engine.defense.set_amemthresh(args.amemthresh)
+        for nm, mode in args.defense_modes:
+            self.engine.defense.set_mode(nm, mode)
+        self.firstline = None
         self.sync = EngineSync(cfg, self.engine)
         self.sync.push()
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload)
@@ -323,8 +343,30 @@ class Director:
         finally:
             self._watch_timer = self.loop.call_later(1.0, self._watch_tick)
 
+    def install_firstline(self):
+        from ..dataplane.firstline import FirstLine
+        if not (self.args.syn_limit or self.args.notrack or self.args.syn_prio):
+            return
+        total, per, b4, b6 = self.args.syn_limit_parsed or (0, 0, 24, 64)
+        fl = FirstLine(self.dev.name, total, per, b4, b6, notrack=self.args.notrack,
+                       vips=[format_addr(s.addr) for s in self.cfg.services.values()],
+                       prio=self.args.syn_prio)
+        fl.install()
+        self.firstline = fl
+        if fl.replaced:
+            log(f"removed a left-over of a dead instance: nftables table inet {fl.table}")
+        log(f"first line: nftables table inet {fl.table} (syn limit {total}/s total, "
+            f"{per}/s per /{b4} and /{b6}{', notrack' if self.args.notrack else ''}"
+            f"{', SYNs last' if self.args.syn_prio else ''})")
+
     def close(self):
         errors = []
+        if self.firstline is not None:
+            try:
+                self.firstline.remove()
+            except Exception as exc:   # noqa: BLE001
+                log(f"cleanup: first line: {exc}")
+            self.firstline = None
         if self.routes is not None:
             errors = self.routes.remove()
             self.routes = None
@@ -375,6 +417,25 @@ def main(argv):
     if args.max_entries is not None and not 1 <= args.max_entries <= MAX_ENTRIES:
         log(f"--max-entries: {args.max_entries} is not in 1..{MAX_ENTRIES}")
         return 2
+    args.defense_modes = []
+    for d in args.defense:
+        nm, _, mode = d.partition("=")
+        if nm not in ("drop_entry", "drop_packet", "secure_tcp") or mode not in "0123" \
+                or len(mode) != 1:
+            log(f"--defense: expected drop_entry|drop_packet|secure_tcp=0..3, not {d!r}")
+            return 2
+        args.defense_modes.append((nm, int(mode)))
+    if args.amemthresh is not None and not 1 <= args.amemthresh <= MAX_ENTRIES:
+        log(f"--amemthresh: {args.amemthresh} is not in 1..{MAX_ENTRIES}")
+        return 2
+    args.syn_limit_parsed = None
+    if args.syn_limit:
+        from ..dataplane.firstline import parse_limit
+        try:
+            args.syn_limit_parsed = parse_limit(args.syn_limit)
+        except ValueError as e:
+            log(f"--syn-limit: {args.syn_limit!r}: {e}")
+            return 2
     if args.mtu is not None and args.mtu != 0 and not 68 <= args.mtu <= 65535:
         log(f"--mtu: {args.mtu} is not a TUN device MTU (68..65535)")
         return 2
@@ -414,6 +475,11 @@ def main(argv):
             except Exception as e:   # noqa: BLE001
                 log(f"cannot install routes: {e}")
                 return 1
+        try:
+            director.install_firstline()
+        except Exception as e:   # noqa: BLE001
+            log(f"cannot install the first line: {e}")
+            return 1
         try:
             import uvloop
             runner = uvloop.run

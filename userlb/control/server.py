@@ -78,6 +78,8 @@ EST_TICK = 1.0
 #: the largest entry limit `--max-entries` accepts
 MAX_ENTRIES = 100_000_000
 REFUSE_READ_TIMEOUT = 5.0
+#: the defense settings (dataplane/defense.py): amemthresh (entries), modes 0..3
+_DEFENSE_KEYS = ("amemthresh", "drop_entry", "drop_packet", "secure_tcp")
 
 
 class ControlError(Exception):
@@ -403,14 +405,28 @@ class ControlServer:
             elif k == "max_entries":
                 if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_ENTRIES:
                     raise P.ProtocolError(f"max_entries must be an integer 1..{MAX_ENTRIES}")
+            elif k in _DEFENSE_KEYS:
+                if isinstance(v, bool) or not isinstance(v, int) or not (
+                        0 <= v <= 3 if k != "amemthresh" else 1 <= v <= MAX_ENTRIES):
+                    raise P.ProtocolError(f"{k} must be an integer "
+                                          f"{'0..3' if k != 'amemthresh' else '1..'}")
             else:
                 raise P.ProtocolError(f"unknown setting {k!r} (settable: sloppy_tcp, "
-                                      f"max_entries)")
+                                      f"max_entries, amemthresh, drop_entry, drop_packet, "
+                                      f"secure_tcp)")
         if "sloppy_tcp" in settings:
             self.engine.sloppy_tcp = settings["sloppy_tcp"]
         if "max_entries" in settings:
             self.engine.max_entries = settings["max_entries"]
             self.log(f"control: max_entries set to {settings['max_entries']}")
+        defense = getattr(self.engine, "defense", None)
+        for k in _DEFENSE_KEYS:
+            if k in settings and defense is not None:
+                if k == "amemthresh":
+                    defense.set_amemthresh(settings[k])
+                else:
+                    defense.set_mode(k, settings[k])
+                self.log(f"control: {k} set to {settings[k]}")
         return settings_text(self.engine)
 
     # --------------------------------------------------------------- listing
@@ -509,6 +525,9 @@ def settings_text(engine: EngineControl) -> str:
            f"conn_entries = {len(engine)}",
            f"max_entries = {engine.max_entries}",
            f"conn_limit_drops = {engine.drops.get(R_CONN_LIMIT, 0)}"]
+    defense = getattr(engine, "defense", None)
+    if defense is not None:         # docs/ipvs.md §11 (dataplane/defense.py)
+        out += [f"{k} = {v}" for k, v in defense.settings()]
     return "\n".join(out) + "\n"
 
 

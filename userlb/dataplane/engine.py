@@ -76,6 +76,7 @@ from .conntrack import (
     Xlate,
     make_key,
 )
+from .defense import R_DEFENSE_DROP, Defense
 from .fast4 import Fast4
 from .frag import Reassembler
 from .packet import (
@@ -95,6 +96,7 @@ from .packet import (
     parse,
 )
 from .proto import PROTOCOLS, icmp
+from .proto.tcp import set_secure
 from .stats import RateEstimators
 from .tcpstate import CLOSE, ESTABLISHED, FIN_WAIT, IS_ACTIVE, TIME_WAIT, UDP, make_timeouts
 from .verdict import (  # noqa: F401
@@ -155,6 +157,7 @@ class Engine(Fast4):
         self._fast = not dec_ttl          # the IPv4 fast path never touches the TTL
         self.ct = ConnTable(max_entries)
         self._conns = self.ct.map
+        self.defense = Defense(self.ct, set_secure)     # drop_entry, drop_packet, secure_tcp
         self.frags = Reassembler(frag_high_thresh, frag_timeout)
         self.stats = Stats()              # global totals
         self.rates = RateEstimators()     # 2 s estimators, stepped by expire()
@@ -244,6 +247,7 @@ class Engine(Fast4):
         fragment queues, the rate estimators (every 2 s) and the stateless
         schedulers' timers.  Returns the number of entries removed."""
         n = self.ct.sweep(now)
+        self.defense.tick(now)
         self.frags.expire(now)
         self.rates.tick(now)
         for svc in self._services:
@@ -343,9 +347,13 @@ class Engine(Fast4):
                 return R_NO_DEST
             if need and ct.count >= ct.max_entries:
                 return R_CONN_LIMIT
+            if need and self.defense.drop_rate and self.defense.todrop():
+                return R_DEFENSE_DROP
             return dest, need, None
         if ct.count >= ct.max_entries:
             return R_CONN_LIMIT
+        if self.defense.drop_rate and self.defense.todrop():     # drop_packet (defense.py)
+            return R_DEFENSE_DROP
         if svc.flags & SVC_F_PERSISTENT:
             return self._persist(svc, proto, caddr, cport, now)
         dest = sched.schedule(caddr, cport)

@@ -141,6 +141,39 @@ def _flatten(direction):
 #: NEXT[direction][flags << 4 | state] -> next state
 NEXT = tuple(_flatten(d) for d in (INPUT, OUTPUT, INPUT_ONLY))
 
+# the kernel's "secure" table (secure_tcp defense, dataplane/defense.py): a
+# client's ACK does not establish a half-open entry (IN ack SR stays SR, SA
+# stays SA); the real server's SYN-ACK moves SR to SA (OUT syn), its ACK to ES
+_SECURE_TEXT = """
+            NONE ES SS SR FW TW CL CW LA LI SA
+IN syn      SR   ES ES SR SR SR SR SR SR SR SA
+IN fin      CL   CW SS TW TW TW CL CW LA LI SA
+IN ack      ES   ES SS SR FW TW CL CW CL LI SA
+IN rst      CL   CL CL SR CL CL CL CL LA LI CL
+OUT syn     SS   ES SS SA SS SS SS SS SS LI SA
+OUT fin     TW   FW SS TW FW TW CL TW LA LI TW
+OUT ack     ES   ES SS ES FW TW CL CW LA ES ES
+OUT rst     CL   CL SS CL CL TW CL CL CL CL CL
+IN-ONLY syn SA   ES ES SR SA SA SA SA SA SA SA
+IN-ONLY fin CL   FW SS TW FW TW CL CW LA LI TW
+IN-ONLY ack ES   ES SS ES FW TW CL CW CL LI ES
+IN-ONLY rst CL   CL CL SR CL CL CL CL LA LI CL
+"""
+SECURE_TABLE = _parse_table(_SECURE_TEXT)
+
+
+def _flatten_table(table, direction):
+    out = [CLOSE] * (256 << 4)
+    for flags in range(256):
+        ev = event_of(flags)
+        for st in range(N_STATES):
+            out[flags << 4 | st] = CLOSE if ev == EV_NONE else table[direction][ev][st]
+    return tuple(out)
+
+
+#: SECURE_NEXT[direction][flags << 4 | state] -> next state (secure_tcp)
+SECURE_NEXT = tuple(_flatten_table(SECURE_TABLE, d) for d in (INPUT, OUTPUT, INPUT_ONLY))
+
 # ---------------------------------------------------------------- timeouts
 #: default timeout (seconds) per state; index UDP holds the UDP timeout.
 #: ESTABLISHED, FIN_WAIT and UDP are the ``ipvsadm --set`` values (model.py)
