@@ -65,6 +65,19 @@ def test_stats_and_entries_sum_over_workers(lab):
     assert n >= len(ours), settings
 
 
+def test_settings_reach_every_worker(lab):
+    p = lab.adm("--defense", "drop_entry=1")
+    assert p.returncode == 0, p.stderr
+    assert "drop_entry = 1" in lab.adm("--show-settings").stdout
+    p = lab.adm("--max-entries", "5000")
+    assert p.returncode == 0, p.stderr
+    assert "max_entries = 5000" in lab.adm("--show-settings").stdout
+    # TCP services with mh need sloppy TCP with two workers: it cannot be turned off
+    p = lab.adm("--sloppy-tcp", "off")
+    assert p.returncode != 0 and "--sloppy-tcp" in p.stderr, (p.stdout, p.stderr)
+    assert "sloppy_tcp = 1" in lab.adm("--show-settings").stdout
+
+
 def test_live_add_and_delete_reach_both_workers(lab):
     new = lab.servers[2][1]
     try:

@@ -160,6 +160,10 @@ def worker_main(idx, fd, conn, cfg, args):
     eng = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
     if args.max_entries is not None:
         eng.max_entries = args.max_entries
+    if getattr(args, "amemthresh", None) is not None:
+        eng.defense.set_amemthresh(args.amemthresh)
+    for nm, mode in getattr(args, "defense_modes", ()):
+        eng.defense.set_mode(nm, mode)
     sync = EngineSync(cfg, eng)
     sync.push()
     drv = TunDriver(fd, eng, batch=args.batch, vnet=not args.no_offload)
@@ -188,6 +192,11 @@ def worker_main(idx, fd, conn, cfg, args):
             return {"g": _stats_of(eng.stats), "svc": svcs, "drops": dict(eng.drops),
                     "replies": dict(eng.replies), "n": len(eng), "drv": drv.counters(),
                     "pid": os.getpid()}
+        if kind == "defense":
+            getattr(eng.defense, req[1])(*req[2])
+            return None
+        if kind == "defense_settings":
+            return list(eng.defense.settings())
         if kind == "entries":
             return list(eng.entries(req[1]))
         if kind == "counts":
@@ -280,6 +289,7 @@ class Pool:
         self.driver_counters = {}
         self.per_worker = []
         self.on_failure = None
+        self.defense = _PoolDefense(self)
 
     @property
     def ct(self):
@@ -430,6 +440,24 @@ class Pool:
         self.workers = []
 
 
+class _PoolDefense:
+    """The engines' defenses (dataplane/defense.py) as the control server
+    sets and shows them: set in every worker (each applies them to its own
+    table: amemthresh counts per worker), shown as worker 0 has them."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def set_amemthresh(self, n):
+        self.pool.ask(("defense", "set_amemthresh", (n,)))
+
+    def set_mode(self, name, mode):
+        self.pool.ask(("defense", "set_mode", (name, mode)))
+
+    def settings(self):
+        return self.pool.ask(("defense_settings",))[0]
+
+
 def _set(stats, tuples):
     vals = [sum(t[i] for t in tuples) for i in range(5)]
     stats.conns, stats.inpkts, stats.outpkts, stats.inbytes, stats.outbytes = vals
@@ -490,6 +518,7 @@ class PoolDirector(Director):
         self.sync = PoolSync(cfg, self.pool)
         self.driver = PoolDriver(self.pool)
         self.routes = None
+        self.firstline = None
         self.loop = None
         self.stop_event = None
         self.pool.on_failure = self._on_failure
