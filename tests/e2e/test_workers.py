@@ -126,6 +126,43 @@ def test_unsafe_configuration_refused_at_start(lab, tmp_path):
     assert p.returncode == 2 and "--sloppy-tcp" in p.stderr, p.stderr
 
 
+def test_sighup_reload_goes_to_every_worker_and_unsafe_files_are_refused(lab):
+    original = open(lab.rules_path).read()
+    try:
+        bad = original.replace("-s sh -b sh-fallback,sh-port", "-s wrr", 1)
+        assert bad != original
+        lab.write_rules(bad)
+        with pytest.raises(Exception, match="wrr"):
+            lab.reload()
+        # a change that is safe: the UDP service without its second server
+        s2 = lab.servers[1][1]
+        lines = [ln for ln in original.splitlines()
+                 if not (ln.startswith("-a -u ") and f" -r {s2}:" in ln)]
+        assert "applied" in lab.reload("\n".join(lines) + "\n")
+        flows = lab.client_py("udp", vip=VIP4, port=UDP_ECHO, count=16, sources=lab.clients4)
+        assert {f.get("server") for f in flows} == {"s1"}, flows
+    finally:
+        lab.reload(original)
+
+
+def test_a_dead_worker_stops_the_director(lab):
+    import os
+    import time
+    pid = lab.director_pid()
+    kids = [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    os.kill(kids[1], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}/stat") and \
+            open(f"/proc/{pid}/stat").read().split()[2] != "Z":
+        time.sleep(0.1)
+    log = open(lab.director_log).read()
+    assert "stopping" in log and "stopped" in log, log[-2000:]
+    lab.stop_director()
+    routes = lab.exec(lab.director, ["ip", "route", "show", "table", "all"]).stdout
+    assert "ulb0" not in routes
+    lab.start_director(extra=["--workers", "2"])
+
+
 def test_stop_ends_every_worker(lab):
     pid = lab.director_pid()
     kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
