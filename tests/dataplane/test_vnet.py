@@ -249,6 +249,23 @@ def test_ipv4_fast_path_keeps_the_partial_sum(proto, gso, monkeypatch):
     assert (path.gso, path.partial) == ((3, 1) if gso else (0, 4))
 
 
+def test_remembered_header_still_refuses_what_the_packet_makes_unsafe():
+    """The last fast-path header is remembered; a later packet with the same
+    header bytes that the fast path does not take (a fragment here) still
+    goes through every check and is refused."""
+    eng = _engine(IPPROTO_UDP, 4)
+    path = vnet.VnetPath(eng)
+    v, hdr, buf, n = _run_vnet(path, _mk(IPPROTO_UDP, 4, True), 0.0)
+    assert v == V_FORWARD and path._hdr4 == bytes(hdr)
+    frag = IP(src=CIP, dst=VIP, flags="MF") / UDP(sport=CPORT, dport=VPORT) / (b"x" * 3)
+    hdr2, buf2, n2 = to_partial(frag)
+    assert bytes(hdr2) == bytes(hdr)
+    assert path.process(hdr2, buf2, n2, 1.0) == V_DROP
+    assert path.drops == {vnet.R_FRAG: 1}
+    path.engine = eng                           # a new engine (e.g. a pcap tap) forgets it
+    assert path._hdr4 is None
+
+
 def test_udp_partial_sum_zero_falls_back_to_the_conversion():
     """A partial sum of 0 looks like 'UDP without checksum' to the fast path:
     it declines, and the conversion path forwards the packet correctly."""

@@ -128,6 +128,8 @@ class VnetPath:
     @engine.setter
     def engine(self, engine):
         self._eng = engine
+        self._hdr4 = None        # the last header the fast path got, and its field offset
+        self._pos4 = 0
         # an engine whose process() takes the partial checksum as it is
         # (fast4.Fast4.partial_csum; looked up on the class: a wrapper such
         # as the pcap tap forwards attributes but not that argument)
@@ -143,12 +145,36 @@ class VnetPath:
         if not hdr[1] and (f == 0 or f == F_DATA_VALID):
             # checksum complete (or validated): the engine's ordinary case
             return self._eng.process(buf, n, now)
+        # NEEDS_CSUM with csum_start 20: maybe IPv4 without options, which the
+        # engine's fast path takes with its partial checksum as it is
+        # (fast4.py; it returns None for anything it does not finish).  The
+        # header of the last such packet is remembered: a flow's packets
+        # repeat it, and the same bytes pass the same checks.
+        if hdr == self._hdr4:
+            pos = self._pos4
+        elif f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
+            pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1), 0)
+            if pos:
+                self._hdr4, self._pos4 = bytes(hdr), pos
+        else:
+            pos = 0
+        if pos:
+            v = self._eng.process(buf, n, now, pos)
+            if v is not None:
+                if v == V_FORWARD:
+                    if hdr[1]:
+                        self.gso += 1
+                    else:
+                        self.partial += 1
+                return v
+        return self.offloaded(hdr, buf, n, now)
         if f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
             # csum_start 20: maybe IPv4 without options -- the engine's fast
             # path keeps the partial checksum as it is (fast4.py), no
             # conversion; it returns None for anything it does not finish
             pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1))
             if pos:
+                self._hdr4, self._pos4 = bytes(hdr), pos
                 v = self._eng.process(buf, n, now, pos)
                 if v is not None:
                     if v == V_FORWARD:
