@@ -40,6 +40,18 @@ FWD_TUNNEL = 2
 FWD_DROUTE = 3
 FWD_NAMES = {FWD_MASQ: "Masq", FWD_LOCALNODE: "Local", FWD_TUNNEL: "Tunnel", FWD_DROUTE: "Route"}
 
+# tunnel types and encapsulation flags of a -i destination (kernel
+# IP_VS_CONN_F_TUNNEL_TYPE_*, IP_VS_TUNNEL_ENCAP_FLAG_*; docs/forwarding.md)
+TUN_IPIP = 0
+TUN_GUE = 1
+TUN_GRE = 2
+TUN_TYPE_NAMES = ("ipip", "gue", "gre")
+TUN_F_NOCSUM = 0
+TUN_F_CSUM = 1
+TUN_F_REMCSUM = 2
+#: (tun_type, tun_port, tun_flags) of a destination that is not a GUE/GRE tunnel
+TUN_NONE: tuple[int, int, int] = (TUN_IPIP, 0, TUN_F_NOCSUM)
+
 # service flags (kernel IP_VS_SVC_F_*)
 SVC_F_PERSISTENT = 0x0001
 SVC_F_HASHED = 0x0002
@@ -149,7 +161,7 @@ class Dest:
     """A real server of one service (kernel struct ip_vs_dest)."""
     __slots__ = ("af", "addr", "port", "weight", "last_weight", "u_threshold",
                  "l_threshold", "fwd", "activeconns", "inactconns",
-                 "persistconns", "overloaded", "stats", "svc", "available")
+                 "persistconns", "overloaded", "stats", "svc", "available", "tun")
 
     def __init__(self, addr: Addr, port: int, weight: int = 1, fwd: int = FWD_MASQ,
                  u_threshold: int = 0, l_threshold: int = 0) -> None:
@@ -161,6 +173,7 @@ class Dest:
         self.stats = Stats()
         self.svc: Service | None = None
         self.available = True   # False once removed from its service ("trash")
+        self.tun = TUN_NONE      # (type, port, flags) of a tunnel (-i) destination
 
     @property
     def key(self) -> DestKey:

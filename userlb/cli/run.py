@@ -132,13 +132,24 @@ def read_rules(path):
 
 
 def rule_sources(cfg, extra=()):
-    """Addresses whose packets go into the device: every real server."""
+    """Addresses whose packets go into the device: every masquerading real
+    server (the replies of direct routing and tunnel servers bypass the
+    director)."""
+    from ..model import FWD_MASQ
     out = []
     for s in cfg.services.values():
         for d in s.dests:
-            if d.addr not in out:
+            if d.fwd == FWD_MASQ and d.addr not in out:
                 out.append(d.addr)
     return out + list(extra)
+
+
+def l2_targets(cfg):
+    """The real servers reached by direct routing or a tunnel (l2out.py
+    looks their paths up)."""
+    from ..model import FWD_MASQ
+    return list(dict.fromkeys(d.addr for s in cfg.services.values() for d in s.dests
+                              if d.fwd != FWD_MASQ))
 
 
 class Director:
@@ -162,6 +173,9 @@ class Director:
         self.sync.push()
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload)
         self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch, vnet=self.dev.vnet)
+        from ..dataplane.l2out import L2Out
+        self.l2 = self.driver.l2 = L2Out(self.engine, vnet=bool(self.dev.vnet))
+        self.l2.want_many(l2_targets(cfg))     # direct routing / tunnel paths (l2out.py)
         self.routes = None
         self.loop = None
         self.stop_event = None
@@ -189,6 +203,7 @@ class Director:
     def update_routes(self):
         """After a change: add routes/rules for new VIPs / real servers first,
         then remove those no longer needed (no window without routes)."""
+        self.l2.want_many([a for a in l2_targets(self.cfg) if a not in self.l2.paths])
         if self.routes is None:
             return
         vips = [s.addr for s in self.cfg.services.values()]
@@ -371,6 +386,7 @@ class Director:
             errors = self.routes.remove()
             self.routes = None
         self.dev.close()
+        self.l2.close()
         for e in errors:
             log(f"cleanup: {e}")
 

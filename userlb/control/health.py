@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..model import Addr, Dest, Service, format_addr, format_endpoint
+from ..model import FWD_MASQ, FWD_TUNNEL, Addr, Dest, Service, format_addr, format_endpoint
 from . import ipvsadm as ia
 from .config import Config
 from .engine_sync import EngineSync
@@ -522,7 +522,7 @@ def _argv_text(c: ia.Command) -> list[str]:
     if c.has_dest and c.daddr is not None and c.dport is not None:
         words += ["-r", format_endpoint(c.daddr, c.dport)]
         if c.cmd != ia.DEL_SERVER:
-            words += ["-m", "-w", str(c.weight)]
+            words += [{FWD_MASQ: "-m", FWD_TUNNEL: "-i"}.get(c.fwd, "-g"), "-w", str(c.weight)]
     elif c.cmd in (ia.ADD_SERVICE, ia.EDIT_SERVICE):
         words += ["-s", c.scheduler]
     return words

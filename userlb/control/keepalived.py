@@ -16,7 +16,7 @@ Keywords, with keepalived.conf(5)'s meaning (docs/keepalived.md lists them):
   (`global_defs`, every `vrrp_*` and `static_*` block, `track_*`, `bfd_*`,
   ...) are skipped on purpose: real keepalived does those.  Any other
   keyword is an error, as `keepalived -t` reports it.
-* `virtual_server fwmark N`, `protocol SCTP`, `lb_kind DR|TUN`, persistence
+* `virtual_server fwmark N`, `protocol SCTP`, persistence
   engines, a regex in `url`, the checkers userlb does not have
   (`SMTP_CHECK`, `UDP_CHECK`, `PING_CHECK`, `FILE_CHECK`,
   `BFD_CHECK`) are refused, one clear message naming the line.
@@ -125,6 +125,7 @@ class RealServer:
     notify_down: str | None = None
     u_threshold: int = 0
     l_threshold: int = 0
+    method: str = ""                        # -m / -g / -i of lb_kind; "": the virtual server's
     checkers: list[CheckerDef] = field(default_factory=list)
     file: str = ""
     line: int = 0
@@ -159,6 +160,8 @@ class VirtualServer:
     quorum_down: str | None = None
     sorry_server: tuple[Addr, int] | None = None
     sorry_inhibit: bool = False
+    method: str = "-m"                      # lb_kind NAT / DR / TUN as -m / -g / -i
+    sorry_method: str = ""                  # sorry_server_lvs_method; "": `method`
     inhibit_on_failure: bool = False
     ha_suspend: bool = False
     virtualhost: str | None = None
@@ -216,10 +219,10 @@ def service_command(vs: VirtualServer, key: ServiceKey) -> ia.Command:
 
 
 def dest_argv(key: ServiceKey, addr: Addr, port: int, weight: int, u: int = 0, lo: int = 0,
-              edit: bool = False) -> list[str]:
+              edit: bool = False, method: str = "-m") -> list[str]:
     proto, vaddr, vport = key
     argv = ["-e" if edit else "-a", "-t" if proto == IPPROTO_TCP else "-u",
-            format_endpoint(vaddr, vport), "-r", format_endpoint(addr, port), "-m",
+            format_endpoint(vaddr, vport), "-r", format_endpoint(addr, port), method,
             "-w", str(weight)]
     if u or lo:
         argv += ["-x", str(u), "-y", str(lo)]
@@ -229,7 +232,8 @@ def dest_argv(key: ServiceKey, addr: Addr, port: int, weight: int, u: int = 0, l
 def dest_command(vs: VirtualServer, key: ServiceKey, rs: RealServer, weight: int,
                  edit: bool = False) -> ia.Command:
     return ia.parse_argv(dest_argv(key, rs.addr, rs.port_for(key[2]), weight,
-                                   rs.u_threshold, rs.l_threshold, edit))
+                                   rs.u_threshold, rs.l_threshold, edit,
+                                   rs.method or vs.method))
 
 
 # ---------------------------------------------------------------- the file

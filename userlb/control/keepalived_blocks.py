@@ -112,13 +112,15 @@ def _port(st: Stmt, text: str) -> int:
     return v
 
 
-def _method(st: Stmt) -> None:
+_METHODS = {"NAT": "-m", "DR": "-g", "TUN": "-i"}
+
+
+def _method(st: Stmt) -> str:
+    """lb_kind / lvs_method NAT|DR|TUN as ipvsadm's -m / -g / -i (a TUN
+    real server tunnels with ipip, the kernel's default)."""
     m = _one(st, "NAT, DR or TUN").upper()
-    if m == "NAT":
-        return
-    if m in ("DR", "TUN"):
-        raise st.error(f"{st.keyword} {m}: userlb only forwards with masquerading "
-                       "(NAT) for now (ipvsadm -g/-i are refused too)")
+    if m in _METHODS:
+        return _METHODS[m]
     raise st.error(f"{st.keyword}: {st.args[0]!r} is not NAT, DR or TUN")
 
 
@@ -323,7 +325,7 @@ def _real_server(st: Stmt, notes: list[str]) -> _RawRS:
         if k == "weight":
             rs.weight = _int(s, 0, 65535)
         elif k in ("lvs_method", "lb_kind"):
-            _method(s)
+            rs.method = _method(s)
         elif k == "inhibit_on_failure":
             raw.inhibit = _flag(s)
         elif k == "notify_up":
@@ -438,7 +440,7 @@ def virtual_server(st: Stmt, groups: dict[str, Stmt], notes: list[str]) -> Virtu
         elif k == "ops":
             vs.onepacket, ops_stmt = _flag(s), s
         elif k in ("lb_kind", "lvs_method"):
-            _method(s)
+            vs.method = _method(s)
         elif k == "protocol":
             p = _one(s, "TCP, UDP or SCTP").upper()
             if p == "SCTP":
@@ -471,7 +473,7 @@ def virtual_server(st: Stmt, groups: dict[str, Stmt], notes: list[str]) -> Virtu
         elif k == "sorry_server_inhibit":
             vs.sorry_inhibit = _flag(s)
         elif k == "sorry_server_lvs_method":
-            _method(s)
+            vs.sorry_method = _method(s)
         elif k == "inhibit_on_failure":
             vs.inhibit_on_failure = _flag(s)
         elif k == "ha_suspend":

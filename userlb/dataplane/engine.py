@@ -3,7 +3,8 @@ point for packets (docs/ipvs.md §4, §5, §7; docs/mhs-spec.md rules 8-13).
 
 The engine keeps the lookup, the life of entries and the verdict; what
 depends on the L4 protocol is in proto/ (tcp, udp, icmp), the rewrite of
-each forwarding method in xmit/ (masq), the IPv4 fast path in fast4.py.
+each forwarding method in xmit/ (masq; dr and tunnel, whose transmit
+hooks give the verdicts V_XMIT_L2 / V_XMIT_IP), the IPv4 fast path in fast4.py.
 
 Theory of operation
 -------------------
@@ -117,6 +118,9 @@ from .verdict import (  # noqa: F401
     V_FORWARD,
     V_FORWARD_OUT,
     V_REPLY,
+    V_XMIT_IP,
+    V_XMIT_L2,
+    V_XMIT_L2_OUT,
     VERDICT_NAMES,
 )
 
@@ -132,6 +136,12 @@ class Engine(Fast4):
     ``drops``; for V_REPLY it names why the packet was answered -- 'no_entry'
     for a RST, 'no_dest' for an ICMP unreachable -- and the answer is counted
     in ``replies`` ('rst', 'icmp_unreach'), not in ``drops``).
+
+    Direct routing and tunnels (xmit/dr.py, tunnel.py) add V_XMIT_L2 (send
+    ``buf[:out_len]`` on the link to ``out_xl``'s real server), V_XMIT_L2_OUT
+    (the same with ``out``) and V_XMIT_IP (send ``out``, or each packet of
+    it when it is a list, as the director's own); the driver side is
+    l2out.py, which also fills ``tun_paths`` and answers ``path_miss``.
 
     Options: ``sloppy_tcp`` (settable at run time), ``rst_on_no_entry``,
     ``max_entries`` (settable), ``dec_ttl`` (construction only: decrement
@@ -166,6 +176,10 @@ class Engine(Fast4):
         self.replies = Counter()          # 'rst' / 'icmp_unreach' -> count
         self.out = b""
         self.out_len = 0
+        self.out_xl = None                # V_XMIT_L2*: the pair whose real server gets it
+        self.partial_csum = 0             # vnet.py: (csum_start, field, gso type, gso size)
+        self.tun_paths = {}               # tunnel server -> (outer source, path MTU): the driver's
+        self.path_miss = None             # the driver's callback for a server without a path
         self.last_reason = None
         self._tmo = make_timeouts()
         self._services = ()
@@ -478,6 +492,11 @@ class Engine(Fast4):
         if not ok:
             return self._drop(R_TTL_EXPIRED)
         nbytes = r[P_LEN]
+        if ok is not True:
+            # another method's transmit hook (xmit/dr.py, tunnel.py): counted
+            # first, as IPVS counts before it transmits
+            self._count(xl, inbound, nbytes)
+            return ok(self, buf, nbytes, reasm)
         if inbound:
             for s in xl.counted:
                 s.inpkts += 1
@@ -492,6 +511,16 @@ class Engine(Fast4):
         self.out_len = nbytes
         return V_FORWARD
 
+    def _count(self, xl, inbound, nbytes):
+        if inbound:
+            for s in xl.counted:
+                s.inpkts += 1
+                s.inbytes += nbytes
+        else:
+            for s in xl.counted:
+                s.outpkts += 1
+                s.outbytes += nbytes
+
     def _forward_entry(self, buf, r, e, inbound, now, reasm):
         xl = e.xl
         if not (xl.dest.available or xl.stateless):
@@ -500,7 +529,8 @@ class Engine(Fast4):
         if v != V_DROP:
             ops = PROTOCOLS[r[P_PROTO]]
             st = e.state
-            ns = (ops.next_in if inbound else ops.next_out)[r[P_TCPFLAGS] << 4 | st]
+            t = (ops.next_in_only if xl.in_only else ops.next_in) if inbound else ops.next_out
+            ns = t[r[P_TCPFLAGS] << 4 | st]
             if ns != st:
                 self._transition(e, st, ns, now)
             else:
@@ -526,7 +556,8 @@ class Engine(Fast4):
         v = self._xmit(buf, r, xl, True, reasm)
         if v != V_DROP:
             if need:
-                self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
+                t = ops.next_in_only if xl.in_only else ops.next_in
+                self.link_entry(key, xl, t[flags << 4], now, tpl)
             svc.forwarded = True
         return v
 

@@ -26,7 +26,12 @@ The speed tricks (each one here only; the rest of the package is plain):
   16-bit checksum plus a 17-bit delta carries at most once.  A computed UDP
   checksum of 0 is sent as 0xFFFF (``or zero_as``); TCP keeps it.
 * The TCP state moves by one tuple index (``flags << 4 | state``, the
-  protocol's table); UDP's table maps its state to itself.
+  protocol's table -- for client packets of direct routing and tunnels
+  (``xl.in_only``) its INPUT-ONLY rows); UDP's table maps its state to
+  itself.
+* The direction's words end with a transmit hook: None for masquerading;
+  for direct routing and tunnels (xmit/dr.py, xmit/tunnel.py) the hook,
+  called with the untouched packet, gives the verdict.
 * Counters: the pair's three Stats objects (``xl.counted``: destination,
   service, global) are unpacked once and each updated in one line (a loop
   over them costs ~5 % of the established path).
@@ -39,9 +44,11 @@ The speed tricks (each one here only; the rest of the package is plain):
   header holds the same two addresses (the ports are summed by whoever
   completes the checksum).  So the field becomes ``P + ipd`` folded once, and
   no conversion is needed before or after.  ``partial`` is the checksum
-  field's offset the header announced; a packet whose field is elsewhere, or
-  anything the fast path does not finish, returns None (the caller converts
-  the field and calls ``process`` again without ``partial``).
+  field's offset the header announced; a packet whose field is elsewhere, a
+  packet without entry, one of direct routing or a tunnel, or anything else
+  the fast path does not finish, returns None, nothing counted or changed
+  (the caller converts the field and calls ``process`` again without
+  ``partial``).
 """
 from struct import Struct
 
@@ -68,7 +75,7 @@ class Fast4:
 
     __slots__ = ()
     #: process() takes ``partial`` (vnet.VnetPath looks for this)
-    partial_csum = True
+    takes_partial = True
 
     def process(self, buf, n, now, partial=0):
         if n > len(buf):
@@ -98,18 +105,23 @@ class Fast4:
                 fw = None
                 e = self._conns.get(key)
                 if e is None:
+                    if partial:
+                        return None             # new flows: with the conversion (vnet.py)
                     fw = self._miss4(buf, now, ops, key, sd, pp, flags, tlen)
                     if type(fw) is int:
                         return fw
                 elif now < e.last + e.timeout:
                     xl = e.xl
-                    if xl.dest.available or xl.stateless:
+                    # (direct routing and tunnels take partial checksums through the
+                    # conversion: the tunnel completes them, xmit/tunnel.py)
+                    if (xl.dest.available or xl.stateless) and not (partial and xl.in_only):
                         st = e.state
                         ds, ss, gs = xl.counted
                         if key == e.ikey:
                             # a SYN on TIME_WAIT/CLOSE: the general path decides
                             if not (flags & 6 == 2 and (st == TIME_WAIT or st == CLOSE)):
-                                ns = ops.next_in[flags << 4 | st]
+                                ns = (ops.next_in_only if xl.in_only
+                                      else ops.next_in)[flags << 4 | st]
                                 fw = xl.fast_in
                                 ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
                                 ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
@@ -127,7 +139,11 @@ class Fast4:
                                 e.timeout = self._tmo[ns]
                                 e.last = now
                 if fw is not None:
-                    ipd, sdd, ppd, l4d = fw
+                    ipd, sdd, ppd, l4d, hook = fw
+                    if hook is not None:
+                        # another forwarding method (xmit/dr.py, tunnel.py): counted and
+                        # state moved like the rest; the method sends the packet
+                        return hook(self, buf, tlen)
                     x = (ipc ^ 0xFFFF) + ipd
                     _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + sdd)
                     _pack_I(buf, 20, pp + ppd)
@@ -175,7 +191,8 @@ class Fast4:
         if xl is None or xl.svc is not svc:
             xl = self._xlate(svc, dest)
         if need:
-            self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
+            self.link_entry(key, xl, (ops.next_in_only if xl.in_only else ops.next_in)[flags << 4],
+                            now, tpl)
         svc.forwarded = True
         ds, ss, gs = xl.counted
         ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen

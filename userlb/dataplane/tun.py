@@ -232,6 +232,7 @@ class TunDriver:
         self._full = False
         self.loop = None
         self._timer = None
+        self.l2 = None          # l2out.L2Out for direct routing (set by the director)
 
     # -- event loop glue
     def attach(self, loop):
@@ -249,6 +250,8 @@ class TunDriver:
 
     def _tick(self):
         self.engine.expire(self.clock())
+        if self.l2 is not None:
+            self.l2.tick()
         if self.loop is not None:
             self._timer = self.loop.call_later(self.expire_interval, self._tick)
 
@@ -318,6 +321,15 @@ class TunDriver:
                     n_tx += 1
                 elif v == drop:
                     n_drop += 1
+                elif v >= 4:            # V_XMIT_L2(_OUT), V_XMIT_IP: l2out.py
+                    rep = self._l2(v, mv, hdr)
+                    if rep is None:
+                        pass
+                    elif vnet is None:
+                        write(fd, rep)
+                    else:
+                        writev(fd, [ZERO_HDR, rep])
+                    n_tx += 1
                 elif vnet is None:      # V_FORWARD_OUT / V_REPLY: a packet built aside
                     write(fd, eng.out)
                     n_tx += 1
@@ -336,9 +348,24 @@ class TunDriver:
             self.drops += n_drop
         self.write_errors += n_err
 
+    def _l2(self, v, mv, hdr):
+        """A direct-routing verdict (the packet to the real server's link) or
+        a tunnel's outer packet (sent as the director's own), l2out.py;
+        returns an answer for the TUN device or None."""
+        eng = self.engine
+        if self.l2 is None:
+            return None
+        if v == 4:
+            return self.l2.send(eng.out_xl, mv[:eng.out_len], hdr)
+        if v == 5:
+            return self.l2.send(eng.out_xl, eng.out, None)
+        return self.l2.send_ip(eng.out)
+
     def counters(self):
         out = {"rx": self.rx, "tx": self.tx, "drops": self.drops,
                "write_errors": self.write_errors, "batches": self.batches}
+        if self.l2 is not None:
+            out.update(self.l2.counters())
         if self.shed_syn:
             out["shed_syn"] = self.shed_syn
         if self.vnet is not None:

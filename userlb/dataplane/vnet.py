@@ -58,7 +58,7 @@ header (``ZERO_HDR``): their checksums are complete.
 from collections import Counter
 from struct import Struct
 
-from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT
+from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_XMIT_IP, V_XMIT_L2
 
 VNET_HDR_LEN = 10
 
@@ -131,9 +131,9 @@ class VnetPath:
         self._hdr4 = None        # the last header the fast path got, and its field offset
         self._pos4 = 0
         # an engine whose process() takes the partial checksum as it is
-        # (fast4.Fast4.partial_csum; looked up on the class: a wrapper such
+        # (fast4.Fast4.takes_partial; looked up on the class: a wrapper such
         # as the pcap tap forwards attributes but not that argument)
-        self._fast4 = getattr(type(engine), "partial_csum", False)
+        self._fast4 = getattr(type(engine), "takes_partial", False)
 
     def _drop(self, reason):
         self.last_reason = reason
@@ -233,8 +233,12 @@ class VnetPath:
         # partial (non-inverted) sum -> an ordinary inverted checksum of it
         _H.pack_into(buf, pos, (p ^ 0xFFFF) or 0xFFFF)
         eng = self._eng
+        eng.partial_csum = (l4, pos, gt, _gs)   # a tunnel completes it (xmit/tunnel.py)
         v = eng.process(buf, n, now)
-        if v == V_FORWARD:
+        completed = eng.partial_csum == 0
+        eng.partial_csum = 0
+        if v == V_FORWARD or v == V_XMIT_L2:
+            # (direct routing: the packet is unchanged and goes out with this header)
             # the packet was rewritten in place: same layout
             nports = _I.unpack_from(buf, l4)[0]
             x = ((buf[pos] << 8 | buf[pos + 1]) ^ 0xFFFF) + (ports >> 16) + (ports & 0xFFFF) \
@@ -247,9 +251,15 @@ class VnetPath:
             else:
                 self.partial += 1
             return v
-        if v == V_FORWARD_OUT:
-            # a datagram built aside would carry the temporary field
-            return self._drop(R_VERDICT)
+        if v == V_FORWARD_OUT or v == V_XMIT_IP:
+            if not completed:
+                # a datagram built aside would carry the temporary field (a tunnel's
+                # outer packets are fine: it completed the inner checksums)
+                return self._drop(R_VERDICT)
+            if gt:
+                self.gso += 1
+            else:
+                self.partial += 1
         return v
 
     def counters(self):
