@@ -53,7 +53,8 @@ rest is refused with a message naming the service):
 Refused: persistence (`-p`: the template would exist in one worker only),
 the stateful schedulers (`rr`, `wrr`, `lc`, `wlc`, ...: a flow that moves
 would get another server), upper/lower connection thresholds (`-x`/`-y`:
-counted per worker), `--keepalived` and `--pcap` (not wired to the workers).
+counted per worker), direct routing and tunnels (`-g`/`-i`), `--keepalived` and
+`--pcap` (not wired to the workers).
 """
 import asyncio
 import os
@@ -69,7 +70,15 @@ from ..control.config import Config
 from ..control.diff import diff_commands
 from ..control.engine_sync import EngineSync
 from ..errors import ConfigError
-from ..model import IPPROTO_TCP, PROTO_NAMES, SVC_F_PERSISTENT, Stats, format_endpoint
+from ..model import (
+    FWD_MASQ,
+    FWD_NAMES,
+    IPPROTO_TCP,
+    PROTO_NAMES,
+    SVC_F_PERSISTENT,
+    Stats,
+    format_endpoint,
+)
 from .run import Director, log
 
 SAFE_SCHEDULERS = ("mh", "sh", "mhs")
@@ -108,9 +117,21 @@ class PoolConfig(Config):
                           self.workers)
             if why:
                 raise ConfigError(why)
-        elif c.cmd in (ia.ADD_SERVER, ia.EDIT_SERVER) and (c.u_threshold or c.l_threshold):
-            raise ConfigError(f"connection thresholds (-x/-y) are counted per worker; not "
-                              f"available with --workers {self.workers}")
+        elif c.cmd in (ia.ADD_SERVER, ia.EDIT_SERVER):
+            why = dest_refusal(c.fwd, c.u_threshold, c.l_threshold, self.workers)
+            if why:
+                raise ConfigError(why)
+
+
+def dest_refusal(fwd, u_threshold, l_threshold, workers):
+    """Why a real server cannot be used with `workers` > 1 workers, or None."""
+    if u_threshold or l_threshold:
+        return (f"connection thresholds (-x/-y) are counted per worker; not available "
+                f"with --workers {workers}")
+    if fwd != FWD_MASQ:
+        return (f"forwarding method {FWD_NAMES.get(fwd, fwd)} (-g/-i) is not wired to the "
+                f"workers; only masquerading (-m) with --workers {workers}")
+    return None
 
 
 def check_config(cfg, sloppy, workers):
@@ -121,10 +142,9 @@ def check_config(cfg, sloppy, workers):
         if why:
             out.append(why)
         for d in s.dests:
-            if d.u_threshold or d.l_threshold:
-                out.append(f"service {format_endpoint(s.addr, s.port)}: connection thresholds "
-                           f"(-x/-y) are counted per worker; not available with --workers "
-                           f"{workers}")
+            why = dest_refusal(d.fwd, d.u_threshold, d.l_threshold, workers)
+            if why:
+                out.append(f"service {format_endpoint(s.addr, s.port)}: {why}")
     return out
 
 
@@ -504,6 +524,18 @@ class PoolDriver:
         return out
 
 
+class _NoL2:
+    """Direct routing and tunnels (l2out.py) are refused with workers: the
+    main process has no layer-2 output to keep."""
+    paths: dict = {}
+
+    def want_many(self, addrs):
+        pass
+
+    def close(self):
+        pass
+
+
 class PoolDirector(Director):
     """Director (run.py) whose engine is a Pool of forked workers."""
 
@@ -519,6 +551,7 @@ class PoolDirector(Director):
         self.driver = PoolDriver(self.pool)
         self.routes = None
         self.firstline = None
+        self.l2 = _NoL2()
         self.loop = None
         self.stop_event = None
         self.pool.on_failure = self._on_failure
