@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark bird2 exabgp
+DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark bird2 exabgp keepalived
 PYTEST_ARGS ?=
 
 .PHONY: test lint demo bench sysdeps venv clean

@@ -113,6 +113,10 @@ def build_parser():
                         "to FILE, pcapng (Wireshark / tshark)")
     p.add_argument("--pcap-max-mb", type=float, default=100.0, metavar="MB",
                    help="stop writing --pcap after this many megabytes (default 100)")
+    p.add_argument("--workers", default="1", metavar="N|auto",
+                   help="worker processes, one queue each of a multi-queue TUN device "
+                        "(auto: one per CPU); N > 1 only for configurations that are safe "
+                        "with several workers (userlb/cli/workers.py, docs/performance.md)")
     return p
 
 
@@ -469,11 +473,20 @@ def main(argv):
         # replies of their connections must reach the device
         args.reply_from = base_reply_from + [format_addr(a) for a in health.conf.all_addresses()]
     from ..dataplane.tun import TunError
+    from .workers import make_director, resolve
     try:
-        director = Director(args, cfg)
+        nworkers = resolve(args.workers)
+    except ValueError as e:
+        log(str(e))
+        return 2
+    try:
+        director = Director(args, cfg) if nworkers == 1 else make_director(args, cfg, nworkers)
     except TunError as e:
         log(str(e))
         return 1
+    if isinstance(director, str):
+        log(director)
+        return 2
     director.health, director.base_reply_from = health, base_reply_from
     try:
         if not args.no_routes:

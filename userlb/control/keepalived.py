@@ -18,8 +18,7 @@ Keywords, with keepalived.conf(5)'s meaning (docs/keepalived.md lists them):
   keyword is an error, as `keepalived -t` reports it.
 * `virtual_server fwmark N`, persistence
   engines, a regex in `url`, the checkers userlb does not have
-  (`SMTP_CHECK`, `UDP_CHECK`, `PING_CHECK`, `FILE_CHECK`,
-  `BFD_CHECK`) are refused, one clear message naming the line.
+  (`SMTP_CHECK`, `FILE_CHECK`, `BFD_CHECK`) are refused, one clear message naming the line.
 * Accepted with a note (what userlb does instead; `notes` lists them, `userlb
   check-config` prints them): `ha_suspend` (checkers always run: userlb has
   no local VIPs yet), `smtp_alert` (no mail), `hashed` (the kernel sets it
@@ -56,11 +55,11 @@ DEFAULT_QUORUM = 1
 MAX_TIMEOUT = ia.MAX_TIMEOUT          # ipvsadm's bound for -p (31 days)
 MAX_SECONDS = 86400.0 * 31
 
-CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK")
+CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK", "UDP_CHECK",
+            "PING_CHECK")
 #: DNS_CHECK `type` names -> query type numbers
 DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
-REFUSED_CHECKERS = ("SMTP_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
-                    "BFD_CHECK")
+REFUSED_CHECKERS = ("SMTP_CHECK", "FILE_CHECK", "BFD_CHECK")
 #: top-level keywords of keepalived's other parts: skipped on purpose
 SKIPPED_TOP = ("global_defs", "linkbeat_interfaces", "track_file", "track_process",
                "garp_group", "net_namespace", "net_namespace_ipvs", "namespace_with_ipsets",
@@ -103,6 +102,11 @@ class CheckerDef:
     dns_name: str = "."
     user: str | None = None
     group: str | None = None
+    payload: bytes = b""                    # UDP_CHECK: the datagram sent
+    require_reply: bool = False             # UDP_CHECK: up only with an answer ...
+    reply_prefix: bytes | None = None       # ... starting with these bytes
+    min_reply_length: int = 0
+    max_reply_length: int | None = None
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
 

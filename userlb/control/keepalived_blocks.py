@@ -98,6 +98,21 @@ def _script(st: Stmt) -> str:
     return " ".join(st.args)
 
 
+def _hexdata(st: Stmt) -> bytes:
+    """UDP_CHECK's data: hexadecimal digits, 0x prefix allowed, at most 65507 bytes."""
+    text = "".join(st.args)
+    if text[:2].lower() == "0x":
+        text = text[2:]
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        data = None
+    if data is None or len(data) > 65507:
+        raise st.error(f"{st.keyword}: {' '.join(st.args)!r} is not hexadecimal data "
+                       "(an even number of hex digits, at most 65507 bytes)")
+    return data
+
+
 def _addr(st: Stmt, text: str) -> tuple[int, Addr]:
     try:
         return parse_addr(text)
@@ -231,6 +246,8 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
             urls.append(_url(s))
             continue
         _no_block(s)
+        if kind == "PING_CHECK" and k in ("connect_port", "bind_port"):
+            raise s.error(f"{k} in PING_CHECK: an ICMP echo has no port")
         if kind != "MISC_CHECK" and k == "connect_ip":
             kw["connect_ip"] = _addr(s, _one(s, "an address"))[1]
         elif kind != "MISC_CHECK" and k == "connect_port":
@@ -261,6 +278,15 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
                                       if name != "."):
                 raise s.error(f"name: {name!r} is not a domain name")
             kw["dns_name"] = name
+        elif kind == "UDP_CHECK" and k == "payload":
+            kw["payload"] = _hexdata(s)
+        elif kind == "UDP_CHECK" and k == "require_reply":
+            kw["require_reply"] = True
+            kw["reply_prefix"] = _hexdata(s) if s.args else None
+        elif kind == "UDP_CHECK" and k == "min_reply_length":
+            kw["min_reply_length"] = _int(s, 0, 65535)
+        elif kind == "UDP_CHECK" and k == "max_reply_length":
+            kw["max_reply_length"] = _int(s, 0, 65535)
         elif kind == "MISC_CHECK" and k == "user":
             if not 1 <= len(s.args) <= 2:
                 raise s.error("user takes USER [GROUP]")
@@ -275,6 +301,9 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
             raise s.error(f"unknown keyword {k!r} in {kind}")
     if kind in ("HTTP_GET", "SSL_GET") and not urls:
         raise st.error(f"{kind} needs at least one url {{ path ... }}")
+    lo_len, hi_len = kw.get("min_reply_length", 0), kw.get("max_reply_length", 65535)
+    if isinstance(lo_len, int) and isinstance(hi_len, int) and lo_len > hi_len:
+        raise st.error("UDP_CHECK: min_reply_length is above max_reply_length")
     if kind == "MISC_CHECK" and "misc_path" not in kw:
         raise st.error("MISC_CHECK needs misc_path")
     d = own.over(defaults)
@@ -321,7 +350,7 @@ def _real_server(st: Stmt, notes: list[str]) -> _RawRS:
             continue
         if k in REFUSED_CHECKERS:
             raise s.error(f"{k} is not implemented by userlb (it has TCP_CHECK, HTTP_GET, "
-                          "SSL_GET, MISC_CHECK and DNS_CHECK)")
+                          "SSL_GET, MISC_CHECK, DNS_CHECK, UDP_CHECK and PING_CHECK)")
         _no_block(s)
         if k == "weight":
             rs.weight = _int(s, 0, 65535)

@@ -69,15 +69,20 @@ class TunBusy(TunError):
 class TunDevice:
     """An open TUN device.  `fd` is non-blocking; `name` and `index` are set."""
 
-    def __init__(self, name="userlb0", mtu=None, up=True, offload=False):
+    def __init__(self, name="userlb0", mtu=None, up=True, offload=False, queues=1):
         flags = pytun.IFF_TUN | pytun.IFF_NO_PI
         self.vnet = bool(offload)
         self.offload_flags = 0
         if offload:
             flags |= pytun.IFF_VNET_HDR
         try:
-            self._dev = pytun.TunTapDevice(name=name or "", flags=flags)
-        except pytun.Error as e:
+            if queues > 1:
+                self._dev = _Queues(name or "", flags, queues)
+            else:
+                self._dev = pytun.TunTapDevice(name=name or "", flags=flags)
+        except (pytun.Error, OSError) as e:
+            if isinstance(e, OSError):
+                e.args = (e.errno, e.strerror)
             code = e.args[0] if e.args and isinstance(e.args[0], int) else None
             if code == errno.EBUSY:
                 raise TunBusy(f"TUN device {name!r} is busy: another process "
@@ -85,6 +90,8 @@ class TunDevice:
             raise TunError(f"cannot open TUN device {name!r}: {e.args[-1]} "
                            f"(are you root, and does /dev/net/tun exist?)") from None
         self.fd = self._dev.fileno()
+        #: one file descriptor per queue (IFF_MULTI_QUEUE when more than one)
+        self.fds = getattr(self._dev, "fds", [self.fd])
         self.name = self._dev.name
         if isinstance(self.name, bytes):
             self.name = self.name.decode()
@@ -98,7 +105,8 @@ class TunDevice:
                                    f"{e.strerror} (try --no-offload)") from None
             else:
                 fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
-            os.set_blocking(self.fd, False)
+            for fd in self.fds:
+                os.set_blocking(fd, False)
             self.index = socket.if_nametoindex(self.name)
             # no IPv6 link-local address on the device: fewer packets of the
             # director's own kernel (router solicitations, MLD) go into it
@@ -130,6 +138,42 @@ class TunDevice:
             finally:
                 self._dev = None
                 self.fd = -1
+
+
+TUNSETIFF = 0x400454CA
+IFF_MULTI_QUEUE = 0x0100
+
+
+class _Queues:
+    """A multi-queue TUN device (pytun opens one queue only): `n` opens of
+    /dev/net/tun attached to the same device with TUNSETIFF | IFF_MULTI_QUEUE.
+    The kernel spreads the packets it sends into the device over the queues
+    by flow (workers.py says how)."""
+
+    def __init__(self, name, flags, n):
+        self.fds = []
+        try:
+            for _ in range(n):
+                fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+                self.fds.append(fd)
+                ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(),
+                                                             flags | IFF_MULTI_QUEUE))
+                name = ifr[:16].rstrip(b"\0").decode()
+        except OSError:
+            self.close()
+            raise
+        self.name = name
+
+    def fileno(self):
+        return self.fds[0]
+
+    def close(self):
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
 
 
 def set_offload(fd):
