@@ -38,3 +38,9 @@ def test_keepalived_protocol_sctp():
     argv = service_argv(vs, key)
     assert argv[:3] == ["-A", "--sctp-service", "10.0.0.1:3868"]
     parse_argv(argv)            # and ipvsadm takes it back
+
+
+def test_sctp_refused_with_several_workers():
+    from userlb.cli.workers import refusal
+    why = refusal(IPPROTO_SCTP, 0x0A000001, 3868, "mh", 0, True, 2)
+    assert why and "SCTP services run in one worker only" in why
