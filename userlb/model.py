@@ -30,8 +30,11 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
-PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
-PROTO_BY_NAME = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
+IPPROTO_SCTP = 132
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}
+PROTO_BY_NAME = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
+#: the ipvsadm option that names a service of each protocol (SCTP has no short one)
+PROTO_SWITCH = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u", IPPROTO_SCTP: "--sctp-service"}
 
 # forwarding methods (kernel IP_VS_CONN_F_FWD_MASK values)
 FWD_MASQ = 0

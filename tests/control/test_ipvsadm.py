@@ -123,7 +123,6 @@ def test_bad_service_addresses():
 def test_unsupported_service_kinds():
     bad("-A -f 1", "fwmark services")
     bad("-A --fwmark-service 1", "fwmark services")
-    bad("-A --sctp-service 10.0.0.100:80", "SCTP services")
     bad("-A -t 10.0.0.100:80 --pe sip", "persistence engines")
 
 

@@ -191,8 +191,8 @@ BAD = [
      "unknown keyword 'lb_algox' in virtual_server"),
     ("unclosed block", "\nvirtual_server 10.0.0.1 80 {\n delay_loop 3\n", 2, "never closed"),
     ("stray brace", "virtual_server 10.0.0.1 80 {\n}\n}\n", 3, "without a matching"),
-    ("SCTP", "virtual_server 10.0.0.1 80 {\n protocol SCTP\n}\n", 2,
-     "SCTP services are refused by userlb"),
+    ("ICMP", "virtual_server 10.0.0.1 80 {\n protocol ICMP\n}\n", 2,
+     "is not TCP, UDP or SCTP"),
     ("bad lb_kind", "virtual_server 10.0.0.1 80 {\n lb_kind FOO\n}\n", 2,
      "'FOO' is not NAT, DR or TUN"),
     ("bad lvs_method on a real server", "virtual_server 10.0.0.1 80 {\n"

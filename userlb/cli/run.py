@@ -1,6 +1,6 @@
 """`userlb run`: the director on a TUN device.
 
-    userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
+    userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--sloppy-sctp] [--no-rst]
                [--no-routes] [--reply-from PREFIX]... [--table N]
                [--stats-file PATH] [--control PATH] [--no-offload]
                [--procfs DIR] [--metrics ADDR:PORT] [--pcap FILE]
@@ -58,6 +58,8 @@ def build_parser():
                    help="TUN device name (default userlb0)")
     p.add_argument("--sloppy-tcp", action="store_true",
                    help="any TCP packet but RST may create a connection (IPVS sloppy_tcp)")
+    p.add_argument("--sloppy-sctp", action="store_true",
+                   help="any SCTP packet but ABORT may create a connection (IPVS sloppy_sctp)")
     p.add_argument("--no-rst", action="store_true",
                    help="drop (instead of answering with RST) a non-SYN TCP packet "
                         "without an entry")
@@ -161,7 +163,8 @@ class Director:
         self.args = args
         self.cfg = cfg
         from ..control.engine_sync import EngineSync
-        self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
+        self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst,
+                             sloppy_sctp=args.sloppy_sctp)
         if args.max_entries is not None:
             self.engine.max_entries = args.max_entries
         if args.amemthresh is not None:
@@ -335,6 +338,7 @@ class Director:
             f"{ndest} real server(s)"
             + ("" if self.routes else ", no routes")
             + (", sloppy TCP" if self.args.sloppy_tcp else "")
+            + (", sloppy SCTP" if self.args.sloppy_sctp else "")
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()

@@ -73,6 +73,7 @@ from ..errors import ConfigError
 from ..model import (
     FWD_MASQ,
     FWD_NAMES,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     PROTO_NAMES,
     SVC_F_PERSISTENT,
@@ -95,6 +96,9 @@ def refusal(proto, addr, port, sched, flags, sloppy, workers):
         return (f"service {what}: scheduler {sched!r} decides per worker; with --workers "
                 f"{workers} only {', '.join(SAFE_SCHEDULERS)} (the same decision in every "
                 f"worker) are safe")
+    if proto == IPPROTO_SCTP:
+        return (f"service {what}: SCTP services run in one worker only (not with --workers "
+                f"{workers}; docs/sctp.md)")
     if proto == IPPROTO_TCP and sched in NEEDS_SLOPPY and not sloppy:
         return (f"service {what}: TCP with {sched!r} and --workers {workers} needs "
                 f"--sloppy-tcp (a connection whose packets reach another worker)")
@@ -177,7 +181,8 @@ def worker_main(idx, fd, conn, cfg, args):
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     cfg.workers = 1
-    eng = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
+    eng = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst,
+                 sloppy_sctp=getattr(args, "sloppy_sctp", False))
     if args.max_entries is not None:
         eng.max_entries = args.max_entries
     if getattr(args, "amemthresh", None) is not None:
@@ -304,6 +309,7 @@ class Pool:
         self.drops = Counter()
         self.replies = Counter()
         self._sloppy = sloppy_tcp
+        self._sloppy_sctp = False         # no SCTP service runs with workers (refusal)
         self._max_entries = max_entries
         self.count = 0
         self.driver_counters = {}
@@ -381,6 +387,15 @@ class Pool:
                     raise ProtocolError(why)
         self.ask(("set", "sloppy_tcp", bool(value)))
         self._sloppy = self.cfg.sloppy = bool(value)
+
+    @property
+    def sloppy_sctp(self):
+        return self._sloppy_sctp
+
+    @sloppy_sctp.setter
+    def sloppy_sctp(self, value):
+        self.ask(("set", "sloppy_sctp", bool(value)))
+        self._sloppy_sctp = bool(value)
 
     @property
     def max_entries(self):
@@ -547,6 +562,7 @@ class PoolDirector(Director):
         self.pool = Pool(cfg, spawn(self.dev, cfg, args), args.sloppy_tcp,
                          args.max_entries if args.max_entries is not None else 1_000_000)
         self.engine = self.pool
+        self.pool._sloppy_sctp = bool(getattr(args, "sloppy_sctp", False))
         self.sync = PoolSync(cfg, self.pool)
         self.driver = PoolDriver(self.pool)
         self.routes = None

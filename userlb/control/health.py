@@ -62,7 +62,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..model import FWD_MASQ, FWD_TUNNEL, Addr, Dest, Service, format_addr, format_endpoint
+from ..model import (
+    FWD_MASQ,
+    FWD_TUNNEL,
+    PROTO_SWITCH,
+    Addr,
+    Dest,
+    Service,
+    format_addr,
+    format_endpoint,
+)
 from . import ipvsadm as ia
 from .config import Config
 from .engine_sync import EngineSync
@@ -628,7 +637,7 @@ def _argv_text(c: ia.Command) -> list[str]:
     words = [{ia.ADD_SERVER: "-a", ia.EDIT_SERVER: "-e", ia.DEL_SERVER: "-d",
               ia.ADD_SERVICE: "-A", ia.EDIT_SERVICE: "-E", ia.DEL_SERVICE: "-D"}.get(c.cmd, c.cmd)]
     if c.has_service and c.addr is not None and c.port is not None:
-        words += ["-t" if c.protocol == 6 else "-u", format_endpoint(c.addr, c.port)]
+        words += [PROTO_SWITCH.get(c.protocol or 0, "-u"), format_endpoint(c.addr, c.port)]
     if c.has_dest and c.daddr is not None and c.dport is not None:
         words += ["-r", format_endpoint(c.daddr, c.dport)]
         if c.cmd != ia.DEL_SERVER:

@@ -25,7 +25,7 @@ netmasks, -b flag names, scheduler names -- in ipvsadm_values.py):
 
 Refused with a clear error although ipvsadm accepts them (userlb does not
 implement them): schedulers lblc lblcr dh twos, fwmark services (-f, -6),
-SCTP services, persistence engines (--pe), tunnel options, the sync daemon
+persistence engines (--pe), tunnel options, the sync daemon
 commands, host and service *names* (addresses and ports must be numeric).
 `-p` with `mhs` is refused (docs/mhs-spec.md rule 1).  Forwarding methods -g/-i are
 parsed here; the configuration (config.py) refuses them for now.
@@ -57,6 +57,7 @@ from ..model import (
     FWD_DROUTE,
     FWD_MASQ,
     FWD_TUNNEL,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     SVC_F_ONEPACKET,
@@ -316,8 +317,6 @@ def _refuse_unsupported(cmd: str, raw: _Raw) -> None:
         name = raw["service-address"][0]
         if name == "fwmark-service":
             raise ConfigError("fwmark services (-f) are not supported by userlb")
-        if name == "sctp-service":
-            raise ConfigError("SCTP services are not supported by userlb")
     legal = LEGAL.get(cmd) or {}
     for key, what in _UNSUPPORTED_OPTIONS:
         if key in raw and key in legal:      # else reported as illegal with this command
@@ -327,7 +326,8 @@ def _refuse_unsupported(cmd: str, raw: _Raw) -> None:
 def _service_fields(c: Command, raw: _Raw) -> None:
     if "service-address" in raw:
         name, val = raw["service-address"]
-        c.protocol = IPPROTO_TCP if name == "tcp-service" else IPPROTO_UDP
+        c.protocol = {"tcp-service": IPPROTO_TCP,
+                      "sctp-service": IPPROTO_SCTP}.get(name, IPPROTO_UDP)
         c.af, c.addr, port = parse_service_address(val or "", c.protocol)
         c.port = 0 if port is None else port
         c.netmask = Service.full_netmask(c.af)

@@ -16,7 +16,7 @@ Keywords, with keepalived.conf(5)'s meaning (docs/keepalived.md lists them):
   (`global_defs`, every `vrrp_*` and `static_*` block, `track_*`, `bfd_*`,
   ...) are skipped on purpose: real keepalived does those.  Any other
   keyword is an error, as `keepalived -t` reports it.
-* `virtual_server fwmark N`, `protocol SCTP`, persistence
+* `virtual_server fwmark N`, persistence
   engines, a regex in `url`, the checkers userlb does not have
   (`SMTP_CHECK`, `FILE_CHECK`, `BFD_CHECK`) are refused, one clear message naming the line.
 * Accepted with a note (what userlb does instead; `notes` lists them, `userlb
@@ -32,8 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..model import (
-    IPPROTO_TCP,
     PROTO_NAMES,
+    PROTO_SWITCH,
     Addr,
     ServiceKey,
     format_endpoint,
@@ -204,7 +204,7 @@ class KeepalivedConf:
 
 def service_argv(vs: VirtualServer, key: ServiceKey) -> list[str]:
     proto, addr, port = key
-    argv = ["-A", "-t" if proto == IPPROTO_TCP else "-u", format_endpoint(addr, port),
+    argv = ["-A", PROTO_SWITCH.get(proto, "-u"), format_endpoint(addr, port),
             "-s", vs.sched]
     if vs.flag_names:
         argv += ["-b", ",".join(vs.flag_names)]
@@ -225,7 +225,7 @@ def service_command(vs: VirtualServer, key: ServiceKey) -> ia.Command:
 def dest_argv(key: ServiceKey, addr: Addr, port: int, weight: int, u: int = 0, lo: int = 0,
               edit: bool = False, method: str = "-m") -> list[str]:
     proto, vaddr, vport = key
-    argv = ["-e" if edit else "-a", "-t" if proto == IPPROTO_TCP else "-u",
+    argv = ["-e" if edit else "-a", PROTO_SWITCH.get(proto, "-u"),
             format_endpoint(vaddr, vport), "-r", format_endpoint(addr, port), method,
             "-w", str(weight)]
     if u or lo:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import Addr, DestKey, ServiceKey, format_endpoint
+from ..model import PROTO_SWITCH, Addr, DestKey, ServiceKey, format_endpoint
 from . import ipvsadm as ia
 from .config import Config
 from .keepalived import KeepalivedConf, RealServer, VirtualServer, dest_argv, service_command
@@ -156,7 +156,7 @@ def _dest_cmd(kind: str, key: ServiceKey, addr: Addr, port: int, weight: int = 0
               th: tuple[int, int] = (0, 0), method: str = "-m") -> ia.Command:
     if kind == "-d":
         proto, vaddr, vport = key
-        return ia.parse_argv(["-d", "-t" if proto == 6 else "-u",
+        return ia.parse_argv(["-d", PROTO_SWITCH.get(proto, "-u"),
                               format_endpoint(vaddr, vport), "-r",
                               format_endpoint(addr, port)])
     return ia.parse_argv(dest_argv(key, addr, port, weight, th[0], th[1], edit=kind == "-e",

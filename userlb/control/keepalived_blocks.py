@@ -19,6 +19,7 @@ from ..model import (
     AF_INET,
     AF_INET6,
     DEFAULT_PERSISTENCE_TIMEOUT,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     PROTO_NAMES,
@@ -472,12 +473,9 @@ def virtual_server(st: Stmt, groups: dict[str, Stmt], notes: list[str]) -> Virtu
             vs.method = _method(s)
         elif k == "protocol":
             p = _one(s, "TCP, UDP or SCTP").upper()
-            if p == "SCTP":
-                raise s.error("protocol SCTP: userlb does not forward SCTP (SCTP services "
-                              "are refused by userlb)")
-            if p not in ("TCP", "UDP"):
+            if p not in ("TCP", "UDP", "SCTP"):
                 raise s.error(f"protocol: {s.args[0]!r} is not TCP, UDP or SCTP")
-            proto = IPPROTO_TCP if p == "TCP" else IPPROTO_UDP
+            proto = {"TCP": IPPROTO_TCP, "SCTP": IPPROTO_SCTP}.get(p, IPPROTO_UDP)
         elif k == "persistence_timeout":
             vs.persistence = (DEFAULT_PERSISTENCE_TIMEOUT if not s.args
                               else _int(s, 1, MAX_TIMEOUT))

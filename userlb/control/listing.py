@@ -46,6 +46,7 @@ from ..model import (
     FWD_MASQ,
     FWD_NAMES,
     FWD_TUNNEL,
+    IPPROTO_SCTP,
     PROTO_NAMES,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
@@ -72,6 +73,7 @@ CONN_TAB_SIZE = 4096
 #: "TCP" / "UDP" in listings, -t / -u in saved rules
 PROTO_TITLE = {p: name.upper() for p, name in PROTO_NAMES.items()}
 PROTO_OPTION = {p: f"-{name[0]}" for p, name in PROTO_NAMES.items()}
+PROTO_OPTION[IPPROTO_SCTP] = "--sctp-service"     # ipvsadm has no short form
 _TUN_FLAG_TEXT = ("-c", "+c", "r+c")
 _TUN_FLAG_OPTION = ("--tun-nocsum", "--tun-csum", "--tun-remcsum")
 FWD_SWITCH = {FWD_MASQ: "-m", FWD_TUNNEL: "-i", FWD_DROUTE: "-g", FWD_LOCALNODE: "-g"}

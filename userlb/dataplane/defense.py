@@ -36,6 +36,7 @@ What "on" means:
 """
 import random
 
+from .sctpstate import S_ESTABLISHED, S_INIT, S_INIT1
 from .tcpstate import ESTABLISHED, SYN_RECV, SYNACK
 
 STRATEGIES = ("drop_entry", "drop_packet", "secure_tcp")
@@ -184,7 +185,10 @@ class Defense:
                 st = e.state
                 if e.xl.proto == 6 and (st == SYN_RECV or st == SYNACK):
                     pass
-                elif (e.xl.proto == 6 and st != ESTABLISHED) or now - e.last < IDLE_DROP:
+                elif st == S_INIT1 or st == S_INIT:           # SCTP's half-open states
+                    pass
+                elif ((e.xl.proto == 6 and st != ESTABLISHED)
+                      or (e.xl.proto == 132 and st != S_ESTABLISHED) or now - e.last < IDLE_DROP):
                     continue
                 else:
                     self._idle_counter ^= 1

@@ -82,7 +82,9 @@ from .fast4 import Fast4
 from .frag import Reassembler
 from .packet import (
     FLOW,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
+    IPPROTO_UDP,
     P_DADDR,
     P_DPORT,
     P_FRAG,
@@ -98,6 +100,7 @@ from .packet import (
 )
 from .proto import PROTOCOLS, icmp
 from .proto.tcp import set_secure
+from .sctpstate import S_CLOSED
 from .stats import RateEstimators
 from .tcpstate import CLOSE, ESTABLISHED, FIN_WAIT, IS_ACTIVE, TIME_WAIT, UDP, make_timeouts
 from .verdict import (  # noqa: F401
@@ -143,7 +146,7 @@ class Engine(Fast4):
     it when it is a list, as the director's own); the driver side is
     l2out.py, which also fills ``tun_paths`` and answers ``path_miss``.
 
-    Options: ``sloppy_tcp`` (settable at run time), ``rst_on_no_entry``,
+    Options: ``sloppy_tcp``, ``sloppy_sctp`` (settable at run time), ``rst_on_no_entry``,
     ``max_entries`` (settable), ``dec_ttl`` (construction only: decrement
     TTL / hop limit on the general path and drop at 0), ``frag_high_thresh``
     and ``frag_timeout`` (reassembly limits), ``expire_quiescent_template``
@@ -159,8 +162,9 @@ class Engine(Fast4):
 
     def __init__(self, sloppy_tcp=False, rst_on_no_entry=True, max_entries=1_000_000,
                  dec_ttl=False, frag_high_thresh=4 * 1024 * 1024, frag_timeout=30.0,
-                 expire_quiescent_template=False):
+                 expire_quiescent_template=False, sloppy_sctp=False):
         self.sloppy_tcp = sloppy_tcp      # settable at run time
+        self.sloppy_sctp = sloppy_sctp    # settable at run time (proto/sctp.py)
         self.expire_quiescent_template = expire_quiescent_template   # settable
         self.rst_on_no_entry = rst_on_no_entry
         self._dec_ttl = bool(dec_ttl)     # fixed at construction (the NAT plans depend on it)
@@ -355,7 +359,7 @@ class Engine(Fast4):
         ct = self.ct
         if sched.stateless:
             # docs/mhs-spec.md rules 9, 10: every packet without a live entry
-            dest, need = sched.schedule_sl(caddr, cport, proto == IPPROTO_TCP, flags & TH_SYN,
+            dest, need = sched.schedule_sl(caddr, cport, proto != IPPROTO_UDP, flags & TH_SYN,
                                            now)
             if dest is None:
                 return R_NO_DEST
@@ -437,7 +441,9 @@ class Engine(Fast4):
             elif key == e.ikey:
                 # conn_reuse_mode 1: a SYN (TCP; other protocols' flags are 0)
                 # on a closed entry not controlled by a template: schedule afresh
-                if (r[P_TCPFLAGS] & 6 == 2 and (e.state == TIME_WAIT or e.state == CLOSE)
+                # (SCTP: an INIT, whose code is 2, on a CLOSED entry)
+                if (r[P_TCPFLAGS] & 6 == 2 and (e.state == TIME_WAIT or e.state == CLOSE
+                                                or e.state == S_CLOSED)
                         and e.control is None):
                     self.ct.unlink(e)
                     e = None
@@ -546,7 +552,10 @@ class Engine(Fast4):
         proto = r[P_PROTO]
         flags = r[P_TCPFLAGS]
         ops = PROTOCOLS[proto]
-        if not (sched.stateless or ops.conn_schedule(flags, self.sloppy_tcp)):
+        if proto == IPPROTO_SCTP:
+            if not (sched.stateless or ops.conn_schedule(flags, self.sloppy_sctp)):
+                return self._drop(R_NO_ENTRY)       # IPVS leaves it to the local stack
+        elif not (sched.stateless or ops.conn_schedule(flags, self.sloppy_tcp)):
             return self._no_entry_tcp(buf, r)
         got = self._pick(svc, proto, r[P_SADDR], r[P_SPORT], flags, now)
         if type(got) is str:
@@ -581,7 +590,7 @@ class Engine(Fast4):
         # no entry: a stateless service's flow (client side) ...
         svc = self._svc_tab.get((iproto, qsaddr, qsport))
         if svc is not None and svc.sched is not None and svc.sched.stateless:
-            dest, _ = svc.sched.schedule_sl(qdaddr, qdport, iproto == IPPROTO_TCP, 0, now)
+            dest, _ = svc.sched.schedule_sl(qdaddr, qdport, iproto != IPPROTO_UDP, 0, now)
             if dest is None:
                 return self._drop(R_ICMP_NO_ENTRY)
             return self._xmit(buf, r, self._xlate(svc, dest), True, reasm)

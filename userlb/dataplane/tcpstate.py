@@ -26,6 +26,7 @@ tuple indexed by ``flags << 4 | state`` (flags = the raw TCP flags byte), so
 a transition is one tuple index.
 """
 from ..model import DEFAULT_TCP_TIMEOUT, DEFAULT_TCPFIN_TIMEOUT, DEFAULT_UDP_TIMEOUT
+from . import sctpstate
 from .packet import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 # ---------------------------------------------------------------- states
@@ -54,8 +55,10 @@ UDP = N_STATES
 UDP_STATE_NAME = "UDP"
 
 ACTIVE = frozenset((ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK))
-#: IS_ACTIVE[state] -> 1 if active, else 0 (UDP: inactive)
-IS_ACTIVE = tuple(1 if s in ACTIVE else 0 for s in range(N_STATES + 1))
+#: IS_ACTIVE[state] -> 1 if active, else 0 (UDP: inactive; the SCTP states
+#: of sctpstate.py follow)
+IS_ACTIVE = tuple(1 if s in ACTIVE else 0 for s in range(N_STATES + 1)) + sctpstate.ACTIVE
+assert sctpstate.BASE == N_STATES + 1
 
 # ---------------------------------------------------------------- events
 EV_SYN = 0
@@ -178,7 +181,7 @@ SECURE_NEXT = tuple(_flatten_table(SECURE_TABLE, d) for d in (INPUT, OUTPUT, INP
 #: default timeout (seconds) per state; index UDP holds the UDP timeout.
 #: ESTABLISHED, FIN_WAIT and UDP are the ``ipvsadm --set`` values (model.py)
 DEFAULT_TIMEOUTS = (2, DEFAULT_TCP_TIMEOUT, 120, 60, DEFAULT_TCPFIN_TIMEOUT, 120, 10, 60, 30,
-                    120, 120, DEFAULT_UDP_TIMEOUT)
+                    120, 120, DEFAULT_UDP_TIMEOUT) + sctpstate.TIMEOUTS   # SCTP states last
 #: the timeout of a brand-new entry until its first transition
 NEW_TIMEOUT = 3
 
@@ -198,4 +201,6 @@ def make_timeouts(tcp=0, tcpfin=0, udp=0, base=DEFAULT_TIMEOUTS):
 
 
 def state_name(state):
+    if state >= sctpstate.BASE:
+        return sctpstate.proc_name(state)
     return UDP_STATE_NAME if state == UDP else STATE_NAMES[state]
