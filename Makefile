@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark bird2 exabgp
+DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark bird2 exabgp keepalived
 PYTEST_ARGS ?=
 
 .PHONY: test lint demo bench sysdeps venv clean fuzz soak
@@ -56,6 +56,12 @@ demo: venv sysdeps
 
 bench: venv sysdeps
 	$(VPY) bench/run.py
+
+# The flood experiment (docs/flood-experiment.md; several minutes, root):
+# regenerates docs/flood-experiment.md and .json (and .png with matplotlib).
+.PHONY: flood-experiment
+flood-experiment: venv sysdeps
+	$(VPY) -m userlb.cli.main lab experiment flood
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis .cache/mypy .cache/ruff

@@ -7,8 +7,10 @@
 * engine.entry_bytes      memory per connection entry incl. its dict slots
                           (tracemalloc over 100k entries; target <= 300)
 
-also: engine.mhs_stateless.pps (mhs steady state, no entries) and
-engine.established6.pps (IPv6: the general path).
+also: engine.mhs_stateless.pps (mhs steady state, no entries),
+engine.established6.pps (IPv6: the general path), engine.established.dr.pps
+and engine.established.tun.pps (client packets of an established flow to a
+direct-routing / ipip tunnel real server: the replies bypass the director).
 
 Medians of 5 runs; `value` from CPU time, `wall` from the wall clock.
 Run: .venv/bin/python bench/bench_engine.py
@@ -107,6 +109,26 @@ def _alternate(eng, pin, pout, n):
         wall_r.append(time.perf_counter() - w0)
     med = statistics.median
     return med(cpu) - med(cpu_r), med(wall) - med(wall_r)
+
+
+def bench_established_fwd(fwd, n=200_000):
+    """(CPU-based, wall-based) packets/s of an established TCP flow to
+    direct-routing (FWD_DROUTE) or tunnel (FWD_TUNNEL, ipip) real servers:
+    client packets only (the replies bypass the director)."""
+    from userlb.model import FWD_TUNNEL
+    eng, svc = make_engine()
+    for d in svc.dests:
+        d.fwd = fwd
+        d.port = 80
+        eng.tun_paths[d.addr] = (RIPS[0] - 1, 1500)
+    eng.set_services([svc])
+    syn = tcp_packet(CIP, 40000, VIP, 80, 0x02, b"")
+    buf = bytearray(syn) + bytearray(2048)
+    assert eng.process(buf, len(syn), 0.0) == (6 if fwd == FWD_TUNNEL else 4)
+    pin = tcp_packet(CIP, 40000, VIP, 80, 0x10)
+    cpu, wall = _alternate(eng, pin, pin, n)
+    assert svc.stats.inpkts == 1 + 5 * n and svc.stats.outpkts == 0
+    return n / cpu, n / wall
 
 
 def bench_mhs_stateless(n=100_000):
@@ -213,6 +235,11 @@ def main():
     emit("engine.mhs_stateless.pps", round(pps), "packets/s", wall=round(wall))
     pps, wall = bench_established6()
     emit("engine.established6.pps", round(pps), "packets/s", wall=round(wall))
+    from userlb.model import FWD_DROUTE, FWD_TUNNEL
+    pps, wall = bench_established_fwd(FWD_DROUTE)
+    emit("engine.established.dr.pps", round(pps), "packets/s", wall=round(wall))
+    pps, wall = bench_established_fwd(FWD_TUNNEL, 100_000)
+    emit("engine.established.tun.pps", round(pps), "packets/s", wall=round(wall))
 
 
 if __name__ == "__main__":

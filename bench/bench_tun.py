@@ -15,6 +15,15 @@ server (its interface's rx counter), for:
   tun.userlb.pps     `userlb run` with the real engine, established flows
   tun.userlb_nooffload.pps  the same with `--no-offload` (`--only d`; not in
                      the default): the cost of the virtio-net header path
+  tun.userlb_w2.pps  `userlb run --workers 2 --sloppy-tcp` (`--only w`, in the
+                     default), not pinned (both CPUs: the generator shares one);
+                     tun.userlb_w2.cpu_us_per_pkt counts the main process and
+                     both workers, tun.userlb_w2.worker_cpu_util each worker's
+                     CPU seconds per second
+  tun.bare_loop_vnet.pps  the bare loop opened like `userlb run` (`--only e`, in
+                     the default): offloads on, the virtio-net header read and
+                     written back unchanged; tun.userlb_vs_bare_vnet.cpu_ratio
+                     compares userlb with it (like for like)
   tun.nft_dnat.pps   the kernel: nftables DNAT in a fresh lab of its own
                      (conntrack there only), no TUN
 
@@ -36,6 +45,8 @@ alternating run by run:
                               real server's interface
   tcp*.userlb_*.cpu_util      the forwarder's CPU time per second of the run
   tcp.userlb_offload_vs_kernel.ratio   target: >= 0.75
+  tcp*.userlb_offload_w2.*    the same with `--workers 2 --sloppy-tcp` (with `w`),
+                              and tcp*.userlb_offload_w2_vs_kernel.ratio
 
 plus host.loadavg1 before and after (the machine is shared).  On 2 cores the
 single-stream userlb figure depends on where the unpinned iperf3 server lands
@@ -74,6 +85,9 @@ TCP_PORT = 5201
 FWD_CPU, GEN_CPU = "1", "0"
 FWD_NICE = 0
 SERVER_ON_GEN_CPU = False
+WORKER_UTIL = []
+#: `userlb run --workers 2` (the bench's TCP service is mh: sloppy TCP is required)
+W2 = ["--workers", "2", "--sloppy-tcp"]
 
 
 # ------------------------------------------------------------- child: bare loop
@@ -105,6 +119,19 @@ class BarePatch:
         pass
 
 
+class PassHeader:
+    """The bare loop behind a virtio-net header: the header goes back unchanged."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def process(self, hdr, buf, n, now):
+        return self.engine.process(buf, n, now)
+
+    def counters(self):
+        return {}
+
+
 def child_bare(args):
     import asyncio
     import signal
@@ -114,10 +141,15 @@ def child_bare(args):
     from userlb.dataplane.steering import TunRoutes
     from userlb.dataplane.tun import TunDevice, TunDriver
     from userlb.model import parse_addr
-    dev = TunDevice(args.tun)
+    dev = TunDevice(args.tun, offload=args.vnet)
     routes = TunRoutes(dev.name, dev.index, vips=[parse_addr(args.vip)[1]])
     routes.install()
-    drv = TunDriver(dev.fd, BarePatch(args.vip, args.rip))
+    drv = TunDriver(dev.fd, BarePatch(args.vip, args.rip), vnet=args.vnet)
+    if args.vnet:
+        # like `userlb run`: offloads, the virtio-net header read and written
+        # back as it came (the VIP and the RIP have the same 16-bit sum, so
+        # the partial checksum stays right)
+        drv.vnet = PassHeader(drv.engine)
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -145,11 +177,26 @@ def rx_packets(lab, ns):
 
 
 def cpu_seconds(pid):
-    """utime + stime of a process (seconds)."""
+    """utime + stime of a process and its live children (`--workers`), seconds."""
     if not pid:
         return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(_cpu1(p) for p in [pid] + children(pid))
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def _cpu1(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -164,9 +211,15 @@ def measure_pps(lab, seconds, pid=None):
                             "--seconds", str(seconds + 1.5)],
                            stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
     time.sleep(0.75)
+    kids = children(pid) if pid else []
+    w0 = [_cpu1(k) for k in kids]
     r0, t0, c0 = rx_packets(lab, server), time.monotonic(), cpu_seconds(pid)
     time.sleep(seconds)
     r1, t1, c1 = rx_packets(lab, server), time.monotonic(), cpu_seconds(pid)
+    if kids:
+        # each worker's CPU time per second of the measurement (--workers)
+        WORKER_UTIL.append([round((_cpu1(k) - a) / (t1 - t0), 3)
+                            for k, a in zip(kids, w0, strict=True)])
     out = gen.communicate(timeout=seconds + 30)[0]
     offered = json.loads(out.strip().splitlines()[-1])["pps"] if out.strip() else 0
     us = (c1 - c0) / (r1 - r0) * 1e6 if pid and r1 > r0 else None
@@ -245,13 +298,15 @@ def rules():
             f"-a -t {VIP}:{TCP_PORT} -r {RIP}:{TCP_PORT} -m -w 1\n")
 
 
-def forwarder(lab, kind, extra=()):
+def forwarder(lab, kind, extra=(), cpus=None):
     if kind == "bare":
         argv = (["taskset", "-c", FWD_CPU] if FWD_CPU != "none" else []) + [
                 sys.executable, str(HERE / "bench_tun.py"),
                 "--child", "bare", "--tun", "ulb0", "--vip", VIP, "--rip", RIP, "--lab", lab.tag]
+        argv += list(extra)
         return lab.start("bare", lab.director, argv, ready="ready")
-    pin = ["taskset", "-c", FWD_CPU] if FWD_CPU != "none" else []
+    cpus = cpus or FWD_CPU
+    pin = ["taskset", "-c", cpus] if cpus != "none" else []
     if FWD_NICE:
         pin = ["nice", "-n", str(FWD_NICE)] + pin
     argv = pin + lab.director_argv(extra=list(extra))
@@ -268,7 +323,7 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tcp-seconds", type=int, default=5)
-    ap.add_argument("--only", default="a,b,c,tcp,offload")
+    ap.add_argument("--only", default="a,b,c,tcp,offload,w,e")
     ap.add_argument("--fwd-cpu", default=FWD_CPU,
                     help="CPU the forwarder is pinned to (default 1; 'none': not pinned)")
     ap.add_argument("--fwd-nice", type=int, default=0,
@@ -282,6 +337,7 @@ def main(argv=None):
     ap.add_argument("--vip")
     ap.add_argument("--rip")
     ap.add_argument("--lab")
+    ap.add_argument("--vnet", action="store_true")
     args = ap.parse_args(argv)
     if args.child == "bare":
         return child_bare(args)
@@ -298,17 +354,23 @@ def main(argv=None):
     try:
         lab.up()
         lab.write_rules(rules())
-        letters = {"bare": "a", "userlb": "b", "userlb_nooff": "d"}
-        order = [k for k in ("bare", "userlb", "userlb_nooff") if letters[k] in only]
+        letters = {"bare": "a", "bare_vnet": "e", "userlb": "b", "userlb_nooff": "d",
+                   "userlb_w2": "w"}
+        order = [k for k in ("bare", "bare_vnet", "userlb", "userlb_nooff", "userlb_w2")
+                 if letters[k] in only]
         # alternate the two forwarders run by run (the machine is noisy)
         for run in range(args.runs):
             for kind in order:
-                proc = forwarder(lab, "userlb" if kind == "userlb_nooff" else kind,
-                                 ["--no-offload"] if kind == "userlb_nooff" else ())
+                extra = {"userlb_nooff": ["--no-offload"], "userlb_w2": W2,
+                         "bare_vnet": ["--vnet"]}.get(kind, ())
+                bare = kind.startswith("bare")
+                # the two workers get both CPUs (the generator shares CPU 0 with one)
+                proc = forwarder(lab, "bare" if bare else "userlb", extra,
+                                 cpus="0,1" if kind == "userlb_w2" else None)
                 try:
                     pps, offered, us = measure_pps(lab, args.seconds, pid=proc.pid)
                 finally:
-                    lab.stop("bare" if kind == "bare" else "director")
+                    lab.stop("bare" if bare else "director")
                 res.setdefault(kind, []).append(pps)
                 res.setdefault(kind + "_us", []).append(us)
                 print(f"run {run}: {kind}: {pps:,.0f} pps delivered (offered {offered:,.0f}), "
@@ -349,6 +411,8 @@ def main(argv=None):
     names = {"bare": ("tun.bare_loop.pps", "pps"), "userlb": ("tun.userlb.pps", "pps"),
              "nft": ("tun.nft_dnat.pps", "pps"),
              "userlb_nooff": ("tun.userlb_nooffload.pps", "pps"),
+             "userlb_w2": ("tun.userlb_w2.pps", "pps"),
+             "bare_vnet": ("tun.bare_loop_vnet.pps", "pps"),
              "tcp_userlb": ("tcp.userlb.gbps", "Gbit/s"),
              "tcp_nft": ("tcp.nft_dnat.gbps", "Gbit/s")}
     for mode in OFFLOAD_MODES:
@@ -362,9 +426,19 @@ def main(argv=None):
                  runs=[round(x, 3) for x in res[key]])
     for key, name in (("bare_us", "tun.bare_loop.cpu_us_per_pkt"),
                       ("userlb_us", "tun.userlb.cpu_us_per_pkt"),
-                      ("userlb_nooff_us", "tun.userlb_nooffload.cpu_us_per_pkt")):
+                      ("userlb_nooff_us", "tun.userlb_nooffload.cpu_us_per_pkt"),
+                      ("userlb_w2_us", "tun.userlb_w2.cpu_us_per_pkt"),
+                      ("bare_vnet_us", "tun.bare_loop_vnet.cpu_us_per_pkt")):
         if res.get(key):
             emit(name, round(median(res[key]), 3), "us", runs=[round(x, 3) for x in res[key]])
+    if res.get("bare_vnet_us") and res.get("userlb_us"):
+        # like for like: both read and write the virtio-net header
+        emit("tun.userlb_vs_bare_vnet.cpu_ratio",
+             round(median(res["bare_vnet_us"]) / median(res["userlb_us"]), 3), "ratio")
+    if WORKER_UTIL:
+        # per run: each worker's CPU seconds per second (both busy = the kernel spread the flows)
+        emit("tun.userlb_w2.worker_cpu_util", WORKER_UTIL[len(WORKER_UTIL) // 2], "cpu",
+             runs=WORKER_UTIL)
     if res.get("bare") and res.get("userlb"):
         emit("tun.userlb_vs_bare.ratio", round(median(res["userlb"]) / median(res["bare"]), 3),
              "ratio")
@@ -372,13 +446,13 @@ def main(argv=None):
         # the same comparison from CPU cost (less sensitive to a busy machine)
         emit("tun.userlb_vs_bare.cpu_ratio",
              round(median(res["bare_us"]) / median(res["userlb_us"]), 3), "ratio")
-    for p in ("1", "4"):
-        k, u = res.get(f"tcp{p}_kernel_route"), res.get(f"tcp{p}_userlb_offload")
+    for p, w in (("1", ""), ("4", ""), ("1", "_w2"), ("4", "_w2")):
+        k, u = res.get(f"tcp{p}_kernel_route"), res.get(f"tcp{p}_userlb_offload{w}")
         if k and u:
             # ratio of the medians, and the median of the per-run ratios
             # (each run measures both back to back: less sensitive to load swings)
             paired = [a / b for a, b in zip(u, k, strict=False) if b]
-            emit(f"tcp{'' if p == '1' else p}.userlb_offload_vs_kernel.ratio",
+            emit(f"tcp{'' if p == '1' else p}.userlb_offload{w}_vs_kernel.ratio",
                  round(median(u) / median(k), 3), "ratio",
                  paired_median=round(median(paired), 3), runs=[round(x, 3) for x in paired])
     for mode in OFFLOAD_MODES[1:]:
@@ -395,19 +469,22 @@ def main(argv=None):
     return 0
 
 
-OFFLOAD_MODES = ("kernel_route", "userlb_offload", "userlb_nooffload")
+OFFLOAD_MODES = ("kernel_route", "userlb_offload", "userlb_nooffload", "userlb_offload_w2")
+#: the extra `userlb run` options of each mode
+MODE_ARGS = {"userlb_offload": [], "userlb_nooffload": ["--no-offload"], "userlb_offload_w2": W2}
 
 
 def measure_offloads(lab, args, res):
     """TCP throughput, 1 and 4 streams: kernel routing to the real server
     itself, userlb with and without offloads; alternated run by run."""
     res.setdefault("load", []).append(os.getloadavg()[0])
+    modes = [m for m in OFFLOAD_MODES if not m.endswith("_w2") or "w" in args.only.split(",")]
     for run in range(args.runs):
-        for mode in OFFLOAD_MODES:
+        for mode in modes:
             pid = None
             if mode != "kernel_route":
-                pid = forwarder(lab, "userlb",
-                                [] if mode == "userlb_offload" else ["--no-offload"]).pid
+                pid = forwarder(lab, "userlb", MODE_ARGS[mode],
+                                cpus="0,1" if mode.endswith("_w2") else None).pid
             try:
                 dst = RIP if mode == "kernel_route" else VIP
                 for p in (1, 4):

@@ -31,7 +31,8 @@ FOREIGN = ("scapy", "ipaddress")
 
 # The dataplane's drivers: they own file descriptors, routes and sockets.
 DP_DRIVERS = ("userlb.dataplane.tun", "userlb.dataplane.steering",
-              "userlb.dataplane.localvip")
+              "userlb.dataplane.localvip", "userlb.dataplane.firstline",
+              "userlb.dataplane.l2out")
 # Modules that sit above the engine and drive it (drivers, vnet header glue).
 DP_ABOVE_ENGINE = DP_DRIVERS + ("userlb.dataplane.vnet",)
 

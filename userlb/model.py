@@ -30,8 +30,11 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_ICMPV6 = 58
-PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp"}
-PROTO_BY_NAME = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP}
+IPPROTO_SCTP = 132
+PROTO_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}
+PROTO_BY_NAME = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
+#: the ipvsadm option that names a service of each protocol (SCTP has no short one)
+PROTO_SWITCH = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u", IPPROTO_SCTP: "--sctp-service"}
 
 # forwarding methods (kernel IP_VS_CONN_F_FWD_MASK values)
 FWD_MASQ = 0
@@ -39,6 +42,18 @@ FWD_LOCALNODE = 1
 FWD_TUNNEL = 2
 FWD_DROUTE = 3
 FWD_NAMES = {FWD_MASQ: "Masq", FWD_LOCALNODE: "Local", FWD_TUNNEL: "Tunnel", FWD_DROUTE: "Route"}
+
+# tunnel types and encapsulation flags of a -i destination (kernel
+# IP_VS_CONN_F_TUNNEL_TYPE_*, IP_VS_TUNNEL_ENCAP_FLAG_*; docs/forwarding.md)
+TUN_IPIP = 0
+TUN_GUE = 1
+TUN_GRE = 2
+TUN_TYPE_NAMES = ("ipip", "gue", "gre")
+TUN_F_NOCSUM = 0
+TUN_F_CSUM = 1
+TUN_F_REMCSUM = 2
+#: (tun_type, tun_port, tun_flags) of a destination that is not a GUE/GRE tunnel
+TUN_NONE: tuple[int, int, int] = (TUN_IPIP, 0, TUN_F_NOCSUM)
 
 # service flags (kernel IP_VS_SVC_F_*)
 SVC_F_PERSISTENT = 0x0001
@@ -149,7 +164,7 @@ class Dest:
     """A real server of one service (kernel struct ip_vs_dest)."""
     __slots__ = ("af", "addr", "port", "weight", "last_weight", "u_threshold",
                  "l_threshold", "fwd", "activeconns", "inactconns",
-                 "persistconns", "overloaded", "stats", "svc", "available")
+                 "persistconns", "overloaded", "stats", "svc", "available", "tun")
 
     def __init__(self, addr: Addr, port: int, weight: int = 1, fwd: int = FWD_MASQ,
                  u_threshold: int = 0, l_threshold: int = 0) -> None:
@@ -161,6 +176,7 @@ class Dest:
         self.stats = Stats()
         self.svc: Service | None = None
         self.available = True   # False once removed from its service ("trash")
+        self.tun = TUN_NONE      # (type, port, flags) of a tunnel (-i) destination
 
     @property
     def key(self) -> DestKey:

@@ -183,9 +183,10 @@ def test_bad_rules_line_reports_line_and_prints_no_flows(files):
                   "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -w 2147483648 -m\n")
     rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
     assert rc == 1 and out == "" and f"{rules}:2: illegal weight" in err
-    rules = files("rules3", "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -g\n")
+    rules = files("rules3",
+                  "-A -t 10.0.0.100:80 -s mh\n-a -t 10.0.0.100:80 -r 10.0.0.1 -g --tun-csum\n")
     rc, out, err = run(["--rules", rules], stdin="tcp 1.2.3.4:5 10.0.0.100:80\n")
-    assert rc == 1 and out == "" and ":2: userlb only forwards with masquerading (-m)" in err
+    assert rc == 1 and out == "" and ":2: Tunnel options conflict with forward method" in err
 
 
 def test_bad_rules_through_the_script(files):

@@ -2,9 +2,12 @@
 import pytest
 
 from userlb.clock import ManualClock
-from userlb.control.config import FORWARDING_ERROR, Config
+from userlb.control.config import Config
 from userlb.errors import ConfigError
 from userlb.model import (
+    FWD_DROUTE,
+    FWD_MASQ,
+    FWD_TUNNEL,
     IPPROTO_TCP,
     IPPROTO_UDP,
     SVC_F_PERSISTENT,
@@ -254,15 +257,18 @@ def test_dest_errors(cfg):
     cfg.apply("-a -t 10.0.0.100:80 -r 10.0.0.1:81 -m")
 
 
-@pytest.mark.parametrize("fwd", ["-g", "-i", ""])
-def test_only_masquerading(cfg, fwd):
+@pytest.mark.parametrize("fwd,want", [("-g", FWD_DROUTE), ("-i", FWD_TUNNEL), ("", FWD_DROUTE),
+                                      ("-m", FWD_MASQ)])
+def test_forwarding_methods(cfg, fwd, want):
+    """-g (ipvsadm's default), -i and -m are accepted, and -e changes the method."""
     cfg.apply("-A -t 10.0.0.100:80 -s rr")
-    with pytest.raises(ConfigError) as e:
-        cfg.apply(f"-a -t 10.0.0.100:80 -r 10.0.0.1 {fwd}")
-    assert e.value.message == FORWARDING_ERROR
-    cfg.apply("-a -t 10.0.0.100:80 -r 10.0.0.1 -m")
-    with pytest.raises(ConfigError, match="masquerading"):
-        cfg.apply(f"-e -t 10.0.0.100:80 -r 10.0.0.1 {fwd}")
+    cfg.apply(f"-a -t 10.0.0.100:80 -r 10.0.0.1:80 {fwd}")
+    d = cfg.services[(6, ip("10.0.0.100"), 80)].dests[0]
+    assert d.fwd == want
+    cfg.apply("-e -t 10.0.0.100:80 -r 10.0.0.1 -i --tun-type gue --tun-port 6080 --tun-csum")
+    assert d.fwd == FWD_TUNNEL and d.tun == (1, 6080, 1)
+    cfg.apply("-e -t 10.0.0.100:80 -r 10.0.0.1 -m")
+    assert d.fwd == FWD_MASQ and d.tun == (0, 0, 0)
 
 
 def test_delete_marks_unavailable_and_readd_revives(cfg):
@@ -368,7 +374,7 @@ RULES = """\
     ("-A -t 10.0.0.100:80 -s rr", "Service already exists"),
     ("-e -t 10.0.0.100:80 -r 10.0.0.7:80 -m", "No such destination"),
     ("-a -t 10.0.0.200:80 -r 10.0.0.7:80 -m", "Service not defined"),
-    ("-a -t 10.0.0.100:80 -r 10.0.0.7:80 -g", "masquerading"),
+    ("-a -t 10.0.0.100:80 -r 10.0.0.7:80 -g --tun-csum", "Tunnel options conflict"),
     ("-A -t 10.0.0.200:80 -s dh", "not supported by userlb"),
     ("-a -t 10.0.0.100:80 -r 10.0.0.7:80 -m -w 2147483648", "illegal weight"),
 ])

@@ -443,7 +443,7 @@ def test_reload_keeps_the_state_of_unchanged_real_servers(tmp_path):
     assert after[(0x0A14000C, 80)] is before[(0x0A14000C, 80)]   # same Dest object
     assert not mgr.states[0].rs[0].alive
     # a bad file: refused, nothing changed
-    path.write_text("virtual_server 10.99.0.1 80 {\n lb_kind DR\n}\n")
+    path.write_text("virtual_server 10.99.0.1 80 {\n lb_kind XYZ\n}\n")
     with pytest.raises(Exception, match="k.conf:2"):
         reload_director(mgr, str(path))
     assert weights(cfg)["10.20.0.13:80"] == 4

@@ -123,7 +123,6 @@ def test_bad_service_addresses():
 def test_unsupported_service_kinds():
     bad("-A -f 1", "fwmark services")
     bad("-A --fwmark-service 1", "fwmark services")
-    bad("-A --sctp-service 10.0.0.100:80", "SCTP services")
     bad("-A -t 10.0.0.100:80 --pe sip", "persistence engines")
 
 
@@ -325,9 +324,46 @@ def test_thresholds():
     assert (c.u_threshold, c.l_threshold) == (5, 6)
 
 
-def test_tunnel_options_refused():
-    bad("-a -t 10.0.0.100:80 -r 10.0.0.1 -i --tun-type gue --tun-port 6080", "not supported")
-    bad("-a -t 10.0.0.100:80 -r 10.0.0.1 -i --tun-csum", "not supported")
+@pytest.mark.parametrize("text,tun", [
+    ("-i", (0, 0, 0)),
+    ("-i --tun-type ipip", (0, 0, 0)),
+    ("-i --tun-type gue --tun-port 6080", (1, 6080, 0)),
+    ("-i --tun-type gue --tun-port 6080 --tun-nocsum", (1, 6080, 0)),
+    ("-i --tun-type gue --tun-port 1 --tun-csum", (1, 1, 1)),
+    ("-i --tun-type gue --tun-port 65535 --tun-remcsum", (1, 65535, 2)),
+    ("-i --tun-type gre", (2, 0, 0)),
+    ("-i --tun-type gre --tun-csum", (2, 0, 1)),
+])
+def test_tunnel_options(text, tun):
+    """ipvsadm 1.31's --tun-* options of -a / -e."""
+    for cmd in ("-a", "-e"):
+        c = p(f"{cmd} -t 10.0.0.100:80 -r 10.0.0.1:8080 {text}")
+        assert c.fwd == FWD_TUNNEL and c.tun == tun and c.dport == 80
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("-i --tun-type vxlan", "illegal tunnel type specified"),
+    ("-i --tun-type gue --tun-port 0", "illegal tunnel port specified"),
+    ("-i --tun-type gue --tun-port 65536", "illegal tunnel port specified"),
+    ("-i --tun-type gue", "You need to supply the 'tun-port' option for the 'gue' tunnel type"),
+    ("-i --tun-port 6080", "Illegal 'tun-port' option with the 'ipip' tunnel type"),
+    ("-i --tun-csum", "Illegal 'tun-csum' option with the 'ipip' tunnel type"),
+    ("-i --tun-type gre --tun-port 6080", "Illegal 'tun-port' option with the 'gre' tunnel type"),
+    ("-i --tun-type gre --tun-remcsum",
+     "Illegal 'tun-remcsum' option with the 'gre' tunnel type"),
+    ("-i --tun-type gue --tun-port 6080 --tun-csum --tun-nocsum",
+     "The option 'tun-csum' conflicts with the 'tun-nocsum' option in the 'gue' tunnel type"),
+    ("-g --tun-type ipip", "Tunnel options conflict with forward method"),
+    ("-m --tun-type gue --tun-port 1", "Tunnel options conflict with forward method"),
+    ("--tun-csum", "Tunnel options conflict with forward method"),
+])
+def test_tunnel_options_refused(text, msg):
+    bad(f"-a -t 10.0.0.100:80 -r 10.0.0.1 {text}", msg)
+
+
+def test_tun_info_listing_option():
+    c = p("-L -n --tun-info")
+    assert c.tun_info
 
 
 # ------------------------------------------------------- legality table

@@ -191,12 +191,12 @@ BAD = [
      "unknown keyword 'lb_algox' in virtual_server"),
     ("unclosed block", "\nvirtual_server 10.0.0.1 80 {\n delay_loop 3\n", 2, "never closed"),
     ("stray brace", "virtual_server 10.0.0.1 80 {\n}\n}\n", 3, "without a matching"),
-    ("SCTP", "virtual_server 10.0.0.1 80 {\n protocol SCTP\n}\n", 2,
-     "SCTP services are refused by userlb"),
-    ("DR", "virtual_server 10.0.0.1 80 {\n lb_kind DR\n}\n", 2,
-     "only forwards with masquerading"),
-    ("TUN on a real server", "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n"
-     "  lvs_method TUN\n }\n}\n", 3, "only forwards with masquerading"),
+    ("ICMP", "virtual_server 10.0.0.1 80 {\n protocol ICMP\n}\n", 2,
+     "is not TCP, UDP or SCTP"),
+    ("bad lb_kind", "virtual_server 10.0.0.1 80 {\n lb_kind FOO\n}\n", 2,
+     "'FOO' is not NAT, DR or TUN"),
+    ("bad lvs_method on a real server", "virtual_server 10.0.0.1 80 {\n"
+     " real_server 10.0.0.2 80 {\n  lvs_method DR TUN\n }\n}\n", 3, "takes NAT, DR or TUN"),
     ("fwmark", "virtual_server fwmark 1 {\n}\n", 1, "fwmark services are not supported"),
     ("fwmark in a group", "virtual_server_group G {\n fwmark 3\n}\n"
      "virtual_server group G {\n}\n", 2, "fwmark"),
@@ -399,11 +399,11 @@ def test_check_config_exit_codes_and_messages(tmp_path, capsys):
     assert f"{good}: OK: 1 virtual server(s), 1 service(s), 1 real server(s), 1 checker(s)" \
         in err
     assert f"skipped (keepalived's part): {good}:2: vrrp_instance" in err
-    bad = write(tmp_path / "bad.conf", "virtual_server 10.99.0.1 80 {\n lb_kind TUN\n}\n")
+    bad = write(tmp_path / "bad.conf", "virtual_server 10.99.0.1 80 {\n lb_kind TUNNEL\n}\n")
     assert check_config.main([bad]) == 1
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines()[0].startswith(f"userlb check-config: {bad}:2: lb_kind TUN: ")
+    assert err.splitlines()[0].startswith(f"userlb check-config: {bad}:2: lb_kind: ")
     assert check_config.main([str(tmp_path / "missing.conf")]) == 1
     assert "cannot read" in capsys.readouterr().err
 

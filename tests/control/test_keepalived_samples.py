@@ -299,13 +299,13 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("args,rc,words", [
-    (["run", "--keepalived", "BAD", "--tun", "never0"], 1, "BAD:3: protocol SCTP"),
+    (["run", "--keepalived", "BAD", "--tun", "never0"], 1, "BAD:3: protocol: 'ICMP'"),
     (["run", "--keepalived", "BAD", "--config", "x.rules"], 2, "exclude each other"),
-    (["check-config", "BAD"], 1, "BAD:3: protocol SCTP"),
+    (["check-config", "BAD"], 1, "BAD:3: protocol: 'ICMP'"),
 ])
 def test_cli_refuses_a_bad_file_before_doing_anything(tmp_path, args, rc, words):
     bad = tmp_path / "bad.conf"
-    bad.write_text("virtual_server 10.0.0.1 80 {\n  lb_algo rr\n  protocol SCTP\n}\n")
+    bad.write_text("virtual_server 10.0.0.1 80 {\n  lb_algo rr\n  protocol ICMP\n}\n")
     p = run_cli(*[str(bad) if a == "BAD" else a for a in args])
     assert p.returncode == rc, p.stderr
     assert words.replace("BAD", str(bad)) in p.stderr

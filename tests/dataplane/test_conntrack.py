@@ -42,8 +42,8 @@ def test_keys_round_trip_and_families_do_not_mix():
 
 def test_xlate_fast_path_constants():
     x = xl()
-    _, sd_in, pp_in, _ = x.fast_in            # the words of xmit/masq.py
-    _, sd_out, pp_out, _ = x.fast_out
+    _, sd_in, pp_in, _, _ = x.fast_in           # the words of xmit/masq.py
+    _, sd_out, pp_out, _, _ = x.fast_out
     va, da = ip(VIP), ip(RIP1)
     sd = 0xC0000201 << 32 | va
     assert sd + sd_in == 0xC0000201 << 32 | da

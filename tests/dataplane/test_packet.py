@@ -62,7 +62,7 @@ def check_result(buf, off, end, r, quoted=False):
         assert type(r[P.P_DADDR]) is bytes and len(r[P.P_DADDR]) == 16
         assert r[P.P_TTLOFF] == l3 + 7
         assert r[P.P_L4OFF] >= l3 + 40
-    assert r[P.P_PROTO] in (6, 17, 1, 58)
+    assert r[P.P_PROTO] in (6, 17, 1, 58, 132)
     assert r[P.P_FRAG] in (0, 1, 2)
     assert r[P.P_FRAG_MF] in (0, 1)
     assert 0 <= r[P.P_SPORT] <= 65535 and 0 <= r[P.P_DPORT] <= 65535

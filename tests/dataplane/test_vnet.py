@@ -224,6 +224,63 @@ def test_needs_csum_udp_partial_sum_ffff():
     expect_rewritten(pkt, out, dst=RIP1, dport=RPORT)
 
 
+@pytest.mark.parametrize("gso", [False, True], ids=["partial", "gso"])
+@pytest.mark.parametrize("proto", [IPPROTO_TCP, IPPROTO_UDP], ids=["tcp", "udp"])
+def test_ipv4_fast_path_keeps_the_partial_sum(proto, gso, monkeypatch):
+    """IPv4 packets of an entry take the engine's fast path with the partial
+    checksum as it is (fast4.py): no conversion (`offloaded` is not called),
+    and the completed result is the full rewrite, both directions."""
+    eng = _engine(proto, 4)
+    path = vnet.VnetPath(eng)
+    v, hdr, buf, n = _run_vnet(path, _mk(proto, 4, True), 0.0)   # new flow: _miss4
+    assert v == V_FORWARD
+    monkeypatch.setattr(path, "offloaded", lambda *a: pytest.fail("converted"))
+    gt = (vnet.GSO_TCPV4 if proto == IPPROTO_TCP else vnet.GSO_UDP_L4) if gso else 0
+    for inbound in (True, False, True):
+        pkt = _mk(proto, 4, inbound, payload=b"p" * (3000 if gso else 40), flags="A")
+        v, hdr, buf, n = _run_vnet(path, pkt, 1.0, gt, 1000 if gso else 0)
+        assert v == V_FORWARD
+        out = bytes(buf[:eng.out_len])
+        if gso:
+            segs = segment(out, hdr)
+            assert len(segs) == 3 and all(checksums_ok(s) for s in segs)
+        else:
+            expect_rewritten(pkt, complete(out, 20, csum_field(out)), **_expect(4, inbound))
+    assert (path.gso, path.partial) == ((3, 1) if gso else (0, 4))
+
+
+def test_remembered_header_still_refuses_what_the_packet_makes_unsafe():
+    """The last fast-path header is remembered; a later packet with the same
+    header bytes that the fast path does not take (a fragment here) still
+    goes through every check and is refused."""
+    eng = _engine(IPPROTO_UDP, 4)
+    path = vnet.VnetPath(eng)
+    v, hdr, buf, n = _run_vnet(path, _mk(IPPROTO_UDP, 4, True), 0.0)
+    assert v == V_FORWARD and path._hdr4 == bytes(hdr)
+    frag = IP(src=CIP, dst=VIP, flags="MF") / UDP(sport=CPORT, dport=VPORT) / (b"x" * 3)
+    hdr2, buf2, n2 = to_partial(frag)
+    assert bytes(hdr2) == bytes(hdr)
+    assert path.process(hdr2, buf2, n2, 1.0) == V_DROP
+    assert path.drops == {vnet.R_FRAG: 1}
+    path.engine = eng                           # a new engine (e.g. a pcap tap) forgets it
+    assert path._hdr4 is None
+
+
+def test_udp_partial_sum_zero_falls_back_to_the_conversion():
+    """A partial sum of 0 looks like 'UDP without checksum' to the fast path:
+    it declines, and the conversion path forwards the packet correctly."""
+    eng = _engine(IPPROTO_UDP, 4)
+    path = vnet.VnetPath(eng)
+    pkt = _mk(IPPROTO_UDP, 4, True)
+    hdr, buf, n = to_partial(pkt)
+    struct.pack_into("!H", buf, 26, 0)
+    raw = bytearray(buf[:n])
+    assert eng.process(bytearray(raw), n, 0.0, 26) is None
+    assert len(eng) == 0                       # declined without a trace
+    assert path.process(hdr, buf, n, 0.0) == V_FORWARD
+    assert path.partial == 1
+
+
 # ------------------------------------------------------------- GSO
 
 @pytest.mark.parametrize("af", [4, 6])

@@ -255,13 +255,13 @@ def test_sighup_rereads_the_file_and_a_bad_file_changes_nothing(lab):
     wait_listing(lab, {(v4, ep(a3)): 3})
     assert log(lab).count("SIGHUP") == n + 1 and "applied 1 change(s)" in log(lab)
     with open(lab.kconf, "a") as f:
-        f.write("virtual_server 10.99.0.7 80 {\n  lb_kind DR\n}\n")
+        f.write("virtual_server 10.99.0.7 80 {\n  lb_kind XYZ\n}\n")
     lab.signal_director(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while log(lab).count("SIGHUP") < n + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     last = [x for x in log(lab).splitlines() if "SIGHUP" in x][-1]
     lines = open(lab.kconf).read().count("\n")
-    assert f"{lab.kconf}:{lines - 1}: lb_kind DR" in last and "unchanged" in last, last
+    assert f"{lab.kconf}:{lines - 1}: lb_kind" in last and "unchanged" in last, last
     assert listing(lab)[(v4, ep(a3))] == 3
     assert os.path.exists(lab.control_path)

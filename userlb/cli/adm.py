@@ -2,12 +2,14 @@
 
     userlb adm [--control PATH] IPVSADM-ARGS...
     userlb adm [--control PATH] --sloppy-tcp on|off
+    userlb adm [--control PATH] --sloppy-sctp on|off
     userlb adm [--control PATH] --max-entries N
+    userlb adm [--control PATH] --defense NAME=MODE [--amemthresh N]
     userlb adm [--control PATH] --show-settings
     userlb adm [--control PATH] --capture FILE [--count N] [--seconds S]
 
 IPVSADM-ARGS are ipvsadm's (1.31): -A -E -D -C -a -e -d -R -S -Z --set
--L/-l, with -t/-u SERVICE (IPv6 in brackets: -t [2001:db8::1]:80), -s, -b,
+-L/-l, with -t/-u/--sctp-service SERVICE (IPv6 in brackets: -t [2001:db8::1]:80), -s, -b,
 -p [timeout], -M netmask, -r, -m, -w, -x, -y, -o and the listing options -n
 --stats --rate --timeout -c --exact --nosort --thresholds --persistent-conn.
 -R reads the rules from standard input and adds them to the running
@@ -23,8 +25,15 @@ director may use it.
 userlb extensions:
   --sloppy-tcp on|off   switch IPVS sloppy TCP at run time (any TCP packet
                         but RST may create a connection); prints the settings
+  --sloppy-sctp on|off  the same for SCTP (any chunk but ABORT may create an
+                        association's entry, not only INIT; docs/sctp.md)
   --max-entries N       connection entry limit, live (new connections beyond it
                         are refused and counted as conn_limit); prints the settings
+  --defense NAME=MODE   IPVS defense strategy, live: drop_entry, drop_packet or
+                        secure_tcp = 0 (off), 1/2 (automatic), 3 (on); see
+                        docs/ipvs.md §11; prints the settings
+  --amemthresh N        free entry slots below which the automatic defenses
+                        switch on (default 1024); prints the settings
   --show-settings       print the run-time settings (sloppy_tcp = 0|1, ...)
   --capture FILE        write the next N packets the director receives, each
                         with what it sent for it (before and after the
@@ -61,17 +70,32 @@ def split_args(argv):
         w = argv[i]
         if w == "--control" or w.startswith("--control="):
             path, i = _option_value(argv, i, "--control", "PATH")
-        elif w == "--sloppy-tcp" or w.startswith("--sloppy-tcp="):
-            v, i = _option_value(argv, i, "--sloppy-tcp", "on|off")
+        elif w in ("--sloppy-tcp", "--sloppy-sctp") or w.startswith(
+                ("--sloppy-tcp=", "--sloppy-sctp=")):
+            name = w.split("=", 1)[0]
+            v, i = _option_value(argv, i, name, "on|off")
             vals = {"on": True, "1": True, "yes": True, "off": False, "0": False, "no": False}
             if v not in vals:
-                raise ValueError(f"--sloppy-tcp: expected on or off, not {v!r}")
-            ext = {"settings": {**_settings_of(ext), "sloppy_tcp": vals[v]}}
+                raise ValueError(f"{name}: expected on or off, not {v!r}")
+            ext = {"settings": {**_settings_of(ext), name[2:].replace("-", "_"): vals[v]}}
         elif w == "--max-entries" or w.startswith("--max-entries="):
             v, i = _option_value(argv, i, "--max-entries", "N")
             if not (v.isascii() and v.isdigit()):
                 raise ValueError(f"--max-entries: expected a positive integer, not {v!r}")
             ext = {"settings": {**_settings_of(ext), "max_entries": int(v)}}
+        elif w == "--defense" or w.startswith("--defense="):
+            v, i = _option_value(argv, i, "--defense", "NAME=MODE")
+            name, _, mode = v.partition("=")
+            if name not in ("drop_entry", "drop_packet", "secure_tcp") or mode not in (
+                    "0", "1", "2", "3"):
+                raise ValueError(f"--defense: expected drop_entry|drop_packet|secure_tcp=0..3, "
+                                 f"not {v!r}")
+            ext = {"settings": {**_settings_of(ext), name: int(mode)}}
+        elif w == "--amemthresh" or w.startswith("--amemthresh="):
+            v, i = _option_value(argv, i, "--amemthresh", "N")
+            if not (v.isascii() and v.isdigit() and int(v) > 0):
+                raise ValueError(f"--amemthresh: expected a positive integer, not {v!r}")
+            ext = {"settings": {**_settings_of(ext), "amemthresh": int(v)}}
         elif w == "--show-settings":
             ext = {"settings": _settings_of(ext)}
         elif w in ("--capture", "--count", "--seconds") or w.startswith(

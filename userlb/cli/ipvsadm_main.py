@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 # ------------------------------------------------------------- names (no -n)
 def _proto_of(word: str) -> str:
     return {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp", "-t": "tcp", "-u": "udp",
-            "--tcp-service": "tcp", "--udp-service": "udp"}.get(word, "tcp")
+            "--tcp-service": "tcp", "--udp-service": "udp",
+            "--sctp-service": "sctp"}.get(word, "tcp")
 
 
 def anyname(endpoint: str, proto: str, resolve=None, service=None) -> str:
@@ -235,7 +236,8 @@ def name_listing(text: str, save: bool, pad33: bool = False, **kw) -> str:
     proto = "tcp"
     for line in text.split("\n"):
         w = line.split(" ")
-        if save and len(w) >= 3 and w[0] in ("-A", "-E", "-a", "-e") and w[1] in ("-t", "-u"):
+        if save and len(w) >= 3 and w[0] in ("-A", "-E", "-a", "-e") and w[1] in ("-t", "-u",
+                                                                              "--sctp-service"):
             proto = _proto_of(w[1])
             w[2] = anyname(w[2], proto, **kw)
             if "-r" in w[3:]:

@@ -28,13 +28,20 @@ out of the router's routes and stops it; `start-director N` starts it again
 and puts it back.  `demo --directors K` shows a failover: long-lived
 connections, directors killed one after another, connections counted before
 and after (on the current lab if it has K directors, else on a temporary
-one).  `experiment`: the mhs experiment (docs/mhs-experiment.md).
+one).  `experiment`: the mhs experiment (docs/mhs-experiment.md);
+`experiment flood`: the flood experiment (docs/flood-experiment.md).
 
 `up --directors K --bgp`: the router's routes come from BGP instead (BIRD 2
 on the router, ExaBGP + `userlb announce` on each director; see
 docs/scale-out.md); `kill-director N` then stops only director N's `userlb
 run` and BGP withdraws it; `demo --bgp` shows that failover with the
 router's table before and after; `status` shows `birdc show route`.
+
+`up --keepalived`: the classic LVS pair (userlb/lab/vrrp.py,
+docs/keepalived.md): two directors on shared segments with real keepalived
+(VRRP only) moving the VIP and the real servers' gateway, `userlb run
+--keepalived` on both; `kill-director 1` stops director 1 as a crash would;
+`demo --keepalived` shows the failover with 30 streaming connections.
 """
 import argparse
 import os
@@ -61,6 +68,9 @@ def build_parser():
     up.add_argument("--bgp", action="store_true",
                     help="with --directors K: the router's routes from BGP (BIRD on the "
                          "router, ExaBGP + `userlb announce` on each director)")
+    up.add_argument("--keepalived", action="store_true",
+                    help="two directors with real keepalived (VRRP) moving the VIP, "
+                         "`userlb run --keepalived` on both (docs/keepalived.md)")
     d = sub.add_parser("demo", help="send traffic, compare with `userlb simulate`, print stats")
     d.add_argument("--requests", type=int, default=300)
     d.add_argument("--udp-flows", type=int, default=60)
@@ -72,6 +82,9 @@ def build_parser():
     d.add_argument("--bgp", action="store_true",
                    help="with --directors K: the failover with BGP, the router's table "
                         "before and after")
+    d.add_argument("--keepalived", action="store_true",
+                   help="the VRRP failover: the master director stopped, the backup "
+                        "takes the VIP and the streams over")
     kd = sub.add_parser("kill-director", help="take director N out of the routes and stop it")
     kd.add_argument("n", type=int)
     kd.add_argument("--hard", action="store_true", help="SIGKILL instead of SIGTERM")
@@ -102,6 +115,9 @@ def status_text(lab):
             return "not running"
         return f"pid {pid}, " + ("running" if lab.ours(pid) else "NOT running (gone)")
 
+    if getattr(lab, "keepalived", False):
+        from ..lab.vrrp import status_lines
+        return "\n".join(status_lines(lab, proc))
     lines = [f"lab {lab.tag} (state {lab.dir}/state.json)",
              f"  client    {lab.client}: {' '.join(lab.clients4)}",
              f"            {' '.join(lab.clients6)}"]
@@ -129,8 +145,29 @@ def status_text(lab):
     return "\n".join(lines)
 
 
+def _up_keepalived(args):
+    """`userlb lab up --keepalived`: the VRRP pair (userlb/lab/vrrp.py)."""
+    from ..lab.vrrp import VrrpLab
+    if args.directors != 1 or args.bgp or args.far_mtu or args.metrics or args.procfs:
+        print("userlb lab: --keepalived takes only --servers and --clients", file=sys.stderr)
+        return 2
+    lab = VrrpLab(n_servers=args.servers, n_clients=args.clients).up()
+    print(f"lab {lab.tag} is up: client {lab.client}, switch {lab.switch}, directors "
+          f"{' '.join(lab.director_ns)} (keepalived + userlb run --keepalived), "
+          f"servers {' '.join(s[0] for s in lab.servers)}")
+    print(f"  VRRP master: director {' '.join(map(str, lab.master()))}; "
+          f"keepalived.conf {lab.conf_path(1)} (director 2: d2.conf)")
+    print(f"    userlb adm --control {lab.control_of(1)} -L -n --health")
+    print(f"  try: ip netns exec {lab.client} curl -s http://{lab.vip}/")
+    print("  `userlb lab kill-director 1`, `userlb lab start-director 1`, "
+          "`userlb lab demo --keepalived`, `userlb lab down`")
+    return 0
+
 
 def main(argv):
+    if argv[:2] == ["experiment", "flood"]:
+        from ..lab import flood_experiment
+        return flood_experiment.main(argv[2:])
     if argv[:1] == ["experiment"]:
         from ..lab import experiment
         return experiment.main(argv[1:])
@@ -145,6 +182,8 @@ def main(argv):
             print("userlb lab: --procfs with --directors > 1: they would share one "
                   "directory", file=sys.stderr)
             return 2
+        if args.action == "up" and args.keepalived:
+            return _up_keepalived(args)
         if args.action == "up":
             lab = Lab(n_servers=args.servers, n_clients=args.clients, far_mtu=args.far_mtu,
                       sloppy=args.sloppy_tcp, directors=args.directors, bgp=args.bgp).up()
@@ -182,6 +221,9 @@ def main(argv):
             print("  `userlb lab status`, `userlb lab demo`, `userlb lab down`")
             return 0
         if args.action == "demo":
+            if args.keepalived:
+                from ..lab import vrrp
+                return 0 if vrrp.demo_main(args.lab, streams=args.connections) else 1
             if args.bgp:
                 from ..lab import bgp as lab_bgp
                 return lab_bgp.demo_main(args.directors or 3, suffix=args.lab,
@@ -197,6 +239,10 @@ def main(argv):
             lab = Lab.load(args.lab)
             if args.action == "kill-director":
                 pid = lab.kill_director(args.n, hard=args.hard)
+                if getattr(lab, "keepalived", False):
+                    print(f"director {args.n}: keepalived and userlb SIGKILLed, links down "
+                          f"(a crash); VRRP master now: {lab.master() or 'none yet'}")
+                    return 0
                 if lab.bgp:
                     print(f"director {args.n}: userlb run stopped (pid {pid}); its "
                           f"userlb announce withdraws its routes (BGP)" if pid else
@@ -207,6 +253,10 @@ def main(argv):
                       + f"; directors in the routes: {' '.join(map(str, lab.alive)) or 'none'}")
             else:
                 lab.revive_director(args.n)
+                if getattr(lab, "keepalived", False):
+                    print(f"director {args.n}: links up, keepalived and userlb started; "
+                          f"VRRP master: {lab.master()}")
+                    return 0
                 if lab.bgp:
                     print(f"director {args.n} started (pid {lab.director_pid(args.n)}); "
                           f"its userlb announce announces it again (BGP)")

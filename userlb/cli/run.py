@@ -1,6 +1,6 @@
 """`userlb run`: the director on a TUN device.
 
-    userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--no-rst]
+    userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--sloppy-sctp] [--no-rst]
                [--no-routes] [--reply-from PREFIX]... [--table N]
                [--stats-file PATH] [--control PATH] [--no-offload]
                [--procfs DIR] [--metrics ADDR:PORT] [--pcap FILE]
@@ -58,6 +58,8 @@ def build_parser():
                    help="TUN device name (default userlb0)")
     p.add_argument("--sloppy-tcp", action="store_true",
                    help="any TCP packet but RST may create a connection (IPVS sloppy_tcp)")
+    p.add_argument("--sloppy-sctp", action="store_true",
+                   help="any SCTP packet but ABORT may create a connection (IPVS sloppy_sctp)")
     p.add_argument("--no-rst", action="store_true",
                    help="drop (instead of answering with RST) a non-SYN TCP packet "
                         "without an entry")
@@ -79,6 +81,21 @@ def build_parser():
     p.add_argument("--max-entries", type=int, default=None, metavar="N",
                    help="connection entry limit (default 1000000; `userlb adm --max-entries`"
                         " changes it live)")
+    p.add_argument("--defense", metavar="NAME=MODE", action="append", default=[],
+                   help="IPVS defense strategy drop_entry|drop_packet|secure_tcp = 0..3 "
+                        "(docs/ipvs.md \u00a711; `userlb adm --defense` changes it live)")
+    p.add_argument("--amemthresh", type=int, default=None, metavar="N",
+                   help="free entry slots below which automatic defenses switch on "
+                        "(default 1024)")
+    p.add_argument("--syn-limit", metavar="TOTAL[,PER_PREFIX[/BITS4[/BITS6]]]",
+                   help="first line in the kernel (nftables): new connections (TCP SYN, "
+                        "SCTP INIT) into the TUN device per second, in total and per source "
+                        "prefix (docs/flood-experiment.md)")
+    p.add_argument("--syn-prio", action="store_true",
+                   help="first line: a prio qdisc on the TUN device sends packets that open "
+                        "a connection after all others (docs/flood-experiment.md)")
+    p.add_argument("--notrack", action="store_true",
+                   help="with the first line: VIP and TUN traffic skips conntrack")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default="info", help="least important log lines shown (default info)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -96,6 +113,10 @@ def build_parser():
                         "to FILE, pcapng (Wireshark / tshark)")
     p.add_argument("--pcap-max-mb", type=float, default=100.0, metavar="MB",
                    help="stop writing --pcap after this many megabytes (default 100)")
+    p.add_argument("--workers", default="1", metavar="N|auto",
+                   help="worker processes, one queue each of a multi-queue TUN device "
+                        "(auto: one per CPU); N > 1 only for configurations that are safe "
+                        "with several workers (userlb/cli/workers.py, docs/performance.md)")
     return p
 
 
@@ -113,13 +134,24 @@ def read_rules(path):
 
 
 def rule_sources(cfg, extra=()):
-    """Addresses whose packets go into the device: every real server."""
+    """Addresses whose packets go into the device: every masquerading real
+    server (the replies of direct routing and tunnel servers bypass the
+    director)."""
+    from ..model import FWD_MASQ
     out = []
     for s in cfg.services.values():
         for d in s.dests:
-            if d.addr not in out:
+            if d.fwd == FWD_MASQ and d.addr not in out:
                 out.append(d.addr)
     return out + list(extra)
+
+
+def l2_targets(cfg):
+    """The real servers reached by direct routing or a tunnel (l2out.py
+    looks their paths up)."""
+    from ..model import FWD_MASQ
+    return list(dict.fromkeys(d.addr for s in cfg.services.values() for d in s.dests
+                              if d.fwd != FWD_MASQ))
 
 
 class Director:
@@ -131,13 +163,22 @@ class Director:
         self.args = args
         self.cfg = cfg
         from ..control.engine_sync import EngineSync
-        self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst)
+        self.engine = Engine(sloppy_tcp=args.sloppy_tcp, rst_on_no_entry=not args.no_rst,
+                             sloppy_sctp=args.sloppy_sctp)
         if args.max_entries is not None:
             self.engine.max_entries = args.max_entries
+        if args.amemthresh is not None:
+            self.engine.defense.set_amemthresh(args.amemthresh)
+        for nm, mode in args.defense_modes:
+            self.engine.defense.set_mode(nm, mode)
+        self.firstline = None
         self.sync = EngineSync(cfg, self.engine)
         self.sync.push()
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload)
         self.driver = TunDriver(self.dev.fd, self.engine, batch=args.batch, vnet=self.dev.vnet)
+        from ..dataplane.l2out import L2Out
+        self.l2 = self.driver.l2 = L2Out(self.engine, vnet=bool(self.dev.vnet))
+        self.l2.want_many(l2_targets(cfg))     # direct routing / tunnel paths (l2out.py)
         self.routes = None
         self.loop = None
         self.stop_event = None
@@ -165,6 +206,7 @@ class Director:
     def update_routes(self):
         """After a change: add routes/rules for new VIPs / real servers first,
         then remove those no longer needed (no window without routes)."""
+        self.l2.want_many([a for a in l2_targets(self.cfg) if a not in self.l2.paths])
         if self.routes is None:
             return
         vips = [s.addr for s in self.cfg.services.values()]
@@ -300,6 +342,7 @@ class Director:
             f"{ndest} real server(s)"
             + ("" if self.routes else ", no routes")
             + (", sloppy TCP" if self.args.sloppy_tcp else "")
+            + (", sloppy SCTP" if self.args.sloppy_sctp else "")
             + (", offloads " + ("+".join(self.dev.offload_names) or "none (vnet header only)")
                if self.dev.vnet else ", no offloads"))
         await self.stop_event.wait()
@@ -330,12 +373,35 @@ class Director:
         finally:
             self._watch_timer = self.loop.call_later(1.0, self._watch_tick)
 
+    def install_firstline(self):
+        from ..dataplane.firstline import FirstLine
+        if not (self.args.syn_limit or self.args.notrack or self.args.syn_prio):
+            return
+        total, per, b4, b6 = self.args.syn_limit_parsed or (0, 0, 24, 64)
+        fl = FirstLine(self.dev.name, total, per, b4, b6, notrack=self.args.notrack,
+                       vips=[format_addr(s.addr) for s in self.cfg.services.values()],
+                       prio=self.args.syn_prio)
+        fl.install()
+        self.firstline = fl
+        if fl.replaced:
+            log(f"removed a left-over of a dead instance: nftables table inet {fl.table}")
+        log(f"first line: nftables table inet {fl.table} (syn limit {total}/s total, "
+            f"{per}/s per /{b4} and /{b6}{', notrack' if self.args.notrack else ''}"
+            f"{', SYNs last' if self.args.syn_prio else ''})")
+
     def close(self):
         errors = []
+        if self.firstline is not None:
+            try:
+                self.firstline.remove()
+            except Exception as exc:   # noqa: BLE001
+                log(f"cleanup: first line: {exc}")
+            self.firstline = None
         if self.routes is not None:
             errors = self.routes.remove()
             self.routes = None
         self.dev.close()
+        self.l2.close()
         for e in errors:
             log(f"cleanup: {e}")
 
@@ -382,6 +448,25 @@ def main(argv):
     if args.max_entries is not None and not 1 <= args.max_entries <= MAX_ENTRIES:
         log(f"--max-entries: {args.max_entries} is not in 1..{MAX_ENTRIES}")
         return 2
+    args.defense_modes = []
+    for d in args.defense:
+        nm, _, mode = d.partition("=")
+        if nm not in ("drop_entry", "drop_packet", "secure_tcp") or mode not in "0123" \
+                or len(mode) != 1:
+            log(f"--defense: expected drop_entry|drop_packet|secure_tcp=0..3, not {d!r}")
+            return 2
+        args.defense_modes.append((nm, int(mode)))
+    if args.amemthresh is not None and not 1 <= args.amemthresh <= MAX_ENTRIES:
+        log(f"--amemthresh: {args.amemthresh} is not in 1..{MAX_ENTRIES}")
+        return 2
+    args.syn_limit_parsed = None
+    if args.syn_limit:
+        from ..dataplane.firstline import parse_limit
+        try:
+            args.syn_limit_parsed = parse_limit(args.syn_limit)
+        except ValueError as e:
+            log(f"--syn-limit: {args.syn_limit!r}: {e}")
+            return 2
     if args.mtu is not None and args.mtu != 0 and not 68 <= args.mtu <= 65535:
         log(f"--mtu: {args.mtu} is not a TUN device MTU (68..65535)")
         return 2
@@ -399,11 +484,20 @@ def main(argv):
         # replies of their connections must reach the device
         args.reply_from = base_reply_from + [format_addr(a) for a in health.conf.all_addresses()]
     from ..dataplane.tun import TunError
+    from .workers import make_director, resolve
     try:
-        director = Director(args, cfg)
+        nworkers = resolve(args.workers)
+    except ValueError as e:
+        log(str(e))
+        return 2
+    try:
+        director = Director(args, cfg) if nworkers == 1 else make_director(args, cfg, nworkers)
     except TunError as e:
         log(str(e))
         return 1
+    if isinstance(director, str):
+        log(director)
+        return 2
     director.health, director.base_reply_from = health, base_reply_from
     try:
         if not args.no_routes:
@@ -412,6 +506,11 @@ def main(argv):
             except Exception as e:   # noqa: BLE001
                 log(f"cannot install routes: {e}")
                 return 1
+        try:
+            director.install_firstline()
+        except Exception as e:   # noqa: BLE001
+            log(f"cannot install the first line: {e}")
+            return 1
         try:
             import uvloop
             runner = uvloop.run

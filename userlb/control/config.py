@@ -37,8 +37,8 @@ Kernel semantics reproduced (docs/ipvs.md §1.5, §1.6, §1.8, §4.4, §6):
   edit_dest, del_dest: insertion at the head, last_weight, the trash revive
   of a deleted destination, overload flag clearing); the scheduler hooks run
   after the list changed.
-* userlb refuses -g / -i for now: "userlb only forwards with masquerading
-  (-m) for now".
+* every forwarding method: -m, -g (ipvsadm's default), -i with its tunnel
+  options (Dest.tun; docs/forwarding.md).
 
 Hooks for the data plane
 ------------------------
@@ -75,7 +75,6 @@ from ..model import (
     DEFAULT_TCP_TIMEOUT,
     DEFAULT_TCPFIN_TIMEOUT,
     DEFAULT_UDP_TIMEOUT,
-    FWD_MASQ,
     Addr,
     Dest,
     DestKey,
@@ -86,8 +85,6 @@ from ..model import (
 from ..sched import base
 from ..sched.base import Scheduler
 from . import ipvsadm as ia
-
-FORWARDING_ERROR = "userlb only forwards with masquerading (-m) for now"
 
 #: callback(event, svc, dest) -- see the module docstring
 Listener = Callable[[str, "Service | None", "Dest | None"], None]
@@ -261,8 +258,6 @@ class Config:
             if cmd != ia.ADD_SERVER and not exists:
                 raise ConfigError("No such destination")
             if cmd != ia.DEL_SERVER:
-                if c.fwd != FWD_MASQ:
-                    raise ConfigError(FORWARDING_ERROR)
                 if c.weight < 0:
                     raise ConfigError("weight must be >= 0")
                 if c.l_threshold > c.u_threshold:
@@ -330,6 +325,7 @@ class Config:
             daddr, dport = c.dest_key
             d = svc.add_dest(daddr, dport, c.weight, c.fwd, c.u_threshold, c.l_threshold,
                              trash=self._trash)
+            d.tun = c.tun
             self._emit("add-dest", svc, d)
             return
         found = svc.find_dest(*c.dest_key)
@@ -337,6 +333,7 @@ class Config:
             raise ConfigError("No such destination")
         if c.cmd == ia.EDIT_SERVER:
             svc.edit_dest(found, c.weight, c.fwd, c.u_threshold, c.l_threshold)
+            found.tun = c.tun
             self._emit("edit-dest", svc, found)
         else:
             svc.del_dest(found, trash=self._trash)

@@ -11,7 +11,7 @@ from .config import Config
 def _dest_cmd(kind: str, svc: Service, d: Dest) -> ia.Command:
     c = ia.Command.for_service(kind, svc)
     c.daddr, c.dport, c.daf = d.addr, d.port, d.af
-    c.fwd, c.weight = d.fwd, d.weight
+    c.fwd, c.weight, c.tun = d.fwd, d.weight, d.tun
     c.u_threshold, c.l_threshold = d.u_threshold, d.l_threshold
     return c
 
@@ -20,8 +20,8 @@ def _service_def(s: Service) -> tuple[object, ...]:
     return (s.sched_name, s.flags, s.timeout, s.netmask, s.options)
 
 
-def _dest_def(d: Dest) -> tuple[int, int, int, int]:
-    return (d.weight, d.fwd, d.u_threshold, d.l_threshold)
+def _dest_def(d: Dest) -> tuple[object, ...]:
+    return (d.weight, d.fwd, d.u_threshold, d.l_threshold, d.tun)
 
 
 def diff_commands(cur: Config, new: Config) -> list[ia.Command]:

@@ -60,6 +60,7 @@ class EngineControl(Protocol):
     stats: Stats
     rates: Estimators
     sloppy_tcp: bool
+    sloppy_sctp: bool
     max_entries: int
     drops: Mapping[str, int]
 

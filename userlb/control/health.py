@@ -21,6 +21,12 @@ back up (keepalived.conf(5)).  The attempts:
 * DNS_CHECK: one query (`type`, default A; `name`, default `.`) over UDP
   to connect_ip:connect_port, answered within `connect_timeout` with the
   query's id, no error code and at least one answer record;
+* UDP_CHECK: one datagram (`payload`, hex) to connect_ip:connect_port; up
+  unless an ICMP error comes back within `connect_timeout`, or, with
+  `require_reply [HEX]`, only when an answer comes (starting with HEX, of
+  `min_reply_length`..`max_reply_length` bytes);
+* PING_CHECK: one ICMP or ICMPv6 echo request to connect_ip (raw socket as
+  root, else a ping socket), the matching reply within `connect_timeout`;
 * MISC_CHECK: `misc_path` run without a shell (words split as a shell
   would), killed with its process group after `misc_timeout` (default
   `delay_loop`): exit 0 = up, anything else = down; with `misc_dynamic`, exit
@@ -49,13 +55,23 @@ import os
 import random
 import shlex
 import signal
+import socket
 import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..model import Addr, Dest, Service, format_addr, format_endpoint
+from ..model import (
+    FWD_MASQ,
+    FWD_TUNNEL,
+    PROTO_SWITCH,
+    Addr,
+    Dest,
+    Service,
+    format_addr,
+    format_endpoint,
+)
 from . import ipvsadm as ia
 from .config import Config
 from .engine_sync import EngineSync
@@ -282,9 +298,112 @@ async def dns_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
     return Result(True)
 
 
+async def udp_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
+    """One datagram (`payload`) to the target.  Without `require_reply`: up
+    unless an ICMP error (port unreachable, ...) comes back within
+    connect_timeout.  With it: up only when an answer comes within
+    connect_timeout, starts with the given bytes and has a length within
+    min/max_reply_length."""
+    a, p = _target(cd, addr, port)
+    loop = asyncio.get_running_loop()
+    # a socket of its own: asyncio's datagram transport does not send an
+    # empty payload (keepalived's default)
+    sock = socket.socket(socket.AF_INET if isinstance(a, int) else socket.AF_INET6,
+                         socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if cd.bindto is not None:
+            sock.bind((_host(cd.bindto), cd.bind_port or 0))
+        sock.connect((_host(a), p))
+        sock.send(cd.payload)
+        data = await asyncio.wait_for(loop.sock_recv(sock, 65535), cd.connect_timeout)
+    except TimeoutError:
+        if cd.require_reply:
+            return Result(False, f"no UDP answer from {format_endpoint(a, p)} within "
+                                 f"{cd.connect_timeout:g}s")
+        return Result(True)
+    except OSError as e:
+        return Result(False, f"{format_endpoint(a, p)}: {_oserror(e)}")
+    finally:
+        sock.close()
+    if not cd.require_reply:
+        return Result(True)
+    if cd.reply_prefix is not None and not data.startswith(cd.reply_prefix):
+        return Result(False, f"UDP answer {data[:16].hex()} does not start with "
+                             f"{cd.reply_prefix[:16].hex()}")
+    hi = cd.max_reply_length if cd.max_reply_length is not None else 65535
+    if not cd.min_reply_length <= len(data) <= hi:
+        return Result(False, f"UDP answer of {len(data)} bytes (not {cd.min_reply_length}..{hi})")
+    return Result(True)
+
+
+def _icmp_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _ping_socket(v6: bool) -> tuple[socket.socket, bool]:
+    """A raw ICMP socket (root), else a ping socket (net.ipv4.ping_group_range);
+    (socket, raw?)."""
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
+    try:
+        return socket.socket(fam, socket.SOCK_RAW, proto), True
+    except PermissionError:
+        return socket.socket(fam, socket.SOCK_DGRAM, proto), False
+
+
+async def ping_check(cd: CheckerDef, addr: Addr, port: int) -> Result:
+    """One ICMP (v6) echo request to connect_ip (default: the real server);
+    up when the matching echo reply comes within connect_timeout."""
+    a = cd.connect_ip if cd.connect_ip is not None else addr
+    v6 = not isinstance(a, int)
+    loop = asyncio.get_running_loop()
+    ident, seq = random.getrandbits(16), random.getrandbits(16)
+    payload = b"userlb PING_CHECK"
+    try:
+        sock, raw = _ping_socket(v6)
+    except OSError as e:
+        return Result(False, f"no ICMP socket: {_oserror(e)}")
+    try:
+        sock.setblocking(False)
+        if cd.bindto is not None:
+            sock.bind((_host(cd.bindto), 0))
+        sock.connect((_host(a), 0))
+        head = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, seq)
+        if not v6:             # ICMPv6's checksum is the kernel's (pseudo-header)
+            head = head[:2] + struct.pack("!H", _icmp_sum(head + payload)) + head[4:]
+        await loop.sock_sendall(sock, head + payload)
+        deadline = loop.time() + cd.connect_timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+            if raw and not v6 and data:
+                data = data[(data[0] & 0x0F) * 4:]          # the IPv4 header
+            if len(data) < 8:
+                continue
+            typ, _code, _sum, rid, rseq = struct.unpack_from("!BBHHH", data)
+            # a ping socket sets the id itself: match the sequence only
+            if typ == (129 if v6 else 0) and rseq == seq and (rid == ident or not raw):
+                return Result(True)
+    except TimeoutError:
+        return Result(False, f"no echo reply from {_host(a)} within {cd.connect_timeout:g}s")
+    except OSError as e:
+        return Result(False, f"ping {_host(a)}: {_oserror(e)}")
+    finally:
+        sock.close()
+
+
 ATTEMPTS: dict[str, Callable[[CheckerDef, Addr, int], Awaitable[Result]]] = {
     "TCP_CHECK": tcp_check, "HTTP_GET": http_check, "SSL_GET": http_check,
-    "MISC_CHECK": misc_check, "DNS_CHECK": dns_check}
+    "MISC_CHECK": misc_check, "DNS_CHECK": dns_check, "UDP_CHECK": udp_check,
+    "PING_CHECK": ping_check}
 
 
 # ------------------------------------------------------------------ manager
@@ -518,11 +637,11 @@ def _argv_text(c: ia.Command) -> list[str]:
     words = [{ia.ADD_SERVER: "-a", ia.EDIT_SERVER: "-e", ia.DEL_SERVER: "-d",
               ia.ADD_SERVICE: "-A", ia.EDIT_SERVICE: "-E", ia.DEL_SERVICE: "-D"}.get(c.cmd, c.cmd)]
     if c.has_service and c.addr is not None and c.port is not None:
-        words += ["-t" if c.protocol == 6 else "-u", format_endpoint(c.addr, c.port)]
+        words += [PROTO_SWITCH.get(c.protocol or 0, "-u"), format_endpoint(c.addr, c.port)]
     if c.has_dest and c.daddr is not None and c.dport is not None:
         words += ["-r", format_endpoint(c.daddr, c.dport)]
         if c.cmd != ia.DEL_SERVER:
-            words += ["-m", "-w", str(c.weight)]
+            words += [{FWD_MASQ: "-m", FWD_TUNNEL: "-i"}.get(c.fwd, "-g"), "-w", str(c.weight)]
     elif c.cmd in (ia.ADD_SERVICE, ia.EDIT_SERVICE):
         words += ["-s", c.scheduler]
     return words

@@ -25,7 +25,7 @@ netmasks, -b flag names, scheduler names -- in ipvsadm_values.py):
 
 Refused with a clear error although ipvsadm accepts them (userlb does not
 implement them): schedulers lblc lblcr dh twos, fwmark services (-f, -6),
-SCTP services, persistence engines (--pe), tunnel options, the sync daemon
+persistence engines (--pe), tunnel options, the sync daemon
 commands, host and service *names* (addresses and ports must be numeric).
 `-p` with `mhs` is refused (docs/mhs-spec.md rule 1).  Forwarding methods -g/-i are
 parsed here; the configuration (config.py) refuses them for now.
@@ -57,10 +57,18 @@ from ..model import (
     FWD_DROUTE,
     FWD_MASQ,
     FWD_TUNNEL,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    TUN_F_CSUM,
+    TUN_F_REMCSUM,
+    TUN_GRE,
+    TUN_GUE,
+    TUN_IPIP,
+    TUN_NONE,
+    TUN_TYPE_NAMES,
     Addr,
     DestKey,
     Service,
@@ -130,10 +138,12 @@ _UNSUPPORTED_OPTIONS = (
     ("ipv6", "-6 (fwmark services)"), ("pe", "--pe (persistence engines)"),
     ("mcast-interface", "--mcast-interface"), ("syncid", "--syncid"),
     ("mcast-group", "--mcast-group"), ("mcast-port", "--mcast-port"),
-    ("mcast-ttl", "--mcast-ttl"), ("sync-maxlen", "--sync-maxlen"),
-    ("tun-type", "--tun-type"), ("tun-port", "--tun-port"),
-    ("tun-nocsum", "--tun-nocsum"), ("tun-csum", "--tun-csum"),
-    ("tun-remcsum", "--tun-remcsum"))
+    ("mcast-ttl", "--mcast-ttl"), ("sync-maxlen", "--sync-maxlen"))
+
+#: the tunnel options of -a/-e and, per tunnel type, whether each is
+#: compulsory '+', illegal 'x' or one of an exclusive group '1' (ipvsadm 1.31)
+_TUN_OPTIONS = ("tun-port", "tun-nocsum", "tun-csum", "tun-remcsum")
+_TUN_RULES = {TUN_IPIP: "xxxx", TUN_GUE: "+111", TUN_GRE: "x11x"}
 
 #: listing switch attribute -> ipvsadm option key
 _SWITCHES = (("numeric", "numeric"), ("connections", "connection"),
@@ -162,7 +172,7 @@ class Command:
 
     __slots__ = ("cmd", "line", "given", "protocol", "af", "addr", "port",
                  "sched_name", "flags", "timeout", "netmask", "options",
-                 "daddr", "dport", "daf", "fwd", "weight", "u_threshold",
+                 "daddr", "dport", "daf", "fwd", "tun", "weight", "u_threshold",
                  "l_threshold", "numeric", "connections", "timeouts_list",
                  "daemon", "stats", "rate", "thresholds", "persistent_conn",
                  "exact", "nosort", "tun_info", "set_timeouts", "text", "health")
@@ -185,6 +195,7 @@ class Command:
         self.dport: int | None = None
         self.daf: int | None = None
         self.fwd = FWD_DROUTE
+        self.tun = TUN_NONE             # (tun_type, tun_port, tun_flags), -i only
         self.weight = 1
         self.u_threshold = 0
         self.l_threshold = 0
@@ -313,8 +324,6 @@ def _refuse_unsupported(cmd: str, raw: _Raw) -> None:
         name = raw["service-address"][0]
         if name == "fwmark-service":
             raise ConfigError("fwmark services (-f) are not supported by userlb")
-        if name == "sctp-service":
-            raise ConfigError("SCTP services are not supported by userlb")
     legal = LEGAL.get(cmd) or {}
     for key, what in _UNSUPPORTED_OPTIONS:
         if key in raw and key in legal:      # else reported as illegal with this command
@@ -324,7 +333,8 @@ def _refuse_unsupported(cmd: str, raw: _Raw) -> None:
 def _service_fields(c: Command, raw: _Raw) -> None:
     if "service-address" in raw:
         name, val = raw["service-address"]
-        c.protocol = IPPROTO_TCP if name == "tcp-service" else IPPROTO_UDP
+        c.protocol = {"tcp-service": IPPROTO_TCP,
+                      "sctp-service": IPPROTO_SCTP}.get(name, IPPROTO_UDP)
         c.af, c.addr, port = parse_service_address(val or "", c.protocol)
         c.port = 0 if port is None else port
         c.netmask = Service.full_netmask(c.af)
@@ -347,6 +357,19 @@ def _dest_fields(c: Command, raw: _Raw) -> None:
     if "forwarding-method" in raw:
         c.fwd = {"masquerading": FWD_MASQ, "ipip": FWD_TUNNEL,
                  "gatewaying": FWD_DROUTE}[raw["forwarding-method"][0]]
+    ttype, tport, tflags = TUN_NONE
+    if "tun-type" in raw:
+        val = raw["tun-type"][1] or ""
+        if val not in TUN_TYPE_NAMES:
+            raise ConfigError("illegal tunnel type specified")
+        ttype = TUN_TYPE_NAMES.index(val)
+    if "tun-port" in raw:
+        tport = checked(raw["tun-port"][1], 1, 65535, "illegal tunnel port specified")
+    if "tun-csum" in raw:
+        tflags |= TUN_F_CSUM
+    if "tun-remcsum" in raw:
+        tflags |= TUN_F_REMCSUM
+    c.tun = (ttype, tport, tflags)
     if "weight" in raw:
         # ipvsadm 1.31 takes 0..INT_MAX (the kernel's weight is an int)
         c.weight = checked(raw["weight"][1], 0, INT_MAX, "illegal weight specified")
@@ -428,6 +451,24 @@ def _check_dest(c: Command, raw: _Raw) -> None:
                 or bracket_hint(raw.get("service-address", ("", None))[1]))
         raise ConfigError("Different address family is allowed only for tunneling servers"
                           + hint)
+    given = [k for k in ("tun-type",) + _TUN_OPTIONS if k in raw]
+    if given and c.fwd != FWD_TUNNEL:
+        raise ConfigError("Tunnel options conflict with forward method")
+    ttype = c.tun[0]
+    name = TUN_TYPE_NAMES[ttype]
+    last = None
+    for opt, rule in zip(_TUN_OPTIONS, _TUN_RULES[ttype], strict=True):
+        if opt not in raw:
+            if rule == "+":
+                raise ConfigError(f"You need to supply the '{opt}' option for the "
+                                  f"'{name}' tunnel type")
+        elif rule == "x":
+            raise ConfigError(f"Illegal '{opt}' option with the '{name}' tunnel type")
+        elif rule == "1":
+            if last is not None:
+                raise ConfigError(f"The option '{opt}' conflicts with the '{last}' option "
+                                  f"in the '{name}' tunnel type")
+            last = opt
     # -y above -x is refused by the director (as the kernel does), not here
 
 

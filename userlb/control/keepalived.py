@@ -16,10 +16,9 @@ Keywords, with keepalived.conf(5)'s meaning (docs/keepalived.md lists them):
   (`global_defs`, every `vrrp_*` and `static_*` block, `track_*`, `bfd_*`,
   ...) are skipped on purpose: real keepalived does those.  Any other
   keyword is an error, as `keepalived -t` reports it.
-* `virtual_server fwmark N`, `protocol SCTP`, `lb_kind DR|TUN`, persistence
+* `virtual_server fwmark N`, persistence
   engines, a regex in `url`, the checkers userlb does not have
-  (`SMTP_CHECK`, `UDP_CHECK`, `PING_CHECK`, `FILE_CHECK`,
-  `BFD_CHECK`) are refused, one clear message naming the line.
+  (`SMTP_CHECK`, `FILE_CHECK`, `BFD_CHECK`) are refused, one clear message naming the line.
 * Accepted with a note (what userlb does instead; `notes` lists them, `userlb
   check-config` prints them): `ha_suspend` (checkers always run: userlb has
   no local VIPs yet), `smtp_alert` (no mail), `hashed` (the kernel sets it
@@ -33,8 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..model import (
-    IPPROTO_TCP,
     PROTO_NAMES,
+    PROTO_SWITCH,
     Addr,
     ServiceKey,
     format_endpoint,
@@ -56,11 +55,11 @@ DEFAULT_QUORUM = 1
 MAX_TIMEOUT = ia.MAX_TIMEOUT          # ipvsadm's bound for -p (31 days)
 MAX_SECONDS = 86400.0 * 31
 
-CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK")
+CHECKERS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK", "UDP_CHECK",
+            "PING_CHECK")
 #: DNS_CHECK `type` names -> query type numbers
 DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
-REFUSED_CHECKERS = ("SMTP_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK",
-                    "BFD_CHECK")
+REFUSED_CHECKERS = ("SMTP_CHECK", "FILE_CHECK", "BFD_CHECK")
 #: top-level keywords of keepalived's other parts: skipped on purpose
 SKIPPED_TOP = ("global_defs", "linkbeat_interfaces", "track_file", "track_process",
                "garp_group", "net_namespace", "net_namespace_ipvs", "namespace_with_ipsets",
@@ -103,6 +102,11 @@ class CheckerDef:
     dns_name: str = "."
     user: str | None = None
     group: str | None = None
+    payload: bytes = b""                    # UDP_CHECK: the datagram sent
+    require_reply: bool = False             # UDP_CHECK: up only with an answer ...
+    reply_prefix: bytes | None = None       # ... starting with these bytes
+    min_reply_length: int = 0
+    max_reply_length: int | None = None
     file: str = field(default="", compare=False)
     line: int = field(default=0, compare=False)
 
@@ -125,6 +129,7 @@ class RealServer:
     notify_down: str | None = None
     u_threshold: int = 0
     l_threshold: int = 0
+    method: str = ""                        # -m / -g / -i of lb_kind; "": the virtual server's
     checkers: list[CheckerDef] = field(default_factory=list)
     file: str = ""
     line: int = 0
@@ -159,6 +164,8 @@ class VirtualServer:
     quorum_down: str | None = None
     sorry_server: tuple[Addr, int] | None = None
     sorry_inhibit: bool = False
+    method: str = "-m"                      # lb_kind NAT / DR / TUN as -m / -g / -i
+    sorry_method: str = ""                  # sorry_server_lvs_method; "": `method`
     inhibit_on_failure: bool = False
     ha_suspend: bool = False
     virtualhost: str | None = None
@@ -197,7 +204,7 @@ class KeepalivedConf:
 
 def service_argv(vs: VirtualServer, key: ServiceKey) -> list[str]:
     proto, addr, port = key
-    argv = ["-A", "-t" if proto == IPPROTO_TCP else "-u", format_endpoint(addr, port),
+    argv = ["-A", PROTO_SWITCH.get(proto, "-u"), format_endpoint(addr, port),
             "-s", vs.sched]
     if vs.flag_names:
         argv += ["-b", ",".join(vs.flag_names)]
@@ -216,10 +223,10 @@ def service_command(vs: VirtualServer, key: ServiceKey) -> ia.Command:
 
 
 def dest_argv(key: ServiceKey, addr: Addr, port: int, weight: int, u: int = 0, lo: int = 0,
-              edit: bool = False) -> list[str]:
+              edit: bool = False, method: str = "-m") -> list[str]:
     proto, vaddr, vport = key
-    argv = ["-e" if edit else "-a", "-t" if proto == IPPROTO_TCP else "-u",
-            format_endpoint(vaddr, vport), "-r", format_endpoint(addr, port), "-m",
+    argv = ["-e" if edit else "-a", PROTO_SWITCH.get(proto, "-u"),
+            format_endpoint(vaddr, vport), "-r", format_endpoint(addr, port), method,
             "-w", str(weight)]
     if u or lo:
         argv += ["-x", str(u), "-y", str(lo)]
@@ -229,7 +236,8 @@ def dest_argv(key: ServiceKey, addr: Addr, port: int, weight: int, u: int = 0, l
 def dest_command(vs: VirtualServer, key: ServiceKey, rs: RealServer, weight: int,
                  edit: bool = False) -> ia.Command:
     return ia.parse_argv(dest_argv(key, rs.addr, rs.port_for(key[2]), weight,
-                                   rs.u_threshold, rs.l_threshold, edit))
+                                   rs.u_threshold, rs.l_threshold, edit,
+                                   rs.method or vs.method))
 
 
 # ---------------------------------------------------------------- the file

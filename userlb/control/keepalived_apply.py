@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import Addr, DestKey, ServiceKey, format_endpoint
+from ..model import PROTO_SWITCH, Addr, DestKey, ServiceKey, format_endpoint
 from . import ipvsadm as ia
 from .config import Config
 from .keepalived import KeepalivedConf, RealServer, VirtualServer, dest_argv, service_command
@@ -136,6 +136,15 @@ class VsState:
             out.add(self.vs.sorry_server)
         return out
 
+    def method(self, dk: DestKey, vport: int) -> str:
+        """The forwarding switch (-m / -g / -i) of destination `dk`."""
+        for s in self.rs:
+            if (s.rs.addr, s.rs.port_for(vport)) == dk:
+                return s.rs.method or self.vs.method
+        if dk == self.vs.sorry_server:
+            return self.vs.sorry_method or self.vs.method
+        return self.vs.method
+
     def thresholds(self, dk: DestKey, vport: int) -> tuple[int, int]:
         for s in self.rs:
             if (s.rs.addr, s.rs.port_for(vport)) == dk:
@@ -144,13 +153,14 @@ class VsState:
 
 
 def _dest_cmd(kind: str, key: ServiceKey, addr: Addr, port: int, weight: int = 0,
-              th: tuple[int, int] = (0, 0)) -> ia.Command:
+              th: tuple[int, int] = (0, 0), method: str = "-m") -> ia.Command:
     if kind == "-d":
         proto, vaddr, vport = key
-        return ia.parse_argv(["-d", "-t" if proto == 6 else "-u",
+        return ia.parse_argv(["-d", PROTO_SWITCH.get(proto, "-u"),
                               format_endpoint(vaddr, vport), "-r",
                               format_endpoint(addr, port)])
-    return ia.parse_argv(dest_argv(key, addr, port, weight, th[0], th[1], edit=kind == "-e"))
+    return ia.parse_argv(dest_argv(key, addr, port, weight, th[0], th[1], edit=kind == "-e",
+                                   method=method))
 
 
 def reconcile(config: Config, st: VsState) -> list[ia.Command]:
@@ -169,10 +179,12 @@ def reconcile(config: Config, st: VsState) -> list[ia.Command]:
         for dk, w in want.items():
             cur = svc.find_dest(*dk)
             if cur is None:
-                cmds.append(_dest_cmd("-a", key, dk[0], dk[1], w, st.thresholds(dk, key[2])))
+                cmds.append(_dest_cmd("-a", key, dk[0], dk[1], w, st.thresholds(dk, key[2]),
+                                      st.method(dk, key[2])))
             elif cur.weight != w:
                 cmds.append(_dest_cmd("-e", key, dk[0], dk[1], w,
-                                      (cur.u_threshold, cur.l_threshold)))
+                                      (cur.u_threshold, cur.l_threshold),
+                                      st.method(dk, key[2])))
     return cmds
 
 
@@ -189,7 +201,8 @@ def initial_commands(states: list[VsState],
             # in keepalived.conf's order, as keepalived adds them (the kernel
             # lists the newest first)
             for dk, w in st.desired(key).items():
-                cmds.append(_dest_cmd("-a", key, dk[0], dk[1], w, st.thresholds(dk, key[2])))
+                cmds.append(_dest_cmd("-a", key, dk[0], dk[1], w, st.thresholds(dk, key[2]),
+                                      st.method(dk, key[2])))
     return cmds
 
 

@@ -19,6 +19,7 @@ from ..model import (
     AF_INET,
     AF_INET6,
     DEFAULT_PERSISTENCE_TIMEOUT,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     PROTO_NAMES,
@@ -97,6 +98,21 @@ def _script(st: Stmt) -> str:
     return " ".join(st.args)
 
 
+def _hexdata(st: Stmt) -> bytes:
+    """UDP_CHECK's data: hexadecimal digits, 0x prefix allowed, at most 65507 bytes."""
+    text = "".join(st.args)
+    if text[:2].lower() == "0x":
+        text = text[2:]
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        data = None
+    if data is None or len(data) > 65507:
+        raise st.error(f"{st.keyword}: {' '.join(st.args)!r} is not hexadecimal data "
+                       "(an even number of hex digits, at most 65507 bytes)")
+    return data
+
+
 def _addr(st: Stmt, text: str) -> tuple[int, Addr]:
     try:
         return parse_addr(text)
@@ -112,13 +128,15 @@ def _port(st: Stmt, text: str) -> int:
     return v
 
 
-def _method(st: Stmt) -> None:
+_METHODS = {"NAT": "-m", "DR": "-g", "TUN": "-i"}
+
+
+def _method(st: Stmt) -> str:
+    """lb_kind / lvs_method NAT|DR|TUN as ipvsadm's -m / -g / -i (a TUN
+    real server tunnels with ipip, the kernel's default)."""
     m = _one(st, "NAT, DR or TUN").upper()
-    if m == "NAT":
-        return
-    if m in ("DR", "TUN"):
-        raise st.error(f"{st.keyword} {m}: userlb only forwards with masquerading "
-                       "(NAT) for now (ipvsadm -g/-i are refused too)")
+    if m in _METHODS:
+        return _METHODS[m]
     raise st.error(f"{st.keyword}: {st.args[0]!r} is not NAT, DR or TUN")
 
 
@@ -228,6 +246,8 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
             urls.append(_url(s))
             continue
         _no_block(s)
+        if kind == "PING_CHECK" and k in ("connect_port", "bind_port"):
+            raise s.error(f"{k} in PING_CHECK: an ICMP echo has no port")
         if kind != "MISC_CHECK" and k == "connect_ip":
             kw["connect_ip"] = _addr(s, _one(s, "an address"))[1]
         elif kind != "MISC_CHECK" and k == "connect_port":
@@ -258,6 +278,15 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
                                       if name != "."):
                 raise s.error(f"name: {name!r} is not a domain name")
             kw["dns_name"] = name
+        elif kind == "UDP_CHECK" and k == "payload":
+            kw["payload"] = _hexdata(s)
+        elif kind == "UDP_CHECK" and k == "require_reply":
+            kw["require_reply"] = True
+            kw["reply_prefix"] = _hexdata(s) if s.args else None
+        elif kind == "UDP_CHECK" and k == "min_reply_length":
+            kw["min_reply_length"] = _int(s, 0, 65535)
+        elif kind == "UDP_CHECK" and k == "max_reply_length":
+            kw["max_reply_length"] = _int(s, 0, 65535)
         elif kind == "MISC_CHECK" and k == "user":
             if not 1 <= len(s.args) <= 2:
                 raise s.error("user takes USER [GROUP]")
@@ -272,6 +301,9 @@ def _checker(st: Stmt, defaults: _Defaults, vs_delay: float) -> CheckerDef:
             raise s.error(f"unknown keyword {k!r} in {kind}")
     if kind in ("HTTP_GET", "SSL_GET") and not urls:
         raise st.error(f"{kind} needs at least one url {{ path ... }}")
+    lo_len, hi_len = kw.get("min_reply_length", 0), kw.get("max_reply_length", 65535)
+    if isinstance(lo_len, int) and isinstance(hi_len, int) and lo_len > hi_len:
+        raise st.error("UDP_CHECK: min_reply_length is above max_reply_length")
     if kind == "MISC_CHECK" and "misc_path" not in kw:
         raise st.error("MISC_CHECK needs misc_path")
     d = own.over(defaults)
@@ -318,12 +350,12 @@ def _real_server(st: Stmt, notes: list[str]) -> _RawRS:
             continue
         if k in REFUSED_CHECKERS:
             raise s.error(f"{k} is not implemented by userlb (it has TCP_CHECK, HTTP_GET, "
-                          "SSL_GET, MISC_CHECK and DNS_CHECK)")
+                          "SSL_GET, MISC_CHECK, DNS_CHECK, UDP_CHECK and PING_CHECK)")
         _no_block(s)
         if k == "weight":
             rs.weight = _int(s, 0, 65535)
         elif k in ("lvs_method", "lb_kind"):
-            _method(s)
+            rs.method = _method(s)
         elif k == "inhibit_on_failure":
             raw.inhibit = _flag(s)
         elif k == "notify_up":
@@ -438,15 +470,12 @@ def virtual_server(st: Stmt, groups: dict[str, Stmt], notes: list[str]) -> Virtu
         elif k == "ops":
             vs.onepacket, ops_stmt = _flag(s), s
         elif k in ("lb_kind", "lvs_method"):
-            _method(s)
+            vs.method = _method(s)
         elif k == "protocol":
             p = _one(s, "TCP, UDP or SCTP").upper()
-            if p == "SCTP":
-                raise s.error("protocol SCTP: userlb does not forward SCTP (SCTP services "
-                              "are refused by userlb)")
-            if p not in ("TCP", "UDP"):
+            if p not in ("TCP", "UDP", "SCTP"):
                 raise s.error(f"protocol: {s.args[0]!r} is not TCP, UDP or SCTP")
-            proto = IPPROTO_TCP if p == "TCP" else IPPROTO_UDP
+            proto = {"TCP": IPPROTO_TCP, "SCTP": IPPROTO_SCTP}.get(p, IPPROTO_UDP)
         elif k == "persistence_timeout":
             vs.persistence = (DEFAULT_PERSISTENCE_TIMEOUT if not s.args
                               else _int(s, 1, MAX_TIMEOUT))
@@ -471,7 +500,7 @@ def virtual_server(st: Stmt, groups: dict[str, Stmt], notes: list[str]) -> Virtu
         elif k == "sorry_server_inhibit":
             vs.sorry_inhibit = _flag(s)
         elif k == "sorry_server_lvs_method":
-            _method(s)
+            vs.sorry_method = _method(s)
         elif k == "inhibit_on_failure":
             vs.inhibit_on_failure = _flag(s)
         elif k == "ha_suspend":

@@ -46,9 +46,14 @@ from ..model import (
     FWD_MASQ,
     FWD_NAMES,
     FWD_TUNNEL,
+    IPPROTO_SCTP,
     PROTO_NAMES,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    TUN_GRE,
+    TUN_GUE,
+    TUN_IPIP,
+    TUN_TYPE_NAMES,
     Addr,
     Dest,
     Service,
@@ -68,6 +73,9 @@ CONN_TAB_SIZE = 4096
 #: "TCP" / "UDP" in listings, -t / -u in saved rules
 PROTO_TITLE = {p: name.upper() for p, name in PROTO_NAMES.items()}
 PROTO_OPTION = {p: f"-{name[0]}" for p, name in PROTO_NAMES.items()}
+PROTO_OPTION[IPPROTO_SCTP] = "--sctp-service"     # ipvsadm has no short form
+_TUN_FLAG_TEXT = ("-c", "+c", "r+c")
+_TUN_FLAG_OPTION = ("--tun-nocsum", "--tun-csum", "--tun-remcsum")
 FWD_SWITCH = {FWD_MASQ: "-m", FWD_TUNNEL: "-i", FWD_DROUTE: "-g", FWD_LOCALNODE: "-g"}
 
 
@@ -304,7 +312,7 @@ def _dest_line(d: Dest, stats: bool, rate: bool, thresholds: bool, persistent_co
         return f"{dn} {d.u_threshold:<10d} {d.l_threshold:<10d} {conns}"
     if persistent_conn:
         return f"{dn} {d.weight:<9d} {d.persistconns:<11d} {conns}"
-    tun = f" {'n/a':<13}" if tun_info else ""
+    tun = f" {tun_info_text(d):<13}" if tun_info else ""
     return f"{dn} {FWD_NAMES[d.fwd]:<7}{tun} {d.weight:<6d} {conns}"
 
 
@@ -444,10 +452,32 @@ def service_rule(svc: Service) -> str:
     return s
 
 
+def tun_info_text(d: Dest) -> str:
+    """The TunnelInfo column of `-L --tun-info` (ipvsadm 1.31): `ipip`,
+    `gue:PORT:FLAGS`, `gre:FLAGS` (FLAGS -c, +c or r+c), `n/a` for a
+    destination that does not tunnel."""
+    if d.fwd != FWD_TUNNEL:
+        return "n/a"
+    ttype, tport, tflags = d.tun
+    if ttype == TUN_GUE:
+        return f"gue:{tport}:{_TUN_FLAG_TEXT[tflags]}"
+    if ttype == TUN_GRE:
+        return f"gre:{_TUN_FLAG_TEXT[tflags]}"
+    return "ipip"
+
+
 def dest_rule(svc: Service, d: Dest) -> str:
-    """`-a -t VIP:PORT -r RIP:RPORT -m -w W` (+ -x/-y when non-zero)."""
+    """`-a -t VIP:PORT -r RIP:RPORT -m -w W` (+ the tunnel options of -i as
+    ipvsadm 1.31 writes them, + -x/-y when non-zero)."""
     s = (f"-a {PROTO_OPTION[svc.protocol]} {format_endpoint(svc.addr, svc.port)} "
          f"-r {format_endpoint(d.addr, d.port)} {FWD_SWITCH[d.fwd]} -w {d.weight}")
+    if d.fwd == FWD_TUNNEL:
+        ttype, tport, tflags = d.tun
+        s += f" --tun-type {TUN_TYPE_NAMES[ttype]}"
+        if ttype == TUN_GUE:
+            s += f" --tun-port {tport}"
+        if ttype != TUN_IPIP:
+            s += f" {_TUN_FLAG_OPTION[tflags]}"
     if d.u_threshold:
         s += f" -x {d.u_threshold}"
     if d.l_threshold:

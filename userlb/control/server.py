@@ -80,6 +80,8 @@ MAX_ENTRIES = 100_000_000
 REFUSE_READ_TIMEOUT = 5.0
 #: a request line longer than this is decoded in a worker thread
 BIG_LINE = 1 << 20
+#: the defense settings (dataplane/defense.py): amemthresh (entries), modes 0..3
+_DEFENSE_KEYS = ("amemthresh", "drop_entry", "drop_packet", "secure_tcp")
 
 
 class ControlError(Exception):
@@ -414,20 +416,36 @@ class ControlServer:
 
     def _settings(self, settings: dict[str, Any]) -> str:
         for k, v in settings.items():
-            if k == "sloppy_tcp":
+            if k == "sloppy_tcp" or k == "sloppy_sctp":
                 if not isinstance(v, bool):
-                    raise P.ProtocolError("sloppy_tcp must be true or false")
+                    raise P.ProtocolError(f"{k} must be true or false")
             elif k == "max_entries":
                 if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_ENTRIES:
                     raise P.ProtocolError(f"max_entries must be an integer 1..{MAX_ENTRIES}")
+            elif k in _DEFENSE_KEYS:
+                if isinstance(v, bool) or not isinstance(v, int) or not (
+                        0 <= v <= 3 if k != "amemthresh" else 1 <= v <= MAX_ENTRIES):
+                    raise P.ProtocolError(f"{k} must be an integer "
+                                          f"{'0..3' if k != 'amemthresh' else '1..'}")
             else:
-                raise P.ProtocolError(f"unknown setting {k!r} (settable: sloppy_tcp, "
-                                      f"max_entries)")
+                raise P.ProtocolError(f"unknown setting {k!r} (settable: sloppy_tcp, sloppy_sctp, "
+                                      f"max_entries, amemthresh, drop_entry, drop_packet, "
+                                      f"secure_tcp)")
         if "sloppy_tcp" in settings:
             self.engine.sloppy_tcp = settings["sloppy_tcp"]
+        if "sloppy_sctp" in settings:
+            self.engine.sloppy_sctp = settings["sloppy_sctp"]
         if "max_entries" in settings:
             self.engine.max_entries = settings["max_entries"]
             self.log(f"control: max_entries set to {settings['max_entries']}")
+        defense = getattr(self.engine, "defense", None)
+        for k in _DEFENSE_KEYS:
+            if k in settings and defense is not None:
+                if k == "amemthresh":
+                    defense.set_amemthresh(settings[k])
+                else:
+                    defense.set_mode(k, settings[k])
+                self.log(f"control: {k} set to {settings[k]}")
         return settings_text(self.engine)
 
     # --------------------------------------------------------------- listing
@@ -528,9 +546,13 @@ def state_text(config: Config,
 def settings_text(engine: EngineControl) -> str:
     """`userlb adm --show-settings` (sysctl-like, one `name = value` a line)."""
     out = [f"sloppy_tcp = {1 if engine.sloppy_tcp else 0}",
+           f"sloppy_sctp = {1 if engine.sloppy_sctp else 0}",
            f"conn_entries = {len(engine)}",
            f"max_entries = {engine.max_entries}",
            f"conn_limit_drops = {engine.drops.get(R_CONN_LIMIT, 0)}"]
+    defense = getattr(engine, "defense", None)
+    if defense is not None:         # docs/ipvs.md §11 (dataplane/defense.py)
+        out += [f"{k} = {v}" for k, v in defense.settings()]
     return "\n".join(out) + "\n"
 
 

@@ -103,7 +103,7 @@ class Xlate:
     engine's global Stats -- a private one if none is given)."""
     __slots__ = ("svc", "dest", "proto", "vaddr", "vport", "daddr", "dport", "fwd",
                  "plan_in", "plan_out", "fast_in", "fast_out", "counted",
-                 "sstats", "dstats", "stateless", "okey4")
+                 "sstats", "dstats", "stateless", "okey4", "in_only", "sig")
 
     def __init__(self, svc, dest, dec_ttl=False, gstats=None):
         self.svc = svc
@@ -118,6 +118,10 @@ class Xlate:
         self.counted = (dest.stats, svc.stats, Stats() if gstats is None else gstats)
         sched = svc.sched
         self.stateless = sched is not None and sched.stateless
+        # client -> server packets move by the protocol's INPUT rows; a method
+        # whose replies bypass the director sets this for its INPUT-ONLY rows
+        self.in_only = False
+        self.sig = (dest.fwd, dest.tun)     # a change of these needs a new Xlate
         self.fwd = xmit.method(dest)
         self.fwd.prepare(self, dec_ttl)
         # IPv4: the reply key without the client (| caddr << 32 | cport)

@@ -3,7 +3,8 @@ point for packets (docs/ipvs.md §4, §5, §7; docs/mhs-spec.md rules 8-13).
 
 The engine keeps the lookup, the life of entries and the verdict; what
 depends on the L4 protocol is in proto/ (tcp, udp, icmp), the rewrite of
-each forwarding method in xmit/ (masq), the IPv4 fast path in fast4.py.
+each forwarding method in xmit/ (masq; dr and tunnel, whose transmit
+hooks give the verdicts V_XMIT_L2 / V_XMIT_IP), the IPv4 fast path in fast4.py.
 
 Theory of operation
 -------------------
@@ -76,11 +77,14 @@ from .conntrack import (
     Xlate,
     make_key,
 )
+from .defense import R_DEFENSE_DROP, Defense
 from .fast4 import Fast4
 from .frag import Reassembler
 from .packet import (
     FLOW,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
+    IPPROTO_UDP,
     P_DADDR,
     P_DPORT,
     P_FRAG,
@@ -95,6 +99,8 @@ from .packet import (
     parse,
 )
 from .proto import PROTOCOLS, icmp
+from .proto.tcp import set_secure
+from .sctpstate import S_CLOSED
 from .stats import RateEstimators
 from .tcpstate import CLOSE, ESTABLISHED, FIN_WAIT, IS_ACTIVE, TIME_WAIT, UDP, make_timeouts
 from .verdict import (  # noqa: F401
@@ -115,6 +121,9 @@ from .verdict import (  # noqa: F401
     V_FORWARD,
     V_FORWARD_OUT,
     V_REPLY,
+    V_XMIT_IP,
+    V_XMIT_L2,
+    V_XMIT_L2_OUT,
     VERDICT_NAMES,
 )
 
@@ -131,7 +140,13 @@ class Engine(Fast4):
     for a RST, 'no_dest' for an ICMP unreachable -- and the answer is counted
     in ``replies`` ('rst', 'icmp_unreach'), not in ``drops``).
 
-    Options: ``sloppy_tcp`` (settable at run time), ``rst_on_no_entry``,
+    Direct routing and tunnels (xmit/dr.py, tunnel.py) add V_XMIT_L2 (send
+    ``buf[:out_len]`` on the link to ``out_xl``'s real server), V_XMIT_L2_OUT
+    (the same with ``out``) and V_XMIT_IP (send ``out``, or each packet of
+    it when it is a list, as the director's own); the driver side is
+    l2out.py, which also fills ``tun_paths`` and answers ``path_miss``.
+
+    Options: ``sloppy_tcp``, ``sloppy_sctp`` (settable at run time), ``rst_on_no_entry``,
     ``max_entries`` (settable), ``dec_ttl`` (construction only: decrement
     TTL / hop limit on the general path and drop at 0), ``frag_high_thresh``
     and ``frag_timeout`` (reassembly limits), ``expire_quiescent_template``
@@ -147,14 +162,16 @@ class Engine(Fast4):
 
     def __init__(self, sloppy_tcp=False, rst_on_no_entry=True, max_entries=1_000_000,
                  dec_ttl=False, frag_high_thresh=4 * 1024 * 1024, frag_timeout=30.0,
-                 expire_quiescent_template=False):
+                 expire_quiescent_template=False, sloppy_sctp=False):
         self.sloppy_tcp = sloppy_tcp      # settable at run time
+        self.sloppy_sctp = sloppy_sctp    # settable at run time (proto/sctp.py)
         self.expire_quiescent_template = expire_quiescent_template   # settable
         self.rst_on_no_entry = rst_on_no_entry
         self._dec_ttl = bool(dec_ttl)     # fixed at construction (the NAT plans depend on it)
         self._fast = not dec_ttl          # the IPv4 fast path never touches the TTL
         self.ct = ConnTable(max_entries)
         self._conns = self.ct.map
+        self.defense = Defense(self.ct, set_secure)     # drop_entry, drop_packet, secure_tcp
         self.frags = Reassembler(frag_high_thresh, frag_timeout)
         self.stats = Stats()              # global totals
         self.rates = RateEstimators()     # 2 s estimators, stepped by expire()
@@ -163,6 +180,10 @@ class Engine(Fast4):
         self.replies = Counter()          # 'rst' / 'icmp_unreach' -> count
         self.out = b""
         self.out_len = 0
+        self.out_xl = None                # V_XMIT_L2*: the pair whose real server gets it
+        self.partial_csum = 0             # vnet.py: (csum_start, field, gso type, gso size)
+        self.tun_paths = {}               # tunnel server -> (outer source, path MTU): the driver's
+        self.path_miss = None             # the driver's callback for a server without a path
         self.last_reason = None
         self._tmo = make_timeouts()
         self._services = ()
@@ -244,6 +265,7 @@ class Engine(Fast4):
         fragment queues, the rate estimators (every 2 s) and the stateless
         schedulers' timers.  Returns the number of entries removed."""
         n = self.ct.sweep(now)
+        self.defense.tick(now)
         self.frags.expire(now)
         self.rates.tick(now)
         for svc in self._services:
@@ -337,15 +359,19 @@ class Engine(Fast4):
         ct = self.ct
         if sched.stateless:
             # docs/mhs-spec.md rules 9, 10: every packet without a live entry
-            dest, need = sched.schedule_sl(caddr, cport, proto == IPPROTO_TCP, flags & TH_SYN,
+            dest, need = sched.schedule_sl(caddr, cport, proto != IPPROTO_UDP, flags & TH_SYN,
                                            now)
             if dest is None:
                 return R_NO_DEST
             if need and ct.count >= ct.max_entries:
                 return R_CONN_LIMIT
+            if need and self.defense.drop_rate and self.defense.todrop():
+                return R_DEFENSE_DROP
             return dest, need, None
         if ct.count >= ct.max_entries:
             return R_CONN_LIMIT
+        if self.defense.drop_rate and self.defense.todrop():     # drop_packet (defense.py)
+            return R_DEFENSE_DROP
         if svc.flags & SVC_F_PERSISTENT:
             return self._persist(svc, proto, caddr, cport, now)
         dest = sched.schedule(caddr, cport)
@@ -415,7 +441,9 @@ class Engine(Fast4):
             elif key == e.ikey:
                 # conn_reuse_mode 1: a SYN (TCP; other protocols' flags are 0)
                 # on a closed entry not controlled by a template: schedule afresh
-                if (r[P_TCPFLAGS] & 6 == 2 and (e.state == TIME_WAIT or e.state == CLOSE)
+                # (SCTP: an INIT, whose code is 2, on a CLOSED entry)
+                if (r[P_TCPFLAGS] & 6 == 2 and (e.state == TIME_WAIT or e.state == CLOSE
+                                                or e.state == S_CLOSED)
                         and e.control is None):
                     self.ct.unlink(e)
                     e = None
@@ -470,6 +498,11 @@ class Engine(Fast4):
         if not ok:
             return self._drop(R_TTL_EXPIRED)
         nbytes = r[P_LEN]
+        if ok is not True:
+            # another method's transmit hook (xmit/dr.py, tunnel.py): counted
+            # first, as IPVS counts before it transmits
+            self._count(xl, inbound, nbytes)
+            return ok(self, buf, nbytes, reasm)
         if inbound:
             for s in xl.counted:
                 s.inpkts += 1
@@ -484,6 +517,16 @@ class Engine(Fast4):
         self.out_len = nbytes
         return V_FORWARD
 
+    def _count(self, xl, inbound, nbytes):
+        if inbound:
+            for s in xl.counted:
+                s.inpkts += 1
+                s.inbytes += nbytes
+        else:
+            for s in xl.counted:
+                s.outpkts += 1
+                s.outbytes += nbytes
+
     def _forward_entry(self, buf, r, e, inbound, now, reasm):
         xl = e.xl
         if not (xl.dest.available or xl.stateless):
@@ -492,7 +535,8 @@ class Engine(Fast4):
         if v != V_DROP:
             ops = PROTOCOLS[r[P_PROTO]]
             st = e.state
-            ns = (ops.next_in if inbound else ops.next_out)[r[P_TCPFLAGS] << 4 | st]
+            t = (ops.next_in_only if xl.in_only else ops.next_in) if inbound else ops.next_out
+            ns = t[r[P_TCPFLAGS] << 4 | st]
             if ns != st:
                 self._transition(e, st, ns, now)
             else:
@@ -508,7 +552,10 @@ class Engine(Fast4):
         proto = r[P_PROTO]
         flags = r[P_TCPFLAGS]
         ops = PROTOCOLS[proto]
-        if not (sched.stateless or ops.conn_schedule(flags, self.sloppy_tcp)):
+        if proto == IPPROTO_SCTP:
+            if not (sched.stateless or ops.conn_schedule(flags, self.sloppy_sctp)):
+                return self._drop(R_NO_ENTRY)       # IPVS leaves it to the local stack
+        elif not (sched.stateless or ops.conn_schedule(flags, self.sloppy_tcp)):
             return self._no_entry_tcp(buf, r)
         got = self._pick(svc, proto, r[P_SADDR], r[P_SPORT], flags, now)
         if type(got) is str:
@@ -518,7 +565,8 @@ class Engine(Fast4):
         v = self._xmit(buf, r, xl, True, reasm)
         if v != V_DROP:
             if need:
-                self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
+                t = ops.next_in_only if xl.in_only else ops.next_in
+                self.link_entry(key, xl, t[flags << 4], now, tpl)
             svc.forwarded = True
         return v
 
@@ -542,7 +590,7 @@ class Engine(Fast4):
         # no entry: a stateless service's flow (client side) ...
         svc = self._svc_tab.get((iproto, qsaddr, qsport))
         if svc is not None and svc.sched is not None and svc.sched.stateless:
-            dest, _ = svc.sched.schedule_sl(qdaddr, qdport, iproto == IPPROTO_TCP, 0, now)
+            dest, _ = svc.sched.schedule_sl(qdaddr, qdport, iproto != IPPROTO_UDP, 0, now)
             if dest is None:
                 return self._drop(R_ICMP_NO_ENTRY)
             return self._xmit(buf, r, self._xlate(svc, dest), True, reasm)

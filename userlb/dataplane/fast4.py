@@ -26,12 +26,29 @@ The speed tricks (each one here only; the rest of the package is plain):
   16-bit checksum plus a 17-bit delta carries at most once.  A computed UDP
   checksum of 0 is sent as 0xFFFF (``or zero_as``); TCP keeps it.
 * The TCP state moves by one tuple index (``flags << 4 | state``, the
-  protocol's table); UDP's table maps its state to itself.
+  protocol's table -- for client packets of direct routing and tunnels
+  (``xl.in_only``) its INPUT-ONLY rows); UDP's table maps its state to
+  itself.
+* The direction's words end with a transmit hook: None for masquerading;
+  for direct routing and tunnels (xmit/dr.py, xmit/tunnel.py) the hook,
+  called with the untouched packet, gives the verdict.
 * Counters: the pair's three Stats objects (``xl.counted``: destination,
   service, global) are unpacked once and each updated in one line (a loop
   over them costs ~5 % of the established path).
 * The rewrite is written once, at the end: each case only chooses the
   direction's words (``fw``), or leaves ``fw`` None for the general path.
+* Partial checksums (``partial``, from vnet.VnetPath: a packet of a TUN
+  device with offloads whose header says NEEDS_CSUM): the L4 field then holds
+  the non-inverted pseudo-header sum P, and the NAT moves it by the address
+  delta only -- the IP header checksum's delta ``ipd``, because the pseudo
+  header holds the same two addresses (the ports are summed by whoever
+  completes the checksum).  So the field becomes ``P + ipd`` folded once, and
+  no conversion is needed before or after.  ``partial`` is the checksum
+  field's offset the header announced; a packet whose field is elsewhere, a
+  packet without entry, one of direct routing or a tunnel, or anything else
+  the fast path does not finish, returns None, nothing counted or changed
+  (the caller converts the field and calls ``process`` again without
+  ``partial``).
 """
 from struct import Struct
 
@@ -57,8 +74,10 @@ class Fast4:
     engine.Engine, whose attributes it uses)."""
 
     __slots__ = ()
+    #: process() takes ``partial`` (vnet.VnetPath looks for this)
+    takes_partial = True
 
-    def process(self, buf, n, now):
+    def process(self, buf, n, now, partial=0):
         if n > len(buf):
             n = len(buf)                   # as packet.parse: never read past the buffer
         if n >= 28 and buf[0] == 0x45 and self._fast:
@@ -82,22 +101,27 @@ class Fast4:
                     flags = 0
                     coff = 26
                     zero_as = 0xFFFF
-            if ops is not None:
+            if ops is not None and (not partial or partial == coff):
                 fw = None
                 e = self._conns.get(key)
                 if e is None:
+                    if partial:
+                        return None             # new flows: with the conversion (vnet.py)
                     fw = self._miss4(buf, now, ops, key, sd, pp, flags, tlen)
                     if type(fw) is int:
                         return fw
                 elif now < e.last + e.timeout:
                     xl = e.xl
-                    if xl.dest.available or xl.stateless:
+                    # (direct routing and tunnels take partial checksums through the
+                    # conversion: the tunnel completes them, xmit/tunnel.py)
+                    if (xl.dest.available or xl.stateless) and not (partial and xl.in_only):
                         st = e.state
                         ds, ss, gs = xl.counted
                         if key == e.ikey:
                             # a SYN on TIME_WAIT/CLOSE: the general path decides
                             if not (flags & 6 == 2 and (st == TIME_WAIT or st == CLOSE)):
-                                ns = ops.next_in[flags << 4 | st]
+                                ns = (ops.next_in_only if xl.in_only
+                                      else ops.next_in)[flags << 4 | st]
                                 fw = xl.fast_in
                                 ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
                                 ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
@@ -115,14 +139,24 @@ class Fast4:
                                 e.timeout = self._tmo[ns]
                                 e.last = now
                 if fw is not None:
-                    ipd, sdd, ppd, l4d = fw
+                    ipd, sdd, ppd, l4d, hook = fw
+                    if hook is not None:
+                        # another forwarding method (xmit/dr.py, tunnel.py): counted and
+                        # state moved like the rest; the method sends the packet
+                        return hook(self, buf, tlen)
                     x = (ipc ^ 0xFFFF) + ipd
                     _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + sdd)
-                    x = (l4c ^ 0xFFFF) + l4d
                     _pack_I(buf, 20, pp + ppd)
-                    _pack_H(buf, coff, (((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF) or zero_as)
+                    if partial:     # P + the address delta, not inverted (module doc)
+                        x = l4c + ipd
+                        _pack_H(buf, coff, (x & 0xFFFF) + (x >> 16))
+                    else:
+                        x = (l4c ^ 0xFFFF) + l4d
+                        _pack_H(buf, coff, (((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF) or zero_as)
                     self.out_len = tlen
                     return 1
+        if partial:
+            return None
         return self._general(buf, n, now)
 
     def _miss4(self, buf, now, ops, key, sd, pp, flags, tlen):
@@ -157,7 +191,8 @@ class Fast4:
         if xl is None or xl.svc is not svc:
             xl = self._xlate(svc, dest)
         if need:
-            self.link_entry(key, xl, ops.next_in[flags << 4], now, tpl)
+            self.link_entry(key, xl, (ops.next_in_only if xl.in_only else ops.next_in)[flags << 4],
+                            now, tpl)
         svc.forwarded = True
         ds, ss, gs = xl.counted
         ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen

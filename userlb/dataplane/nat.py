@@ -66,6 +66,7 @@ fragment, or a multicast/broadcast/unspecified address).
 """
 from struct import Struct
 
+from . import sctpcrc
 from .csum import (
     apply,
     checksum,
@@ -196,6 +197,11 @@ def rewrite(buf, r, plan, _tu=_IPTAIL.unpack_from, _tp=_IPTAIL.pack_into,
         c = l4 + 16
         x = (_hu(buf, c)[0] ^ 0xFFFF) + l4d
         _hp(buf, c, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF)
+    elif r[1] == 132:
+        # SCTP: no pseudo-header in its CRC32c; recomputed when the port
+        # changes (docs/ipvs.md §5.3, docs/sctp.md)
+        if _hu(buf, l4 + poff)[0] != nport:
+            sctpcrc.set_port(buf, l4, l3 + r[9], poff, nport)
     else:
         sp, dp, ln, hc = _uu(buf, l4)
         if hc:
@@ -285,7 +291,12 @@ def _icmp_rewrite(buf, r, outer_is_src, new_addr, new_port, dec_ttl):
         icmp_d += delta16(oc, nc)
 
     if inner[P_FRAG] != FRAG_LATER:
-        if iproto == 6 or iproto == 17:
+        if iproto == 132:
+            # the quoted SCTP port; its CRC32c is left alone (as IPVS does:
+            # the quote is usually cut, and the CRC covers the whole packet)
+            _put16(buf, ip, new_port)
+            icmp_d += delta16(old_port, new_port)
+        elif iproto == 6 or iproto == 17:
             _put16(buf, ip, new_port)
             icmp_d += delta16(old_port, new_port)
             c = inner[P_CSUMOFF]

@@ -31,7 +31,9 @@ index  name           meaning
 3      P_SPORT        source port (ICMP echo: identifier; other ICMP: 0)
 4      P_DADDR        destination address
 5      P_DPORT        destination port (ICMP echo: identifier; other ICMP: 0)
-6      P_TCPFLAGS     TCP flags byte (``TH_*``), 0 for other protocols
+6      P_TCPFLAGS     TCP flags byte (``TH_*``); SCTP: the event code of the
+                      first chunk (``SCTP_CODE_OF_CHUNK``: INIT is 2, like
+                      SYN); 0 for other protocols
 7      P_L3OFF        offset of the IP header in ``buf`` (== ``off``)
 8      P_L4OFF        offset of the L4 header (after IPv4 options / IPv6
                       extension headers); for a non-first fragment, the
@@ -40,7 +42,8 @@ index  name           meaning
                       IPv6 40 + payload length)
 10     P_TTLOFF       offset of the TTL / hop-limit byte
 11     P_CSUMOFF      offset of the L4 checksum field (TCP l4+16, UDP l4+6,
-                      ICMP/ICMPv6 l4+2); -1 for a non-first fragment
+                      ICMP/ICMPv6 l4+2, SCTP l4+8: the CRC32c); -1 for a
+                      non-first fragment
 12     P_FRAG         FRAG_NONE (0): not fragmented (also an IPv6 atomic
                       fragment); FRAG_FIRST (1): offset 0 with MF set (the L4
                       header is parsed); FRAG_LATER (2): offset > 0 (no L4
@@ -79,6 +82,7 @@ from ..model import (  # noqa: F401
     AF_INET6,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
 )
@@ -152,11 +156,12 @@ BAD_TOTAL_LENGTH = "bad_total_length"      # IPv4 total length < IHL*4 or > buff
                                            # IPv6 40+payload length > buffer, or jumbogram
 BAD_EXT_HEADER = "bad_ext_header"          # IPv6 extension header runs past the packet,
                                            # hop-by-hop not first, two fragment headers
-UNSUPPORTED_PROTOCOL = "unsupported_protocol"  # L4 not TCP/UDP/ICMP/ICMPv6 (incl. IPv6
+UNSUPPORTED_PROTOCOL = "unsupported_protocol"  # L4 not TCP/UDP/SCTP/ICMP/ICMPv6 (incl. IPv6
                                            # no-next-header, AH, ESP), or ICMP in IPv6 /
                                            # ICMPv6 in IPv4
 TRUNCATED_L4 = "truncated_l4"              # L4 header shorter than its minimum
-                                           # (TCP 20, UDP 8, ICMP/ICMPv6 8)
+                                           # (TCP 20, UDP 8, ICMP/ICMPv6 8, SCTP 16:
+                                           # common header + one chunk header)
 BAD_TCP_OFFSET = "bad_tcp_offset"          # TCP data offset < 5 or beyond the packet
 BAD_UDP_LENGTH = "bad_udp_length"          # UDP length < 8 or > IP payload (unfragmented)
 ICMP_INNER_TRUNCATED = "icmp_inner_truncated"  # quoted packet lacks its IP header
@@ -177,6 +182,21 @@ _PORTS = Struct("!HH")            # sport, dport (UDP ports, or the first 4 byte
 _UDP = Struct("!HHH")             # sport, dport, length
 _ICMP = Struct("!BB2xH")          # type, code, identifier (echo)
 _H = Struct("!H")
+
+
+def sctp_code(event):
+    """The flags value of an SCTP event (the numbering of sctpstate.py):
+    INIT (1) is 2, the bit of TCP's SYN; every other event e is e << 2."""
+    return 2 if event == 1 else event << 2
+
+
+# SCTP chunk type -> event (sctpstate.py: DATA 0, INIT 1, INIT_ACK 2,
+# COOKIE_ECHO 3, COOKIE_ACK 4, SHUTDOWN 5, SHUTDOWN_ACK 6, SHUTDOWN_COMPLETE 7,
+# ERROR 8, ABORT 9); every other type (SACK, HEARTBEAT, ...) is DATA
+_SCTP_EVENT_OF_CHUNK = {1: 1, 2: 2, 10: 3, 11: 4, 7: 5, 8: 6, 14: 7, 9: 8, 6: 9}
+#: SCTP chunk type (0..255) -> the flags value of its event
+SCTP_CODE_OF_CHUNK = bytes(sctp_code(_SCTP_EVENT_OF_CHUNK.get(t, 0)) for t in range(256))
+_SCTP_CODE = SCTP_CODE_OF_CHUNK
 
 _EXT6 = frozenset((NEXTHDR_HOP, NEXTHDR_ROUTING, NEXTHDR_FRAGMENT, NEXTHDR_DEST))
 
@@ -217,7 +237,7 @@ def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _ip6=_IP6.unpack_from,
             foff = (frag & 0x1fff) << 3
             mf = (frag >> 13) & 1
             if foff:
-                if proto == 6 or proto == 17 or proto == 1:
+                if proto == 6 or proto == 17 or proto == 1 or proto == 132:
                     return (4, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, ttloff, -1,
                             2, fid, foff, mf, 0, 0, None)
                 return UNSUPPORTED_PROTOCOL
@@ -240,7 +260,7 @@ def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _ip6=_IP6.unpack_from,
                 return BAD_EXT_HEADER
             proto, l4, fkind, fid, foff, mf = w
             if fkind == 2:
-                if proto == 6 or proto == 17 or proto == 58:
+                if proto == 6 or proto == 17 or proto == 58 or proto == 132:
                     return (6, proto, saddr, 0, daddr, 0, 0, off, l4, tlen, ttloff, -1,
                             2, fid, foff, mf, 0, 0, None)
                 return UNSUPPORTED_PROTOCOL
@@ -284,7 +304,27 @@ def parse(buf, off=0, end=None, _ip4=_IP4.unpack_from, _ip6=_IP6.unpack_from,
             return inner
         return (af, icmp, saddr, port, daddr, port, 0, off, l4, tlen, ttloff, l4 + 2,
                 fkind, fid, 0, mf, itype, icode, inner)
+    if proto == 132:
+        if pend - l4 < 16:
+            return TRUNCATED_L4
+        sport, dport = _PORTS.unpack_from(buf, l4)
+        return (af, 132, saddr, sport, daddr, dport, _sctp_code(buf, l4 + 12, pend), off, l4,
+                tlen, ttloff, l4 + 8, fkind, fid, 0, mf, 0, 0, None)
     return UNSUPPORTED_PROTOCOL
+
+
+def _sctp_code(buf, c, pend):
+    """The event code (sctpstate.py) of the SCTP chunks at ``buf[c:pend]``:
+    the first chunk's, except that a COOKIE-ECHO or COOKIE-ACK directly
+    followed by an ABORT counts as the ABORT (the kernel's rule)."""
+    t = buf[c]
+    if t == 10 or t == 11:
+        clen = buf[c + 2] << 8 | buf[c + 3]
+        if clen >= 4:
+            n = c + ((clen + 3) & ~3)
+            if n + 4 <= pend and buf[n] == 6:
+                t = 6
+    return _SCTP_CODE[t]
 
 
 def _walk6(buf, off, pend, nh):
@@ -338,7 +378,7 @@ def _parse_quoted(buf, off, end, af):
             return ICMP_INNER_BAD
         if avail < hl:
             return ICMP_INNER_TRUNCATED
-        if proto != 6 and proto != 17 and proto != 1:
+        if proto != 6 and proto != 17 and proto != 1 and proto != 132:
             return ICMP_INNER_UNSUPPORTED
         if frag & 0x3fff:
             foff = (frag & 0x1fff) << 3
@@ -354,7 +394,7 @@ def _parse_quoted(buf, off, end, af):
             # quote if the quoted packet claims to be longer, else malformed
             return ICMP_INNER_TRUNCATED if off + 40 + plen > end else ICMP_INNER_BAD
         proto, l4, fkind, fid, foff, mf = w
-        if proto != 6 and proto != 17 and proto != 58:
+        if proto != 6 and proto != 17 and proto != 58 and proto != 132:
             return ICMP_INNER_UNSUPPORTED
         tlen = 40 + plen
         ttloff = off + 7
@@ -372,6 +412,11 @@ def _parse_quoted(buf, off, end, af):
     if proto == 17:
         sport, dport = _PORTS.unpack_from(buf, l4)
         return (af, 17, saddr, sport, daddr, dport, 0, off, l4, tlen, ttloff, l4 + 6,
+                fkind, fid, 0, mf, 0, 0, None)
+    if proto == 132:
+        sport, dport = _PORTS.unpack_from(buf, l4)
+        code = _sctp_code(buf, l4 + 12, end) if end - l4 >= 16 else 0
+        return (af, 132, saddr, sport, daddr, dport, code, off, l4, tlen, ttloff, l4 + 8,
                 fkind, fid, 0, mf, 0, 0, None)
     itype, icode, ident = _ICMP.unpack_from(buf, l4)
     if af == 4:

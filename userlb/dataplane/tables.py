@@ -40,10 +40,12 @@ def build(services, old_cache, dec_ttl, gstats):
 
         def own(d, svc=svc, stateless=stateless):
             xl = old_cache.get(d)
-            if xl is None or xl.svc is not svc or xl.stateless != stateless:
+            if (xl is None or xl.svc is not svc or xl.stateless != stateless
+                    or xl.sig != (d.fwd, d.tun)):
                 xl = Xlate(svc, d, dec_ttl, gstats)
             cache[d] = xl
-            owners.setdefault((svc.protocol, d.addr, xl.dport), []).append(xl)
+            if xl.fwd.REPLIES:     # direct routing, tunnels: replies bypass the director
+                owners.setdefault((svc.protocol, d.addr, xl.dport), []).append(xl)
 
         for d in svc.dests:
             own(d)

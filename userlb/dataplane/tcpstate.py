@@ -26,6 +26,7 @@ tuple indexed by ``flags << 4 | state`` (flags = the raw TCP flags byte), so
 a transition is one tuple index.
 """
 from ..model import DEFAULT_TCP_TIMEOUT, DEFAULT_TCPFIN_TIMEOUT, DEFAULT_UDP_TIMEOUT
+from . import sctpstate
 from .packet import TH_ACK, TH_FIN, TH_RST, TH_SYN
 
 # ---------------------------------------------------------------- states
@@ -54,8 +55,10 @@ UDP = N_STATES
 UDP_STATE_NAME = "UDP"
 
 ACTIVE = frozenset((ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK))
-#: IS_ACTIVE[state] -> 1 if active, else 0 (UDP: inactive)
-IS_ACTIVE = tuple(1 if s in ACTIVE else 0 for s in range(N_STATES + 1))
+#: IS_ACTIVE[state] -> 1 if active, else 0 (UDP: inactive; the SCTP states
+#: of sctpstate.py follow)
+IS_ACTIVE = tuple(1 if s in ACTIVE else 0 for s in range(N_STATES + 1)) + sctpstate.ACTIVE
+assert sctpstate.BASE == N_STATES + 1
 
 # ---------------------------------------------------------------- events
 EV_SYN = 0
@@ -141,11 +144,44 @@ def _flatten(direction):
 #: NEXT[direction][flags << 4 | state] -> next state
 NEXT = tuple(_flatten(d) for d in (INPUT, OUTPUT, INPUT_ONLY))
 
+# the kernel's "secure" table (secure_tcp defense, dataplane/defense.py): a
+# client's ACK does not establish a half-open entry (IN ack SR stays SR, SA
+# stays SA); the real server's SYN-ACK moves SR to SA (OUT syn), its ACK to ES
+_SECURE_TEXT = """
+            NONE ES SS SR FW TW CL CW LA LI SA
+IN syn      SR   ES ES SR SR SR SR SR SR SR SA
+IN fin      CL   CW SS TW TW TW CL CW LA LI SA
+IN ack      ES   ES SS SR FW TW CL CW CL LI SA
+IN rst      CL   CL CL SR CL CL CL CL LA LI CL
+OUT syn     SS   ES SS SA SS SS SS SS SS LI SA
+OUT fin     TW   FW SS TW FW TW CL TW LA LI TW
+OUT ack     ES   ES SS ES FW TW CL CW LA ES ES
+OUT rst     CL   CL SS CL CL TW CL CL CL CL CL
+IN-ONLY syn SA   ES ES SR SA SA SA SA SA SA SA
+IN-ONLY fin CL   FW SS TW FW TW CL CW LA LI TW
+IN-ONLY ack ES   ES SS ES FW TW CL CW CL LI ES
+IN-ONLY rst CL   CL CL SR CL CL CL CL LA LI CL
+"""
+SECURE_TABLE = _parse_table(_SECURE_TEXT)
+
+
+def _flatten_table(table, direction):
+    out = [CLOSE] * (256 << 4)
+    for flags in range(256):
+        ev = event_of(flags)
+        for st in range(N_STATES):
+            out[flags << 4 | st] = CLOSE if ev == EV_NONE else table[direction][ev][st]
+    return tuple(out)
+
+
+#: SECURE_NEXT[direction][flags << 4 | state] -> next state (secure_tcp)
+SECURE_NEXT = tuple(_flatten_table(SECURE_TABLE, d) for d in (INPUT, OUTPUT, INPUT_ONLY))
+
 # ---------------------------------------------------------------- timeouts
 #: default timeout (seconds) per state; index UDP holds the UDP timeout.
 #: ESTABLISHED, FIN_WAIT and UDP are the ``ipvsadm --set`` values (model.py)
 DEFAULT_TIMEOUTS = (2, DEFAULT_TCP_TIMEOUT, 120, 60, DEFAULT_TCPFIN_TIMEOUT, 120, 10, 60, 30,
-                    120, 120, DEFAULT_UDP_TIMEOUT)
+                    120, 120, DEFAULT_UDP_TIMEOUT) + sctpstate.TIMEOUTS   # SCTP states last
 #: the timeout of a brand-new entry until its first transition
 NEW_TIMEOUT = 3
 
@@ -165,4 +201,6 @@ def make_timeouts(tcp=0, tcpfin=0, udp=0, base=DEFAULT_TIMEOUTS):
 
 
 def state_name(state):
+    if state >= sctpstate.BASE:
+        return sctpstate.proc_name(state)
     return UDP_STATE_NAME if state == UDP else STATE_NAMES[state]

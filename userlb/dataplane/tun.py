@@ -69,15 +69,20 @@ class TunBusy(TunError):
 class TunDevice:
     """An open TUN device.  `fd` is non-blocking; `name` and `index` are set."""
 
-    def __init__(self, name="userlb0", mtu=None, up=True, offload=False):
+    def __init__(self, name="userlb0", mtu=None, up=True, offload=False, queues=1):
         flags = pytun.IFF_TUN | pytun.IFF_NO_PI
         self.vnet = bool(offload)
         self.offload_flags = 0
         if offload:
             flags |= pytun.IFF_VNET_HDR
         try:
-            self._dev = pytun.TunTapDevice(name=name or "", flags=flags)
-        except pytun.Error as e:
+            if queues > 1:
+                self._dev = _Queues(name or "", flags, queues)
+            else:
+                self._dev = pytun.TunTapDevice(name=name or "", flags=flags)
+        except (pytun.Error, OSError) as e:
+            if isinstance(e, OSError):
+                e.args = (e.errno, e.strerror)
             code = e.args[0] if e.args and isinstance(e.args[0], int) else None
             if code == errno.EBUSY:
                 raise TunBusy(f"TUN device {name!r} is busy: another process "
@@ -85,6 +90,8 @@ class TunDevice:
             raise TunError(f"cannot open TUN device {name!r}: {e.args[-1]} "
                            f"(are you root, and does /dev/net/tun exist?)") from None
         self.fd = self._dev.fileno()
+        #: one file descriptor per queue (IFF_MULTI_QUEUE when more than one)
+        self.fds = getattr(self._dev, "fds", [self.fd])
         self.name = self._dev.name
         if isinstance(self.name, bytes):
             self.name = self.name.decode()
@@ -98,7 +105,8 @@ class TunDevice:
                                    f"{e.strerror} (try --no-offload)") from None
             else:
                 fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
-            os.set_blocking(self.fd, False)
+            for fd in self.fds:
+                os.set_blocking(fd, False)
             self.index = socket.if_nametoindex(self.name)
             # no IPv6 link-local address on the device: fewer packets of the
             # director's own kernel (router solicitations, MLD) go into it
@@ -130,6 +138,42 @@ class TunDevice:
             finally:
                 self._dev = None
                 self.fd = -1
+
+
+TUNSETIFF = 0x400454CA
+IFF_MULTI_QUEUE = 0x0100
+
+
+class _Queues:
+    """A multi-queue TUN device (pytun opens one queue only): `n` opens of
+    /dev/net/tun attached to the same device with TUNSETIFF | IFF_MULTI_QUEUE.
+    The kernel spreads the packets it sends into the device over the queues
+    by flow (workers.py says how)."""
+
+    def __init__(self, name, flags, n):
+        self.fds = []
+        try:
+            for _ in range(n):
+                fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+                self.fds.append(fd)
+                ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(),
+                                                             flags | IFF_MULTI_QUEUE))
+                name = ifr[:16].rstrip(b"\0").decode()
+        except OSError:
+            self.close()
+            raise
+        self.name = name
+
+    def fileno(self):
+        return self.fds[0]
+
+    def close(self):
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
 
 
 def set_offload(fd):
@@ -178,12 +222,21 @@ class TunDriver:
         self.expire_interval = expire_interval
         self.clock = clock
         self.rx = self.tx = self.drops = self.write_errors = self.batches = 0
+        # established first (docs/flood-experiment.md): after a wake-up that
+        # read a whole batch (the device queue is backing up), at most
+        # `batch * syn_share` TCP SYNs (without ACK) of a batch are processed;
+        # the others are dropped before the engine sees them ('shed_syn'), so
+        # the packets of existing flows keep the reader's time.  0 disables it.
+        self.syn_share = 0.25
+        self.shed_syn = 0
+        self._full = False
         self.loop = None
         self._timer = None
         #: called once (no arguments) when the device was deleted under us
         #: (reads fail with EBADFD); the driver has stopped reading then
         self.on_gone = None
         self.gone = False
+        self.l2 = None          # l2out.L2Out for direct routing (set by the director)
 
     # -- event loop glue
     def attach(self, loop):
@@ -201,6 +254,8 @@ class TunDriver:
 
     def _tick(self):
         self.engine.expire(self.clock())
+        if self.l2 is not None:
+            self.l2.tick()
         if self.loop is not None:
             self._timer = self.loop.call_later(self.expire_interval, self._tick)
 
@@ -225,21 +280,36 @@ class TunDriver:
         limit = len(buf) + hlen
         fwd, drop = V_FORWARD, V_DROP
         now = self.clock()
-        n_rx = n_tx = n_drop = n_err = 0
+        n_rx = n_tx = n_drop = n_err = n_shed = 0
+        shed = self._full and self.syn_share > 0
+        syn_left = int(self.batch * self.syn_share)
+        full = True
         for _ in range(self.batch):
             try:
                 n = readv(fd, bufs)
             except BlockingIOError:
+                full = False
                 break
             except InterruptedError:
                 continue
             except OSError as e:
                 # EFAULT/EBADFD when the device vanishes under us
                 n_err += 1
+                full = False
                 if e.errno == errno.EBADFD:
                     self._device_gone()
                 break
             n_rx += 1
+            if shed:            # a SYN without ACK (IPv4 without options, or IPv6)?
+                m = n if vnet is None else n - hlen
+                b0 = buf[0]
+                if ((b0 == 0x45 and m >= 40 and buf[9] == 6 and buf[33] & 0x12 == 2)
+                        or (b0 >> 4 == 6 and m >= 60 and buf[6] == 6 and buf[53] & 0x12 == 2)):
+                    syn_left -= 1
+                    if syn_left < 0:
+                        n_shed += 1
+                        n_drop += 1
+                        continue
             if vnet is None:
                 v = process(buf, n, now)
             elif hlen < n < limit:
@@ -257,6 +327,15 @@ class TunDriver:
                     n_tx += 1
                 elif v == drop:
                     n_drop += 1
+                elif v >= 4:            # V_XMIT_L2(_OUT), V_XMIT_IP: l2out.py
+                    rep = self._l2(v, mv, hdr)
+                    if rep is None:
+                        pass
+                    elif vnet is None:
+                        write(fd, rep)
+                    else:
+                        writev(fd, [ZERO_HDR, rep])
+                    n_tx += 1
                 elif vnet is None:      # V_FORWARD_OUT / V_REPLY: a packet built aside
                     write(fd, eng.out)
                     n_tx += 1
@@ -266,7 +345,9 @@ class TunDriver:
                     n_tx += 1
             except OSError:
                 n_err += 1
+        self._full = full
         if n_rx:
+            self.shed_syn += n_shed
             self.batches += 1
             self.rx += n_rx
             self.tx += n_tx
@@ -284,9 +365,26 @@ class TunDriver:
         if self.on_gone is not None:
             self.on_gone()
 
+    def _l2(self, v, mv, hdr):
+        """A direct-routing verdict (the packet to the real server's link) or
+        a tunnel's outer packet (sent as the director's own), l2out.py;
+        returns an answer for the TUN device or None."""
+        eng = self.engine
+        if self.l2 is None:
+            return None
+        if v == 4:
+            return self.l2.send(eng.out_xl, mv[:eng.out_len], hdr)
+        if v == 5:
+            return self.l2.send(eng.out_xl, eng.out, None)
+        return self.l2.send_ip(eng.out)
+
     def counters(self):
         out = {"rx": self.rx, "tx": self.tx, "drops": self.drops,
                "write_errors": self.write_errors, "batches": self.batches}
+        if self.l2 is not None:
+            out.update(self.l2.counters())
+        if self.shed_syn:
+            out["shed_syn"] = self.shed_syn
         if self.vnet is not None:
             out.update(self.vnet.counters())
         return out

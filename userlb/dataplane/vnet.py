@@ -27,8 +27,12 @@ length, so either convention is preserved).  The NAT rewrite changes the
 addresses (in P) and the ports (not in P: they are summed by whoever
 completes the checksum), so the field must become P + delta(addresses) --
 not the full-checksum update ~(~C + delta(addresses + ports)) the engine
-applies.  Rather than teaching every engine path a second checksum mode,
-``VnetPath`` turns the field into an ordinary inverted checksum of the same
+applies.  The engine's IPv4 fast path (fast4.py) knows that second mode:
+``VnetPath.process`` hands it NEEDS_CSUM packets whose header puts the
+checksum where an IPv4 header without options would (``process(buf, n, now,
+field offset)``; it returns None for anything it does not finish).  For the
+other paths, rather than teaching each of them the second mode,
+``VnetPath.offloaded`` turns the field into an ordinary inverted checksum of the same
 sum before the engine runs (F = ~P), lets the engine apply its usual RFC 1624
 update (F' = ~(P + d_addr + d_port)), and turns it back afterwards, taking
 out the port delta it can see in the packet: P' = ~F' - d_port.  (In ones'
@@ -54,7 +58,7 @@ header (``ZERO_HDR``): their checksums are complete.
 from collections import Counter
 from struct import Struct
 
-from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT
+from .engine import V_DROP, V_FORWARD, V_FORWARD_OUT, V_XMIT_IP, V_XMIT_L2
 
 VNET_HDR_LEN = 10
 
@@ -70,6 +74,12 @@ GSO_ECN = 0x80       # never asked for (no TUN_F_TSO_ECN), refused
 
 HDR = Struct("<BBHHHH")   # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 ZERO_HDR = bytes(VNET_HDR_LEN)
+
+# (gso_type, csum_offset) -> the checksum field's offset in an IPv4 packet
+# without options, for the headers the IPv4 fast path takes as they are
+# (no GSO or the protocol's own; TCP's field at 16, UDP's at 6)
+_FAST4_CSUM = {(GSO_NONE, 16): 36, (GSO_TCPV4, 16): 36, (GSO_NONE, 6): 26, (GSO_UDP_L4, 6): 26}
+_GT_COFF = Struct("<B6xH").unpack_from     # at offset 1: gso_type, csum_offset
 
 _I = Struct("!I")
 _H = Struct("!H")
@@ -111,6 +121,20 @@ class VnetPath:
         self.partial = 0
         self.last_reason = None
 
+    @property
+    def engine(self):
+        return self._eng
+
+    @engine.setter
+    def engine(self, engine):
+        self._eng = engine
+        self._hdr4 = None        # the last header the fast path got, and its field offset
+        self._pos4 = 0
+        # an engine whose process() takes the partial checksum as it is
+        # (fast4.Fast4.takes_partial; looked up on the class: a wrapper such
+        # as the pcap tap forwards attributes but not that argument)
+        self._fast4 = getattr(type(engine), "takes_partial", False)
+
     def _drop(self, reason):
         self.last_reason = reason
         self.drops[reason] += 1
@@ -120,7 +144,45 @@ class VnetPath:
         f = hdr[0]
         if not hdr[1] and (f == 0 or f == F_DATA_VALID):
             # checksum complete (or validated): the engine's ordinary case
-            return self.engine.process(buf, n, now)
+            return self._eng.process(buf, n, now)
+        # NEEDS_CSUM with csum_start 20: maybe IPv4 without options, which the
+        # engine's fast path takes with its partial checksum as it is
+        # (fast4.py; it returns None for anything it does not finish).  The
+        # header of the last such packet is remembered: a flow's packets
+        # repeat it, and the same bytes pass the same checks.
+        if hdr == self._hdr4:
+            pos = self._pos4
+        elif f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
+            pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1), 0)
+            if pos:
+                self._hdr4, self._pos4 = bytes(hdr), pos
+        else:
+            pos = 0
+        if pos:
+            v = self._eng.process(buf, n, now, pos)
+            if v is not None:
+                if v == V_FORWARD:
+                    if hdr[1]:
+                        self.gso += 1
+                    else:
+                        self.partial += 1
+                return v
+        return self.offloaded(hdr, buf, n, now)
+        if f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
+            # csum_start 20: maybe IPv4 without options -- the engine's fast
+            # path keeps the partial checksum as it is (fast4.py), no
+            # conversion; it returns None for anything it does not finish
+            pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1))
+            if pos:
+                self._hdr4, self._pos4 = bytes(hdr), pos
+                v = self._eng.process(buf, n, now, pos)
+                if v is not None:
+                    if v == V_FORWARD:
+                        if hdr[1]:
+                            self.gso += 1
+                        else:
+                            self.partial += 1
+                    return v
         return self.offloaded(hdr, buf, n, now)
 
     def offloaded(self, hdr, buf, n, now):
@@ -170,9 +232,13 @@ class VnetPath:
         p = buf[pos] << 8 | buf[pos + 1]
         # partial (non-inverted) sum -> an ordinary inverted checksum of it
         _H.pack_into(buf, pos, (p ^ 0xFFFF) or 0xFFFF)
-        eng = self.engine
+        eng = self._eng
+        eng.partial_csum = (l4, pos, gt, _gs)   # a tunnel completes it (xmit/tunnel.py)
         v = eng.process(buf, n, now)
-        if v == V_FORWARD:
+        completed = eng.partial_csum == 0
+        eng.partial_csum = 0
+        if v == V_FORWARD or v == V_XMIT_L2:
+            # (direct routing: the packet is unchanged and goes out with this header)
             # the packet was rewritten in place: same layout
             nports = _I.unpack_from(buf, l4)[0]
             x = ((buf[pos] << 8 | buf[pos + 1]) ^ 0xFFFF) + (ports >> 16) + (ports & 0xFFFF) \
@@ -185,9 +251,15 @@ class VnetPath:
             else:
                 self.partial += 1
             return v
-        if v == V_FORWARD_OUT:
-            # a datagram built aside would carry the temporary field
-            return self._drop(R_VERDICT)
+        if v == V_FORWARD_OUT or v == V_XMIT_IP:
+            if not completed:
+                # a datagram built aside would carry the temporary field (a tunnel's
+                # outer packets are fine: it completed the inner checksums)
+                return self._drop(R_VERDICT)
+            if gt:
+                self.gso += 1
+            else:
+                self.partial += 1
         return v
 
     def counters(self):

@@ -20,7 +20,14 @@ import struct
 import time
 from typing import Any
 
-from ..dataplane.verdict import V_FORWARD, V_FORWARD_OUT, V_REPLY
+from ..dataplane.verdict import (
+    V_FORWARD,
+    V_FORWARD_OUT,
+    V_REPLY,
+    V_XMIT_IP,
+    V_XMIT_L2,
+    V_XMIT_L2_OUT,
+)
 
 LINKTYPE_RAW = 101
 SNAPLEN = 262144
@@ -108,14 +115,22 @@ class Tap:
         w.write(0, memoryview(buf)[:n])
         eng = self._engine
         v = eng.process(buf, n, now)
-        if v == V_FORWARD:
+        if v == V_FORWARD or v == V_XMIT_L2:
             w.write(1, memoryview(buf)[:eng.out_len])
-        elif v == V_REPLY or v == V_FORWARD_OUT:
-            w.write(1, eng.out)
+        elif v == V_REPLY or v == V_FORWARD_OUT or v == V_XMIT_L2_OUT or v == V_XMIT_IP:
+            for p in eng.out if type(eng.out) is list else (eng.out,):   # a cut GSO packet
+                w.write(1, p)
         return v
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # vnet.py hands the engine a partial checksum's place (partial_csum)
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._engine, name, value)
 
 
 def _wrap(driver: Any, tap: Tap) -> None:

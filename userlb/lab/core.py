@@ -116,6 +116,9 @@ class Lab(Topology, Processes, Sessions, Bgp):
             st = json.loads((d / "state.json").read_text())
         except FileNotFoundError:
             raise LabError(f"no lab state in {d} (is a lab up? `userlb lab up`)") from None
+        if st.get("keepalived") and cls is Lab:     # a VRRP pair (userlb/lab/vrrp.py)
+            from .vrrp import VrrpLab
+            cls = VrrpLab
         lab = cls(n_servers=st["n_servers"], n_clients=st["n_clients"], far_mtu=st["far_mtu"],
                   suffix=st["suffix"], sloppy=st["sloppy"],
                   config_servers=st.get("config_servers"), directors=st.get("directors", 1),

@@ -17,12 +17,13 @@ A `Protocol` answers, for the engine, what depends on the L4 protocol:
 
 ICMP is not a connection protocol here: its errors are matched on the
 connection of the packet they quote (proto/icmp.py).  A new protocol (SCTP)
-is a new module with a `Protocol` and an entry in `PROTOCOLS`.
+is a new module with a `Protocol` and an entry in `PROTOCOLS` (as SCTP is).
 """
-from . import tcp, udp
+from . import sctp, tcp, udp
 from .base import Protocol
 
 #: IP protocol number -> Protocol, for every protocol that has entries
-PROTOCOLS = {tcp.TCP.protocol: tcp.TCP, udp.UDP.protocol: udp.UDP}
+PROTOCOLS = {tcp.TCP.protocol: tcp.TCP, udp.UDP.protocol: udp.UDP,
+             sctp.SCTP.protocol: sctp.SCTP}
 
 __all__ = ["PROTOCOLS", "Protocol"]

@@ -7,6 +7,7 @@ from ..packet import (
     AF_INET,
     FRAG_LATER,
     ICMP_PARAMETERPROB,
+    IPPROTO_SCTP,
     IPPROTO_TCP,
     IPPROTO_UDP,
     P_AF,
@@ -20,13 +21,14 @@ from ..verdict import R_ICMP_IGNORED, R_ICMP_NO_ENTRY
 
 def refuse(r):
     """None if the ICMP message `r` is an error the director handles (its
-    quoted packet is TCP or UDP and carries its ports), else the drop reason."""
+    quoted packet is TCP, UDP or SCTP and carries its ports), else the drop reason."""
     inner = r[P_INNER]
     if inner is None:
         return R_ICMP_IGNORED                 # not an error
     if r[P_ICMP_TYPE] == ICMP_PARAMETERPROB and r[P_AF] == AF_INET:
         return R_ICMP_IGNORED                 # not one of the errors IPVS handles
     iproto = inner[P_PROTO]
-    if (iproto != IPPROTO_TCP and iproto != IPPROTO_UDP) or inner[P_FRAG] == FRAG_LATER:
+    if ((iproto != IPPROTO_TCP and iproto != IPPROTO_UDP and iproto != IPPROTO_SCTP)
+            or inner[P_FRAG] == FRAG_LATER):
         return R_ICMP_NO_ENTRY
     return None
