@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 DEBS   := iproute2 iperf3 socat curl nftables procps openssl ldirectord prometheus-node-exporter tshark bird2 exabgp keepalived
 PYTEST_ARGS ?=
 
-.PHONY: test lint demo bench sysdeps venv clean
+.PHONY: test lint demo bench sysdeps venv clean fuzz soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ test: venv sysdeps
 
 # ruff over the code, tests, benchmarks and the docker lab; mypy (strict on model,
 # sched, control, clock).  Both always run; the target fails if either does.
-LINT_PATHS := userlb tests bench docker
+LINT_PATHS := userlb tests bench docker fuzz
 lint: venv
 	@rc=0; \
 	$(VPY) -m ruff check $(LINT_PATHS) || rc=1; \
@@ -74,3 +74,25 @@ clean:
 .PHONY: docker-demo
 docker-demo: venv
 	docker/lab.sh run-demo
+
+# Coverage-guided fuzzing with atheris (docs/fuzzing.md): each target of fuzz/
+# for SECONDS seconds, starting from its corpus in fuzz/corpus/<target>; new
+# inputs and crash files go to .cache/fuzz/ (a crash stops the run).
+SECONDS ?= 60
+FUZZ_TARGETS := packet_parse engine_process vnet_path ipvsadm_rules control_protocol
+fuzz: venv
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .cache/fuzz/$$t; echo "== fuzz $$t ($(SECONDS) s)"; \
+	  PYTHONPATH=$(CURDIR) $(VPY) fuzz/$$t.py -max_total_time=$(SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=.cache/fuzz/$$t- .cache/fuzz/$$t fuzz/corpus/$$t \
+	    >.cache/fuzz/$$t.log 2>&1; rc=$$?; \
+	  grep -E "^#[0-9]+[[:space:]]+DONE|stat::(number_of_executed_units|average_exec_per_sec)" .cache/fuzz/$$t.log; \
+	  if [ $$rc != 0 ]; then tail -n 40 .cache/fuzz/$$t.log; echo "fuzz $$t failed (exit $$rc)"; exit $$rc; fi; \
+	done
+
+# Soak (docs/soak.md): MINUTES of mixed TCP/UDP IPv4/IPv6 traffic through a
+# lab director with live changes every second and a reload every minute, then
+# the checks (RSS growth, entries back to 0, counters, no error lines).
+MINUTES ?= 30
+soak: venv sysdeps
+	$(VPY) -m userlb.lab.soak --minutes $(MINUTES)

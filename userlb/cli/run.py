@@ -227,7 +227,10 @@ class Director:
             cmds = diff_commands(self.cfg, new)
             self.cfg.apply_batch(cmds)
         except (ConfigError, OSError) as e:
-            log(f"SIGHUP: {path}: {e}; running configuration unchanged")
+            # FILE:LINE: message, as compilers (and the keepalived reload) say it
+            where = (f"{path}:{e.line}: {e.message}"
+                     if isinstance(e, ConfigError) and e.line is not None else f"{path}: {e}")
+            log(f"SIGHUP: {where}; running configuration unchanged")
             return
         self.sync.flush()
         log(f"SIGHUP: {path}: applied {len(cmds)} change(s)")
@@ -298,6 +301,7 @@ class Director:
             self.loop.add_signal_handler(sig, self.stop_event.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.add_signal_handler(signal.SIGUSR1, self.dump_stats)
+        self.driver.on_gone = self._device_gone
         self.driver.attach(self.loop)
         from ..control.table_watch import TableWatch
         self._watch = TableWatch(self.engine, log)
@@ -355,6 +359,13 @@ class Director:
         if self.control is not None:
             self.control.close()
         self.driver.detach()
+
+    def _device_gone(self):
+        """The TUN device was deleted under the director: stop (the rules and
+        routes are removed on the way out), exit status 1."""
+        log(f"the TUN device {self.dev.name} was deleted; stopping")
+        self.exit_status = 1
+        self.stop_event.set()
 
     def _watch_tick(self):
         try:
@@ -509,4 +520,4 @@ def main(argv):
     finally:
         director.close()
     log("stopped")
-    return 0
+    return getattr(director, "exit_status", 0)

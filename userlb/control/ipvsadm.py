@@ -124,6 +124,10 @@ __all__ = ["ADD_SERVER", "ADD_SERVICE", "DEL_SERVER", "DEL_SERVICE", "EDIT_SERVE
 # ----------------------------------------------------------------- constants
 
 MAX_TIMEOUT = 86400 * 31          # ipvsadm's limit for -p and --set
+#: longest argument and longest -R line taken (no valid one comes near: a
+#: line of garbage megabytes long is refused before it is split or quoted)
+MAX_WORD = 1024
+MAX_LINE = 4096
 INT_MAX = 2 ** 31 - 1
 #: commands that change the configuration
 MUTATING = (ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE, FLUSH, ADD_SERVER,
@@ -255,6 +259,9 @@ def parse_argv(words: Iterable[str]) -> Command:
     """Parse one ipvsadm argv (without the program name; a leading 'ipvsadm'
     is dropped) into a Command.  Raises ConfigError."""
     words = list(words)
+    for w in words:
+        if len(w) > MAX_WORD:
+            raise ConfigError(f"argument too long ({len(w)} characters; at most {MAX_WORD})")
     if words and is_program_name(words[0]):
         words = words[1:]
     if not words:
@@ -491,6 +498,8 @@ def split_line(text: str) -> list[str]:
 def parse_line(text: str, line: int | None = None) -> Command | None:
     """One line of -R input -> Command, or None for a blank/comment line."""
     try:
+        if len(text) > MAX_LINE:
+            raise ConfigError(f"line too long ({len(text)} characters; at most {MAX_LINE})")
         words = split_line(text)
         if words and is_program_name(words[0]):
             words = words[1:]

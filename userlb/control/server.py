@@ -78,6 +78,8 @@ EST_TICK = 1.0
 #: the largest entry limit `--max-entries` accepts
 MAX_ENTRIES = 100_000_000
 REFUSE_READ_TIMEOUT = 5.0
+#: a request line longer than this is decoded in a worker thread
+BIG_LINE = 1 << 20
 #: the defense settings (dataplane/defense.py): amemthresh (entries), modes 0..3
 _DEFENSE_KEYS = ("amemthresh", "drop_entry", "drop_packet", "secure_tcp")
 
@@ -219,15 +221,16 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
-                if b'"capture"' in line:
+                req = await self._decode(line)
+                if isinstance(req, dict) and "capture" in req:
                     # off the lock: a capture lasts seconds, changes nothing
-                    writer.write(P.encode(await self._capture(line)))
+                    writer.write(P.encode(await self._capture(req)))
                     await writer.drain()
                     continue
                 assert self._lock is not None      # set by start()
                 async with self._lock:          # one request at a time, routes included
-                    resp = self.handle_line(line)
-                    self._audit(peer, line, resp)
+                    resp = self.handle_decoded(req)
+                    self._audit(peer, req, resp)
                     if self.changed and self.after_change is not None:
                         await self._after_change(self.after_change)
                 writer.write(P.encode(resp))
@@ -245,15 +248,20 @@ class ControlServer:
             except Exception:   # noqa: BLE001 - already gone
                 pass
 
-    async def _capture(self, line: bytes) -> dict[str, Any]:
-        """A capture request (protocol.py) -> its response; any other request
-        that merely mentions "capture" goes the usual way."""
+    async def _decode(self, line: bytes) -> dict[str, Any] | P.ProtocolError:
+        """The request of a line, or the ProtocolError saying why not.  A
+        line of megabytes is decoded in a worker thread: the packet path
+        shares this loop and goes on meanwhile."""
         try:
-            req = P.decode(line)
+            if len(line) > BIG_LINE:
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(None, P.decode, line)
+            return P.decode(line)
         except P.ProtocolError as e:
-            return P.response(False, error=str(e), status=P.STATUS_SYNTAX)
-        if "capture" not in req:
-            return self.handle(req)
+            return e
+
+    async def _capture(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A capture request (protocol.py) -> its response."""
         try:
             P.check_request(req)
             count, seconds = P.capture_args(req["capture"])
@@ -272,12 +280,11 @@ class ControlServer:
         resp["packets"] = packets
         return resp
 
-    def _audit(self, peer: str, line: bytes, resp: dict[str, Any]) -> None:
+    def _audit(self, peer: str, req: dict[str, Any] | P.ProtocolError,
+               resp: dict[str, Any]) -> None:
         """One log line per change made (or refused) over the socket: who and
         what.  Listings and other read-only requests are not logged."""
-        try:
-            req = P.decode(line)
-        except P.ProtocolError:
+        if not isinstance(req, dict):
             return
         if "settings" in req:
             if not req["settings"]:
@@ -293,8 +300,8 @@ class ControlServer:
             what = " ".join(words)
         else:
             return
-        result = "ok" if resp.get("ok") else f"refused: {resp.get('error', '')}"
-        self.log(f"control: {peer}: {what}: {result}")
+        result = "ok" if resp.get("ok") else f"refused: {_clip(str(resp.get('error', '')))}"
+        self.log(f"control: {peer}: {_clip(what)}: {result}")
 
     async def _admitted(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> bool:
@@ -331,11 +338,17 @@ class ControlServer:
 
     # -------------------------------------------------------------- requests
     def handle_line(self, line: bytes) -> dict[str, Any]:
-        self.changed = False
         try:
-            req = P.decode(line)
+            req: dict[str, Any] | P.ProtocolError = P.decode(line)
         except P.ProtocolError as e:
-            return P.response(False, error=str(e), status=P.STATUS_SYNTAX)
+            req = e
+        return self.handle_decoded(req)
+
+    def handle_decoded(self, req: dict[str, Any] | P.ProtocolError) -> dict[str, Any]:
+        """handle_line after the decoding (a request, or why the line is none)."""
+        self.changed = False
+        if not isinstance(req, dict):
+            return P.response(False, error=str(req), status=P.STATUS_SYNTAX)
         return self.handle(req)
 
     def handle(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -351,6 +364,10 @@ class ControlServer:
                 out = self._restore(req["rules"])
             elif kind == "state":
                 out = state_text(self.config, self.quorum_of)
+            elif kind == "capture":
+                # answered by the socket path (_capture), which has the packets
+                raise _Refused("a capture is served only on the control socket",
+                               P.STATUS_REFUSED)
             else:
                 out = self._argv(req["argv"], req.get("stdin"))
             return P.response(True, output=out, req_id=req_id)
@@ -479,8 +496,13 @@ def _stats_of(obj: listing.HasStats) -> tuple[int, int, int, int, int]:
 def _line_msg(e: ConfigError, lines: list[str]) -> str:
     """'line 3: No such destination: -d -t ...' (the offending line named)."""
     if e.line is not None and 1 <= e.line <= len(lines):
-        return f"line {e.line}: {e.message}: {lines[e.line - 1].strip()}"
+        return f"line {e.line}: {e.message}: {_clip(lines[e.line - 1].strip())}"
     return str(e)
+
+
+def _clip(text: str, n: int = 200) -> str:
+    """text, cut to n characters (with a note) for a log line or a message."""
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
 
 
 def state_text(config: Config,

@@ -152,6 +152,19 @@ def _links(ipr):
     return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
 
 
+class _DeviceGone(Exception):
+    """The TUN device no longer exists (nothing to put back)."""
+
+
+def _link_exists(name):
+    """Does this namespace have a device of that name (SIOCGIFINDEX)?"""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def _is_shared(kw):
     """The rules every instance shares: the `iif lo` guards and the moved local rule."""
     if kw.get("iifname") == "lo" and kw["table"] in (MAIN_TABLE, LOCAL_TABLE):
@@ -522,6 +535,8 @@ class TunRoutes:
             if self.refresh():
                 self.log("local addresses changed: steering "
                          + (", ".join(self.describe_local()) or "no local VIP"))
+        except _DeviceGone:
+            pass
         except Exception as e:   # noqa: BLE001 - reported, keep running
             self.log(f"addresses or links changed: {e}")
 
@@ -545,6 +560,8 @@ class TunRoutes:
         present = {_key("route", r) for r in _our_routes(ipr)}
         present |= {_key("rule", kw) for kw in _our_rules(ipr)}
         lost = self._installed - present
+        if lost and not _link_exists(self.ifname):
+            raise _DeviceGone()       # deleted, not set down: the director is stopping
         if lost:
             self._installed -= lost
             self.log(f"steering: putting back {len(lost)} route(s)/rule(s) the kernel "

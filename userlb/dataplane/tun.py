@@ -232,6 +232,10 @@ class TunDriver:
         self._full = False
         self.loop = None
         self._timer = None
+        #: called once (no arguments) when the device was deleted under us
+        #: (reads fail with EBADFD); the driver has stopped reading then
+        self.on_gone = None
+        self.gone = False
         self.l2 = None          # l2out.L2Out for direct routing (set by the director)
 
     # -- event loop glue
@@ -288,10 +292,12 @@ class TunDriver:
                 break
             except InterruptedError:
                 continue
-            except OSError:
+            except OSError as e:
                 # EFAULT/EBADFD when the device vanishes under us
                 n_err += 1
                 full = False
+                if e.errno == errno.EBADFD:
+                    self._device_gone()
                 break
             n_rx += 1
             if shed:            # a SYN without ACK (IPv4 without options, or IPv6)?
@@ -347,6 +353,17 @@ class TunDriver:
             self.tx += n_tx
             self.drops += n_drop
         self.write_errors += n_err
+
+    def _device_gone(self):
+        """The device was deleted (`ip link del`): the descriptor stays
+        readable (POLLERR) forever, so stop reading it and tell the owner."""
+        if self.gone:
+            return
+        self.gone = True
+        if self.loop is not None:
+            self.loop.remove_reader(self.fd)
+        if self.on_gone is not None:
+            self.on_gone()
 
     def _l2(self, v, mv, hdr):
         """A direct-routing verdict (the packet to the real server's link) or
