@@ -363,14 +363,9 @@ class Pool:
             self.ask(("rules", "\n".join(self.cfg.save(with_timeouts=True)) + "\n"))
 
     def zero(self, svc=None):
+        from ..dataplane.engine import Engine
         self.ask(("zero", None if svc is None else svc.key))
-        if svc is None:
-            self.stats.zero()
-            self.rates.reset()
-        else:
-            self.rates.reset(svc.stats)
-            for d in svc.dests:
-                self.rates.reset(d.stats)
+        Engine.zero(self, svc)      # the pool's own totals and estimators, as an engine's
 
     @property
     def sloppy_tcp(self):

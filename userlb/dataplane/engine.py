@@ -503,14 +503,7 @@ class Engine(Fast4):
             # first, as IPVS counts before it transmits
             self._count(xl, inbound, nbytes)
             return ok(self, buf, nbytes, reasm)
-        if inbound:
-            for s in xl.counted:
-                s.inpkts += 1
-                s.inbytes += nbytes
-        else:
-            for s in xl.counted:
-                s.outpkts += 1
-                s.outbytes += nbytes
+        self._count(xl, inbound, nbytes)
         if reasm:
             self.out = bytes(buf[:nbytes])
             return V_FORWARD_OUT

@@ -168,22 +168,6 @@ class VnetPath:
                         self.partial += 1
                 return v
         return self.offloaded(hdr, buf, n, now)
-        if f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
-            # csum_start 20: maybe IPv4 without options -- the engine's fast
-            # path keeps the partial checksum as it is (fast4.py), no
-            # conversion; it returns None for anything it does not finish
-            pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1))
-            if pos:
-                self._hdr4, self._pos4 = bytes(hdr), pos
-                v = self._eng.process(buf, n, now, pos)
-                if v is not None:
-                    if v == V_FORWARD:
-                        if hdr[1]:
-                            self.gso += 1
-                        else:
-                            self.partial += 1
-                    return v
-        return self.offloaded(hdr, buf, n, now)
 
     def offloaded(self, hdr, buf, n, now):
         """A packet with NEEDS_CSUM and/or a GSO type (see the module doc)."""

@@ -44,7 +44,7 @@ from .. import nat
 from ..csum import checksum, pseudo_sum4, pseudo_sum6
 from ..packet import P_AF, parse
 from ..verdict import R_TUN_GSO, R_TUN_TOO_BIG, V_REPLY, V_XMIT_IP
-from .dr import dec_ttl
+from . import dr
 
 REPLIES = False
 R_NO_PATH = "tunnel_no_path"
@@ -257,14 +257,8 @@ def _too_big(eng, buf, n, mtu):
     return V_REPLY
 
 
-def xmit(buf, r, xl, inbound, dec):
-    if dec:
-        if nat.ttl_expired(buf, r):
-            return False
-        dec_ttl(buf, r)
-    return xl.plan_in if inbound else True
-
-
-def icmp_xmit(buf, r, xl, inbound, dec):
-    return xmit(buf, r, xl, inbound, dec)
+# the inner packet is left as it came, as with direct routing: the same
+# xmit / icmp_xmit (the transmit hook in xl.plan_in differs)
+xmit = dr.xmit
+icmp_xmit = dr.icmp_xmit
 
