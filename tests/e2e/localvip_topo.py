@@ -43,6 +43,9 @@ def env():
 
 
 class Topo:
+    #: extra `userlb run` options every start() passes
+    extra = ()
+
     def __init__(self):
         sfx = uuid.uuid4().hex[:6]
         self.c, self.d, self.s = f"ulv-{sfx}-c", f"ulv-{sfx}-d", f"ulv-{sfx}-s"
@@ -102,7 +105,7 @@ class Topo:
         log = open(os.path.join(self.dir, "run.log"), "a")
         p = subprocess.Popen(["ip", "netns", "exec", self.d, sys.executable, "-m",
                               "userlb.cli.main", "run", "--config", self.rules_file(rules),
-                              "--tun", self.tun, "--control", self.sock],
+                              "--tun", self.tun, "--control", self.sock, *self.extra],
                              stdout=log, stderr=log, env=env())
         self.procs.append(p)
         deadline = time.monotonic() + 20

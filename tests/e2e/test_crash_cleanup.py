@@ -5,21 +5,9 @@ namespace as it was; `userlb cleanup` removes everything userlb installed,
 the moved local rule included."""
 import signal
 
-import pytest
-from localvip_topo import Topo
-
 from helpers.netns import needs_root
 
 RULES = "-A -t 10.99.0.1:80 -s rr\n-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 1\n"
-
-
-@pytest.fixture
-def topo(tmp_path):
-    t = Topo()
-    try:
-        yield t.up(str(tmp_path))
-    finally:
-        t.down()
 
 
 def _ours(text):

@@ -2,22 +2,12 @@
 kernel drops every route through it; the director puts its routes back (it
 watches link events) and traffic flows again, for a routed VIP and for one
 that is a local address (docs/steering.md)."""
-import pytest
-from localvip_topo import Topo, wait_for
+from localvip_topo import wait_for
 
 from helpers.netns import needs_root
 
 RULES = ("-A -t 10.99.0.1:80 -s rr\n-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 1\n"
          "-A -t 10.99.0.5:80 -s rr\n-a -t 10.99.0.5:80 -r 10.20.0.11:80 -m -w 1\n")
-
-
-@pytest.fixture
-def topo(tmp_path):
-    t = Topo()
-    try:
-        yield t.up(str(tmp_path))
-    finally:
-        t.down()
 
 
 @needs_root

@@ -2,49 +2,15 @@
 installs its nftables table in the director's namespace, a restart after
 `kill -9` replaces the left-over, a clean stop removes it; `adm --defense`
 and `--show-settings` on the same director."""
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
-from localvip_topo import Topo, env
 
 from helpers.netns import needs_root
 from userlb.dataplane.firstline import parse_limit, ruleset
 
 RULES = "-A -t 10.99.0.1:80 -s rr\n-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 1\n"
-
-
-class FlTopo(Topo):
-    extra = ()
-
-    def start(self, rules):
-        seen = len(self.log())
-        log = open(os.path.join(self.dir, "run.log"), "a")
-        p = subprocess.Popen(["ip", "netns", "exec", self.d, sys.executable, "-m",
-                              "userlb.cli.main", "run", "--config", self.rules_file(rules),
-                              "--tun", self.tun, "--control", self.sock] + list(self.extra),
-                             stdout=log, stderr=log, env=env())
-        self.procs.append(p)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if "ready:" in self.log()[seen:]:
-                return p
-            if p.poll() is not None:
-                raise AssertionError("userlb run exited:\n" + self.log())
-            time.sleep(0.1)
-        raise AssertionError("userlb run not ready:\n" + self.log())
-
-
-@pytest.fixture
-def topo(tmp_path):
-    t = FlTopo()
-    try:
-        yield t.up(str(tmp_path))
-    finally:
-        t.down()
 
 
 def tables(topo):

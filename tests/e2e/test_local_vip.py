@@ -6,22 +6,12 @@ address added to `lo` after start are followed; the director's own traffic
 to the real server is not captured; the exit leaves the rules as they were."""
 import signal
 
-import pytest
-from localvip_topo import Topo, wait_for
+from localvip_topo import wait_for
 
 from helpers.netns import needs_root
 
 RULES = "-A -t 10.99.0.1:80 -s rr\n-a -t 10.99.0.1:80 -r 10.20.0.11:80 -m -w 1\n" \
         "-A -t 10.99.0.2:80 -s rr\n-a -t 10.99.0.2:80 -r 10.20.0.11:80 -m -w 1\n"
-
-
-@pytest.fixture
-def topo(tmp_path):
-    t = Topo()
-    try:
-        yield t.up(str(tmp_path))
-    finally:
-        t.down()
 
 
 @needs_root
