@@ -58,11 +58,13 @@ from .proto.udp import UDP
 from .tcpstate import CLOSE, TIME_WAIT
 from .verdict import R_NO_DEST, R_NO_SCHEDULER
 
-_IP4F = Struct("!2xH2xH1xBHQ").unpack_from   # tot_len, frag, proto, csum, saddr<<32|daddr
-_TCPF = Struct("!I8xBB2xH").unpack_from      # sport<<16|dport, data offset, flags, csum
-_UDPF = Struct("!IHH").unpack_from           # sport<<16|dport, length, csum
-_pack_HQ = Struct("!HQ").pack_into
-_pack_I = Struct("!I").pack_into
+# the IPv4 header and the first 8 bytes after it: tot_len, frag, proto, csum,
+# saddr<<32|daddr, sport<<16|dport, and two 16-bit words (UDP: length and
+# checksum; TCP: the sequence number, unused)
+_HEAD = Struct("!2xH2xH1xBHQIHH").unpack_from
+_TCPF = Struct("!BB2xH").unpack_from         # TCP data offset, flags, checksum (at 32)
+_pack_udp = Struct("!HQIHH").pack_into       # IP csum, addresses, ports, UDP length, csum (at 10)
+_pack_HQI = Struct("!HQI").pack_into         # IP csum, addresses, ports (at 10)
 _pack_H = Struct("!H").pack_into
 _K_TCP = IPPROTO_TCP << 96
 _K_UDP = IPPROTO_UDP << 96
@@ -81,27 +83,23 @@ class Fast4:
         if n > len(buf):
             n = len(buf)                   # as packet.parse: never read past the buffer
         if n >= 28 and buf[0] == 0x45 and self._fast:
-            tlen, frag, proto, ipc, sd = _IP4F(buf, 0)
+            tlen, frag, proto, ipc, sd, pp, w1, w2 = _HEAD(buf, 0)
             ops = None
             if frag & 0x3FFF or tlen > n:
                 pass
-            elif proto == IPPROTO_TCP:
-                if tlen >= 40:
-                    pp, doff, flags, l4c = _TCPF(buf, 20)
-                    if doff >= 0x50 and (doff >> 4) << 2 <= tlen - 20:
-                        ops = TCP
-                        key = sd << 32 | pp | _K_TCP
-                        coff = 36
-                        zero_as = 0
             elif proto == IPPROTO_UDP:
-                pp, ulen, l4c = _UDPF(buf, 20)
-                if 8 <= ulen <= tlen - 20 and l4c:
+                if 8 <= w1 <= tlen - 20 and w2 and (not partial or partial == 26):
                     ops = UDP
                     key = sd << 32 | pp | _K_UDP
                     flags = 0
-                    coff = 26
-                    zero_as = 0xFFFF
-            if ops is not None and (not partial or partial == coff):
+                    l4c = w2
+            elif proto == IPPROTO_TCP:
+                if tlen >= 40 and (not partial or partial == 36):
+                    doff, flags, l4c = _TCPF(buf, 32)
+                    if doff >= 0x50 and (doff >> 4) << 2 <= tlen - 20:
+                        ops = TCP
+                        key = sd << 32 | pp | _K_TCP
+            if ops is not None:
                 fw = None
                 e = self._conns.get(key)
                 if e is None:
@@ -145,14 +143,18 @@ class Fast4:
                         # state moved like the rest; the method sends the packet
                         return hook(self, buf, tlen)
                     x = (ipc ^ 0xFFFF) + ipd
-                    _pack_HQ(buf, 10, ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF, sd + sdd)
-                    _pack_I(buf, 20, pp + ppd)
+                    ipc = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
                     if partial:     # P + the address delta, not inverted (module doc)
                         x = l4c + ipd
-                        _pack_H(buf, coff, (x & 0xFFFF) + (x >> 16))
+                        l4c = (x & 0xFFFF) + (x >> 16)
                     else:
                         x = (l4c ^ 0xFFFF) + l4d
-                        _pack_H(buf, coff, (((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF) or zero_as)
+                        l4c = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
+                    if ops is UDP:  # one write from the IP checksum to the UDP checksum
+                        _pack_udp(buf, 10, ipc, sd + sdd, pp + ppd, w1, l4c or 0xFFFF)
+                    else:
+                        _pack_HQI(buf, 10, ipc, sd + sdd, pp + ppd)
+                        _pack_H(buf, 36, l4c)
                     self.out_len = tlen
                     return 1
         if partial:
