@@ -54,8 +54,15 @@ def instrumented(enabled):
     return atheris.instrument_imports(include=["userlb"])
 
 
+#: True once run() hands a target to atheris (targets may then keep state
+#: between inputs that a test replaying one input must not see)
+FUZZING = False
+
+
 def run(one_input):
     """Run one target under atheris with sys.argv's libFuzzer options."""
+    global FUZZING
     import atheris
+    FUZZING = True
     atheris.Setup(sys.argv, one_input)
     atheris.Fuzz()

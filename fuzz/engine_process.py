@@ -11,6 +11,7 @@ empty and every counter is back to 0.
     python fuzz/engine_process.py [libFuzzer options] [corpus dirs]
 """
 
+import _common
 from _common import instrumented, records, run
 
 with instrumented(__name__ == "__main__"):
@@ -53,6 +54,33 @@ def new_engine(sloppy):
     return eng
 
 
+START = 1000.0
+_kept = {}      # sloppy -> [engine, the time its next input starts at]
+
+
+def engine_for(sloppy):
+    """(engine, start time) for one input.  Under atheris one engine per
+    sloppy setting is kept: building one is two thirds of an input's cost
+    there, and finish() leaves it empty with every counter at 0.  Its time
+    only moves forward (the entry wheel and the rate estimators expect a
+    monotonic clock), so the next input starts after the last one finished.
+    (The schedulers' own state lives in SERVICES and was always shared.)
+    Without atheris -- the tests replaying an input -- a fresh engine."""
+    if not _common.FUZZING:
+        return new_engine(sloppy), START
+    kept = _kept.get(sloppy)
+    if kept is None:
+        kept = _kept[sloppy] = [new_engine(sloppy), START]
+    return kept[0], kept[1]
+
+
+def done_with(eng, sloppy, end):
+    """The kept engine's next input starts after `end` (see engine_for)."""
+    kept = _kept.get(sloppy)
+    if kept is not None and kept[0] is eng:
+        kept[1] = end + 1.0
+
+
 def _counters():
     """The destinations' connection counters: active + inactive (entries),
     persistent (templates)."""
@@ -77,10 +105,9 @@ def check_verdict(eng, v, n, drops_before):
         assert sum(eng.drops.values()) == drops_before + 1
 
 
-def feed(eng, data, process):
-    """Run the records of `data` through process(record, now); check the
-    table afterwards.  Returns the final time."""
-    now = 1000.0
+def feed(eng, data, process, now=START):
+    """Run the records of `data` through process(record, now) from time
+    `now`; check the table afterwards.  Returns the final time."""
     for dt, rec in records(data):
         now += dt
         CLOCK.set(now)
@@ -92,16 +119,18 @@ def feed(eng, data, process):
 
 
 def finish(eng, now):
-    """Everything expires: no entry, no connection counted, no fragment kept."""
-    for step in (400.0, 10_000.0, 1e6):
+    """Everything expires: no entry, no connection counted, no fragment kept.
+    Returns the time it ends at (far beyond every timeout)."""
+    for step in (400.0, 10_000.0, 100_000.0):
         eng.expire(now + step)
     assert len(eng) == 0, len(eng)
     assert _counters() == 0
+    return now + 100_000.0
 
 
 def one_input(data):
     sloppy = bool(data[:1]) and data[0] & 0x80 != 0
-    eng = new_engine(sloppy)
+    eng, start = engine_for(sloppy)
 
     def process(rec, now):
         n = len(rec)
@@ -110,8 +139,8 @@ def one_input(data):
         v = eng.process(BUF, n, now)
         check_verdict(eng, v, n, before)
 
-    now = feed(eng, data, process)
-    finish(eng, now)
+    now = feed(eng, data, process, start)
+    done_with(eng, sloppy, finish(eng, now))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ with instrumented(__name__ == "__main__"):
 
 def one_input(data):
     sloppy = bool(data[:1]) and data[0] & 0x80 != 0
-    eng = E.new_engine(sloppy)
+    eng, start = E.engine_for(sloppy)
     path = vnet.VnetPath(eng)
 
     def process(rec, now):
@@ -39,8 +39,8 @@ def one_input(data):
             assert v != V_FORWARD_OUT or not hdr[0] & vnet.F_NEEDS_CSUM
             E.check_verdict(eng, v, n, before)
 
-    now = E.feed(eng, data, process)
-    E.finish(eng, now)
+    now = E.feed(eng, data, process, start)
+    E.done_with(eng, sloppy, E.finish(eng, now))
 
 
 if __name__ == "__main__":
