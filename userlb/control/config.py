@@ -65,6 +65,7 @@ stats/rate-estimator module can reset its own state.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
@@ -386,6 +387,7 @@ class Config:
         return save_lines(self, with_timeouts=with_timeouts)
 
 
+@functools.cache
 def _accepts_timeouts(cls: type[Scheduler]) -> bool:
     try:
         return "timeouts" in inspect.signature(cls).parameters

@@ -77,19 +77,14 @@ def fill(dests: list[Dest], size: int) -> list[Dest | None]:
     buckets each, wrapping around the list until all buckets are filled."""
     if not dests:
         return [None] * size
-    table: list[Dest | None] = []
-    n = len(dests)
-    i = 0
-    while True:
-        d = dests[i]
-        # never more than the buckets left (weights go up to INT_MAX)
-        table.extend([d] * min(max(d.weight, 1), size - len(table)))
-        if len(table) >= size:
-            del table[size:]
-            return table
-        i += 1
-        if i == n:
-            i = 0
+    # one pass over the list (never more than the buckets left: weights go
+    # up to INT_MAX), then that pass repeated: the wrap-around
+    one: list[Dest | None] = []
+    for d in dests:
+        one += [d] * min(max(d.weight, 1), size - len(one))
+        if len(one) >= size:
+            return one
+    return (one * -(-size // len(one)))[:size]
 
 
 @register
