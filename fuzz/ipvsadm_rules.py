@@ -20,6 +20,16 @@ with instrumented(__name__ == "__main__"):
     from userlb.errors import ConfigError
 
 BASE = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m\n"
+BASE_CMDS = ia.parse_rules(BASE)        # parsed once (Commands are not changed by applying)
+
+
+def base_config():
+    cfg = Config(clock=ManualClock(0.0))
+    cfg.apply_batch(BASE_CMDS)
+    return cfg
+
+
+BEFORE = base_config().save()
 
 
 def one_input(data):
@@ -36,13 +46,11 @@ def one_input(data):
     except ConfigError as e:
         assert e.line is not None and 1 <= e.line <= nlines, (e.line, nlines, str(e))
         return
-    cfg = Config(clock=ManualClock(0.0))
-    cfg.load_rules(BASE)
-    before = cfg.save()
+    cfg = base_config()
     try:
         cfg.apply_batch(cmds)
     except ConfigError:
-        assert cfg.save() == before, "a refused batch changed the configuration"
+        assert cfg.save() == BEFORE, "a refused batch changed the configuration"
         return
     saved = cfg.save()
     again = Config(clock=ManualClock(0.0))
