@@ -39,6 +39,21 @@ def test_unknown_run_is_refused(capsys):
     assert "unknown run" in capsys.readouterr().err
 
 
+def _row(name, sched, legit, intact, entries):
+    return {"name": name, "sched": sched, "legit_during": legit, "streams_intact": intact,
+            "streams": [{}] * 5, "entries_max": entries}
+
+
+def test_the_bar():
+    assert fe.meets_bar(_row("a", "mh", [199, 200], 5, 9000))        # 99.5 %
+    assert not fe.meets_bar(_row("b", "mh", [197, 200], 5, 9000))    # 98.5 %
+    assert not fe.meets_bar(_row("c", "mh", [200, 200], 4, 9000))    # a stream broke
+    assert not fe.meets_bar(_row("d", "mhs", [200, 200], 5, 1))      # mhs made an entry
+    assert not fe.meets_bar(_row("e", "mhs", [0, 0], 5, 0))          # nothing measured
+    v = fe.verdict([_row("a", "mh", [199, 200], 5, 9000), _row("d", "mhs", [200, 200], 5, 1)])
+    assert "met by `a`" in v and "not met by `d`" in v
+
+
 @needs_root
 @pytest.mark.root
 @pytest.mark.slow
@@ -57,4 +72,5 @@ def test_short_flood_experiment(tmp_path):
         assert r["legit_after"][1] > 0 and r["recovery"] is not None and r["recovery"] <= 5
     assert fl["streams_intact"] == 5
     md = out.with_suffix(".md").read_text()
-    assert "| `mhs` |" in md and "entries over time" in md
+    assert "| `mhs` |" in md and "entries over time" in md and "Against the bar" in md
+    assert data["args"]["legit_every"] == 0.1
