@@ -65,6 +65,8 @@ def populate(offsets: Sequence[int], skips: Sequence[int], nturns: Sequence[int]
     active = [i for i, t in enumerate(nturns) if t > 0]
     if not active:
         return table
+    if len(active) == 1:
+        return [active[0]] * m      # the race has one runner: it takes every slot
     perm = list(offsets)
     filled = 0
     if all(nturns[i] == 1 for i in active):
