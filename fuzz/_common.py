@@ -44,14 +44,14 @@ def pack_records(items):
     return bytes(out)
 
 
-def instrumented(enabled):
+def instrumented(enabled, include=("userlb",)):
     """Context for a target's imports: atheris's coverage instrumentation of
-    the userlb modules imported inside it when the target runs as a fuzzer
-    (``enabled``), nothing when a test imports the target."""
+    the modules under `include` (packages) imported inside it when the target
+    runs as a fuzzer (``enabled``), nothing when a test imports the target."""
     if not enabled:
         return contextlib.nullcontext()
     import atheris
-    return atheris.instrument_imports(include=["userlb"])
+    return atheris.instrument_imports(include=list(include))
 
 
 #: True once run() hands a target to atheris (targets may then keep state
