@@ -11,20 +11,23 @@ would take, faster.
 
 The speed tricks (each one here only; the rest of the package is plain):
 
-* Two ``unpack_from`` calls read everything: ``_IP4F`` gives the total
-  length, fragment word, protocol, IP header checksum and both addresses as
-  one 64-bit word ``sd = saddr << 32 | daddr``; ``_TCPF`` / ``_UDPF`` give
-  both ports as one 32-bit word ``pp = sport << 16 | dport``, the TCP flags
-  and the L4 checksum.
+* Two ``unpack_from`` calls read everything: ``_HEAD`` gives the total
+  length, fragment word, protocol, IP header checksum, both addresses as
+  one 64-bit word ``sd = saddr << 32 | daddr`` and both ports as one 32-bit
+  word ``pp = sport << 16 | dport``; ``_TCPF`` / ``_UDPF`` the TCP flags or
+  the UDP length, and the L4 checksum.
 * The connection key is ``proto << 96 | sd << 32 | pp`` (conntrack.key4),
   built from those words.
 * Masquerading moves the address word and the port word by a constant per
   (service, destination, direction), so the rewrite is ``sd + delta`` and
-  ``pp + delta`` written back by three ``pack_into`` calls; both checksums are
-  patched with precomputed RFC 1624 deltas (``xl.fast_in`` / ``xl.fast_out``,
-  computed by xmit/masq.py): ``~(~old + delta)`` folded once, because a
-  16-bit checksum plus a 17-bit delta carries at most once.  A computed UDP
-  checksum of 0 is sent as 0xFFFF (``or zero_as``); TCP keeps it.
+  ``pp + delta``; both checksums are patched with precomputed RFC 1624
+  deltas (``xl.fast_in`` / ``xl.fast_out``, computed by xmit/masq.py):
+  ``~(~old + delta)`` folded once, because a 16-bit checksum plus a 17-bit
+  delta carries at most once.  The words from the IP checksum (offset 10)
+  on are contiguous, so UDP is written back by one ``pack_into`` (IP
+  checksum, addresses, ports, length, UDP checksum) and TCP by two (the TCP
+  checksum sits at 36, after the sequence numbers).  A computed UDP
+  checksum of 0 is sent as 0xFFFF; TCP keeps it.
 * The TCP state moves by one tuple index (``flags << 4 | state``, the
   protocol's table -- for client packets of direct routing and tunnels
   (``xl.in_only``) its INPUT-ONLY rows); UDP's table maps its state to
@@ -58,11 +61,11 @@ from .proto.udp import UDP
 from .tcpstate import CLOSE, TIME_WAIT
 from .verdict import R_NO_DEST, R_NO_SCHEDULER
 
-# the IPv4 header and the first 8 bytes after it: tot_len, frag, proto, csum,
-# saddr<<32|daddr, sport<<16|dport, and two 16-bit words (UDP: length and
-# checksum; TCP: the sequence number, unused)
-_HEAD = Struct("!2xH2xH1xBHQIHH").unpack_from
+# the IPv4 header and the ports: tot_len, frag, proto, csum, saddr<<32|daddr,
+# sport<<16|dport
+_HEAD = Struct("!2xH2xH1xBHQI").unpack_from
 _TCPF = Struct("!BB2xH").unpack_from         # TCP data offset, flags, checksum (at 32)
+_UDPF = Struct("!HH").unpack_from            # UDP length, checksum (at 24)
 _pack_udp = Struct("!HQIHH").pack_into       # IP csum, addresses, ports, UDP length, csum (at 10)
 _pack_HQI = Struct("!HQI").pack_into         # IP csum, addresses, ports (at 10)
 _pack_H = Struct("!H").pack_into
@@ -83,22 +86,22 @@ class Fast4:
         if n > len(buf):
             n = len(buf)                   # as packet.parse: never read past the buffer
         if n >= 28 and buf[0] == 0x45 and self._fast:
-            tlen, frag, proto, ipc, sd, pp, w1, w2 = _HEAD(buf, 0)
+            tlen, frag, proto, ipc, sd, pp = _HEAD(buf, 0)
             ops = None
             if frag & 0x3FFF or tlen > n:
                 pass
-            elif proto == IPPROTO_UDP:
-                if 8 <= w1 <= tlen - 20 and w2 and (not partial or partial == 26):
-                    ops = UDP
-                    key = sd << 32 | pp | _K_UDP
-                    flags = 0
-                    l4c = w2
             elif proto == IPPROTO_TCP:
                 if tlen >= 40 and (not partial or partial == 36):
                     doff, flags, l4c = _TCPF(buf, 32)
                     if doff >= 0x50 and (doff >> 4) << 2 <= tlen - 20:
                         ops = TCP
                         key = sd << 32 | pp | _K_TCP
+            elif proto == IPPROTO_UDP:
+                ulen, l4c = _UDPF(buf, 24)
+                if 8 <= ulen <= tlen - 20 and l4c and (not partial or partial == 26):
+                    ops = UDP
+                    key = sd << 32 | pp | _K_UDP
+                    flags = 0
             if ops is not None:
                 fw = None
                 e = self._conns.get(key)
@@ -151,7 +154,7 @@ class Fast4:
                         x = (l4c ^ 0xFFFF) + l4d
                         l4c = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
                     if ops is UDP:  # one write from the IP checksum to the UDP checksum
-                        _pack_udp(buf, 10, ipc, sd + sdd, pp + ppd, w1, l4c or 0xFFFF)
+                        _pack_udp(buf, 10, ipc, sd + sdd, pp + ppd, ulen, l4c or 0xFFFF)
                     else:
                         _pack_HQI(buf, 10, ipc, sd + sdd, pp + ppd)
                         _pack_H(buf, 36, l4c)
