@@ -66,3 +66,23 @@ def test_a_refused_batch_changes_nothing():
     c.apply_batch(["-E -u 10.0.0.1:53 -s mh"])        # safe edits pass
     with pytest.raises(ConfigError, match="persistence"):
         c.apply(["-E", "-u", "10.0.0.1:53", "-s", "mh", "-p", "60"])
+
+
+@pytest.mark.parametrize("sched,sloppy_sctp,ok", [
+    ("mh", True, True), ("sh", True, True),
+    ("mh", False, False), ("sh", False, False),        # needs sloppy SCTP
+    ("mhs", False, True),                              # stateless: schedules any chunk
+    ("rr", True, False),
+])
+def test_sctp_services_with_workers(sched, sloppy_sctp, ok):
+    rules = f"-A --sctp-service 10.0.0.1:3868 -s {sched}\n"
+    problems = W.check_config(_cfg(rules), True, 2, sloppy_sctp)
+    assert (problems == []) == ok, problems
+    c = _pool_cfg(True)
+    c.sloppy_sctp = sloppy_sctp
+    if ok:
+        c.load_rules(rules)
+    else:
+        with pytest.raises(ConfigError, match="--sloppy-sctp|scheduler 'rr'"):
+            c.load_rules(rules)
+        assert c.services == {}

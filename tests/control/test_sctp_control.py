@@ -40,7 +40,8 @@ def test_keepalived_protocol_sctp():
     parse_argv(argv)            # and ipvsadm takes it back
 
 
-def test_sctp_refused_with_several_workers():
+def test_sctp_with_several_workers_needs_sloppy_sctp():
     from userlb.cli.workers import refusal
     why = refusal(IPPROTO_SCTP, 0x0A000001, 3868, "mh", 0, True, 2)
-    assert why and "SCTP services run in one worker only" in why
+    assert why and "needs --sloppy-sctp" in why
+    assert refusal(IPPROTO_SCTP, 0x0A000001, 3868, "mh", 0, True, 2, sloppy_sctp=True) is None

@@ -19,7 +19,8 @@ Design (small on purpose)
     is acknowledged when all N have answered.  A worker that refuses a change
     the main process accepted, or dies, stops the director: the tables never
     diverge.
-  - `-Z`, `--sloppy-tcp` / `--max-entries` settings: sent to every worker.
+  - `-Z`, `--sloppy-tcp` / `--sloppy-sctp` / `--max-entries` settings: sent to
+    every worker.
   - `-L --stats` / `--rate`, `-L -c`, `--show-settings`, metrics: at the start
     of every control request (and once a second for the rate estimators and
     the exporters) the main process asks every worker for its counters and
@@ -47,6 +48,9 @@ rest is refused with a message naming the service):
   middle of a connection creates the entry, with the same decision, instead
   of answering RST; mhs schedules every packet without an entry anyway);
   `--sloppy-tcp` cannot be turned off while such a service exists;
+* for SCTP services with `mh` / `sh`, likewise `--sloppy-sctp` (a worker that
+  gets the middle of an association creates the entry from any chunk but
+  ABORT; the tun flow hash covers SCTP's ports as it does TCP's and UDP's);
 * replies without an entry are translated from the configuration (a real
   server owned by one service), as with one worker.
 
@@ -86,8 +90,9 @@ SAFE_SCHEDULERS = ("mh", "sh", "mhs")
 NEEDS_SLOPPY = ("mh", "sh")
 
 
-def refusal(proto, addr, port, sched, flags, sloppy, workers):
-    """Why a service cannot run with `workers` > 1 workers, or None."""
+def refusal(proto, addr, port, sched, flags, sloppy, workers, sloppy_sctp=False):
+    """Why a service cannot run with `workers` > 1 workers, or None
+    (`sloppy`: sloppy TCP)."""
     what = f"{PROTO_NAMES.get(proto, proto)} {format_endpoint(addr, port)}"
     if flags & SVC_F_PERSISTENT:
         return (f"service {what}: persistence (-p) needs every connection of a client in "
@@ -96,12 +101,12 @@ def refusal(proto, addr, port, sched, flags, sloppy, workers):
         return (f"service {what}: scheduler {sched!r} decides per worker; with --workers "
                 f"{workers} only {', '.join(SAFE_SCHEDULERS)} (the same decision in every "
                 f"worker) are safe")
-    if proto == IPPROTO_SCTP:
-        return (f"service {what}: SCTP services run in one worker only (not with --workers "
-                f"{workers}; docs/sctp.md)")
     if proto == IPPROTO_TCP and sched in NEEDS_SLOPPY and not sloppy:
         return (f"service {what}: TCP with {sched!r} and --workers {workers} needs "
                 f"--sloppy-tcp (a connection whose packets reach another worker)")
+    if proto == IPPROTO_SCTP and sched in NEEDS_SLOPPY and not sloppy_sctp:
+        return (f"service {what}: SCTP with {sched!r} and --workers {workers} needs "
+                f"--sloppy-sctp (an association whose packets reach another worker)")
     return None
 
 
@@ -111,6 +116,7 @@ class PoolConfig(Config):
 
     workers = 2
     sloppy = False
+    sloppy_sctp = False
 
     def _check(self, c, view):
         super()._check(c, view)
@@ -118,7 +124,7 @@ class PoolConfig(Config):
             return
         if c.cmd in (ia.ADD_SERVICE, ia.EDIT_SERVICE):
             why = refusal(c.protocol, c.addr, c.port, c.scheduler, c.flags, self.sloppy,
-                          self.workers)
+                          self.workers, self.sloppy_sctp)
             if why:
                 raise ConfigError(why)
         elif c.cmd in (ia.ADD_SERVER, ia.EDIT_SERVER):
@@ -138,11 +144,12 @@ def dest_refusal(fwd, u_threshold, l_threshold, workers):
     return None
 
 
-def check_config(cfg, sloppy, workers):
+def check_config(cfg, sloppy, workers, sloppy_sctp=False):
     """The refusals of an already loaded Config (start): list of messages."""
     out = []
     for s in cfg.services.values():
-        why = refusal(s.protocol, s.addr, s.port, s.sched_name, s.flags, sloppy, workers)
+        why = refusal(s.protocol, s.addr, s.port, s.sched_name, s.flags, sloppy, workers,
+                      sloppy_sctp)
         if why:
             out.append(why)
         for d in s.dests:
@@ -299,7 +306,7 @@ class Pool:
     """The EngineControl of the main process: every change goes to all
     workers, counters come back summed (module docstring)."""
 
-    def __init__(self, cfg, workers, sloppy_tcp, max_entries):
+    def __init__(self, cfg, workers, sloppy_tcp, max_entries, sloppy_sctp=False):
         from ..dataplane.stats import RateEstimators
         self.cfg = cfg
         self.workers = workers                        # [(pid, Connection)]
@@ -309,7 +316,7 @@ class Pool:
         self.drops = Counter()
         self.replies = Counter()
         self._sloppy = sloppy_tcp
-        self._sloppy_sctp = False         # no SCTP service runs with workers (refusal)
+        self._sloppy_sctp = sloppy_sctp
         self._max_entries = max_entries
         self.count = 0
         self.driver_counters = {}
@@ -367,6 +374,15 @@ class Pool:
         self.ask(("zero", None if svc is None else svc.key))
         Engine.zero(self, svc)      # the pool's own totals and estimators, as an engine's
 
+    def _check_sloppy(self, tcp, sctp):
+        """Refuse a setting that would leave a configured service unsafe."""
+        for s in self.cfg.services.values():
+            why = refusal(s.protocol, s.addr, s.port, s.sched_name, s.flags, tcp,
+                          len(self.workers), sctp)
+            if why:
+                from ..control.protocol import ProtocolError
+                raise ProtocolError(why)
+
     @property
     def sloppy_tcp(self):
         return self._sloppy
@@ -374,12 +390,7 @@ class Pool:
     @sloppy_tcp.setter
     def sloppy_tcp(self, value):
         if not value:
-            for s in self.cfg.services.values():
-                why = refusal(s.protocol, s.addr, s.port, s.sched_name, s.flags, False,
-                              len(self.workers))
-                if why:
-                    from ..control.protocol import ProtocolError
-                    raise ProtocolError(why)
+            self._check_sloppy(False, self._sloppy_sctp)
         self.ask(("set", "sloppy_tcp", bool(value)))
         self._sloppy = self.cfg.sloppy = bool(value)
 
@@ -389,8 +400,10 @@ class Pool:
 
     @sloppy_sctp.setter
     def sloppy_sctp(self, value):
+        if not value:
+            self._check_sloppy(self._sloppy, False)
         self.ask(("set", "sloppy_sctp", bool(value)))
-        self._sloppy_sctp = bool(value)
+        self._sloppy_sctp = self.cfg.sloppy_sctp = bool(value)
 
     @property
     def max_entries(self):
@@ -555,9 +568,9 @@ class PoolDirector(Director):
         self.cfg = cfg
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload, queues=n)
         self.pool = Pool(cfg, spawn(self.dev, cfg, args), args.sloppy_tcp,
-                         args.max_entries if args.max_entries is not None else 1_000_000)
+                         args.max_entries if args.max_entries is not None else 1_000_000,
+                         bool(getattr(args, "sloppy_sctp", False)))
         self.engine = self.pool
-        self.pool._sloppy_sctp = bool(getattr(args, "sloppy_sctp", False))
         self.sync = PoolSync(cfg, self.pool)
         self.driver = PoolDriver(self.pool)
         self.routes = None
@@ -594,10 +607,11 @@ def make_director(args, cfg, n):
         return f"--keepalived is not available with --workers {n}"
     if args.pcap:
         return f"--pcap is not available with --workers {n}"
-    problems = check_config(cfg, args.sloppy_tcp, n)
+    sctp = bool(getattr(args, "sloppy_sctp", False))
+    problems = check_config(cfg, args.sloppy_tcp, n, sctp)
     if problems:
         return "; ".join(problems)
     pcfg = PoolConfig()
-    pcfg.workers, pcfg.sloppy = n, args.sloppy_tcp
+    pcfg.workers, pcfg.sloppy, pcfg.sloppy_sctp = n, args.sloppy_tcp, sctp
     pcfg.load_rules("\n".join(cfg.save(with_timeouts=True)) + "\n")
     return PoolDirector(args, pcfg, n)
