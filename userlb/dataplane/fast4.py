@@ -11,11 +11,11 @@ would take, faster.
 
 The speed tricks (each one here only; the rest of the package is plain):
 
-* Two ``unpack_from`` calls read everything: ``_HEAD`` gives the total
-  length, fragment word, protocol, IP header checksum, both addresses as
-  one 64-bit word ``sd = saddr << 32 | daddr`` and both ports as one 32-bit
-  word ``pp = sport << 16 | dport``; ``_TCPF`` / ``_UDPF`` the TCP flags or
-  the UDP length, and the L4 checksum.
+* The protocol byte picks one ``unpack_from`` that reads the total length,
+  fragment word, IP header checksum, both addresses as one 64-bit word
+  ``sd = saddr << 32 | daddr`` and both ports as one 32-bit word
+  ``pp = sport << 16 | dport`` -- for UDP also its length and checksum;
+  TCP's flags and checksum take a second one (``_TCPF``).
 * The connection key is ``proto << 96 | sd << 32 | pp`` (conntrack.key4),
   built from those words.
 * Masquerading moves the address word and the port word by a constant per
@@ -61,11 +61,11 @@ from .proto.udp import UDP
 from .tcpstate import CLOSE, TIME_WAIT
 from .verdict import R_NO_DEST, R_NO_SCHEDULER
 
-# the IPv4 header and the ports: tot_len, frag, proto, csum, saddr<<32|daddr,
-# sport<<16|dport
-_HEAD = Struct("!2xH2xH1xBHQI").unpack_from
+# chosen by the protocol byte (9): the IPv4 header's tot_len, frag, csum,
+# saddr<<32|daddr and sport<<16|dport; for UDP also its length and checksum
+_TCP_HEAD = Struct("!2xH2xH2xHQI").unpack_from
+_UDP_HEAD = Struct("!2xH2xH2xHQIHH").unpack_from
 _TCPF = Struct("!BB2xH").unpack_from         # TCP data offset, flags, checksum (at 32)
-_UDPF = Struct("!HH").unpack_from            # UDP length, checksum (at 24)
 _pack_udp = Struct("!HQIHH").pack_into       # IP csum, addresses, ports, UDP length, csum (at 10)
 _pack_HQI = Struct("!HQI").pack_into         # IP csum, addresses, ports (at 10)
 _pack_H = Struct("!H").pack_into
@@ -86,19 +86,20 @@ class Fast4:
         if n > len(buf):
             n = len(buf)                   # as packet.parse: never read past the buffer
         if n >= 28 and buf[0] == 0x45 and self._fast:
-            tlen, frag, proto, ipc, sd, pp = _HEAD(buf, 0)
             ops = None
-            if frag & 0x3FFF or tlen > n:
-                pass
-            elif proto == IPPROTO_TCP:
-                if tlen >= 40 and (not partial or partial == 36):
+            proto = buf[9]
+            if proto == IPPROTO_TCP:
+                tlen, frag, ipc, sd, pp = _TCP_HEAD(buf, 0)
+                if (tlen <= n and not frag & 0x3FFF and tlen >= 40
+                        and (not partial or partial == 36)):
                     doff, flags, l4c = _TCPF(buf, 32)
                     if doff >= 0x50 and (doff >> 4) << 2 <= tlen - 20:
                         ops = TCP
                         key = sd << 32 | pp | _K_TCP
             elif proto == IPPROTO_UDP:
-                ulen, l4c = _UDPF(buf, 24)
-                if 8 <= ulen <= tlen - 20 and l4c and (not partial or partial == 26):
+                tlen, frag, ipc, sd, pp, ulen, l4c = _UDP_HEAD(buf, 0)
+                if (tlen <= n and not frag & 0x3FFF and 8 <= ulen <= tlen - 20 and l4c
+                        and (not partial or partial == 26)):
                     ops = UDP
                     key = sd << 32 | pp | _K_UDP
                     flags = 0
