@@ -4,22 +4,15 @@ docs/sctp.md): real servers answering SCTP from raw sockets
 from several client ports, spread by the tun flow hash over both workers;
 sloppy SCTP cannot be turned off while an mh SCTP service needs it."""
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from helpers.netns import make_lab, needs_root
+from helpers.sctp import PORT, client_argv, service_rules, start_servers, stop_servers
 from userlb.lab import VIP4
-from userlb.lab.rules import service_lines
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
-
-PORT = 3868
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -27,28 +20,17 @@ def lab():
     lab = make_lab(n_servers=2, n_clients=4, sloppy=True, director=False)
     servers = []
     try:
-        extra = "\n".join(service_lines("--sctp-service", VIP4, PORT, "-s mh",
-                                        [a4 for _n, a4, _a6 in lab.servers])) + "\n"
-        lab.write_rules(lab.rules_text(extra=extra))
-        for ns, _a4, _a6 in lab.servers:
-            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
-                                  "userlb.lab.sctp_peer", "serve", "--port", str(PORT)],
-                                 stdout=subprocess.PIPE, text=True, env=ENV)
-            servers.append(p)
-            assert json.loads(p.stdout.readline())["event"] == "ready"
+        lab.write_rules(service_rules(lab))
+        servers = start_servers(lab)
         lab.start_director(extra=["--workers", "2", "--sloppy-sctp"])
         yield lab
     finally:
-        for p in servers:
-            p.terminate()
-            p.wait(10)
+        stop_servers(servers)
         lab.down()
 
 
 def run_client(lab, sport, count=4):
-    argv = [sys.executable, "-m", "userlb.lab.sctp_peer", "client", "--src", lab.clients4[0],
-            "--dst", VIP4, "--dport", str(PORT), "--sport", str(sport), "--count", str(count),
-            "--interval", "0.05", "--limit", "30"]
+    argv = client_argv(lab.clients4[0], sport, count)
     return json.loads(lab.exec(lab.client, argv, timeout=60).stdout)
 
 

@@ -6,22 +6,16 @@ scapy.  A director that carries an association is killed: with sloppy SCTP
 the association goes on through the other director (mh picks the same real
 server there, and a DATA chunk creates the entry)."""
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
 from helpers.netns import make_lab, needs_root
+from helpers.sctp import ENV, PORT, client_argv, service_rules, start_servers, stop_servers
 from userlb.lab import VIP4
-from userlb.lab.rules import service_lines
 
 pytestmark = [needs_root, pytest.mark.root, pytest.mark.slow]
-
-PORT = 3868
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -29,28 +23,12 @@ def lab():
     lab = make_lab(n_servers=2, n_clients=4, directors=2)
     servers = []
     try:
-        extra = "\n".join(service_lines("--sctp-service", VIP4, PORT, "-s mh",
-                                        [a4 for _n, a4, _a6 in lab.servers])) + "\n"
-        lab.reload(lab.rules_text(extra=extra))
-        for ns, _a4, _a6 in lab.servers:
-            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
-                                  "userlb.lab.sctp_peer", "serve", "--port", str(PORT)],
-                                 stdout=subprocess.PIPE, text=True, env=ENV)
-            servers.append(p)
-            assert json.loads(p.stdout.readline())["event"] == "ready"
-        lab.sctp_servers = servers
+        lab.reload(service_rules(lab))
+        servers = lab.sctp_servers = start_servers(lab)
         yield lab
     finally:
-        for p in servers:
-            p.terminate()
-            p.wait(10)
+        stop_servers(servers)
         lab.down()
-
-
-def client_argv(src, sport, count, interval=0.05, limit=30.0):
-    return [sys.executable, "-m", "userlb.lab.sctp_peer", "client", "--src", src,
-            "--dst", VIP4, "--dport", str(PORT), "--sport", str(sport), "--count", str(count),
-            "--interval", str(interval), "--limit", str(limit)]
 
 
 def run_client(lab, src, sport, count=5, **kw):
