@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from helpers.keepalived import director_log, listing, wait_listing
 from helpers.netns import make_lab, needs_root
 from userlb.lab import HTTP, VIP4, VIP6
 from userlb.lab.base import REPLY_FROM, TUN
@@ -110,36 +111,6 @@ def lab():
         lab.down()
 
 
-def listing(lab):
-    """{(vip line, 'rip:port'): weight} from `userlb adm -L -n`."""
-    out = lab.adm("-L", "-n")
-    text = out if isinstance(out, str) else out.stdout
-    rows, svc = {}, None
-    for line in text.splitlines():
-        if line.startswith(("TCP", "UDP")):
-            svc = line.split()[1]
-        elif line.strip().startswith("->") and "Masq" in line:
-            w = line.split()
-            rows[(svc, w[1])] = int(w[3])
-    return rows
-
-
-def wait_listing(lab, want, timeout=15):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = listing(lab)
-        if all(got.get(k) == v for k, v in want.items()):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"listing never became {want}: {got}\n{log(lab)}")
-        time.sleep(0.2)
-
-
-def log(lab):
-    with open(lab.director_log) as f:
-        return f.read()
-
-
 def http(lab, vip=VIP4, count=12):
     srcs = lab.clients6 if ":" in vip else lab.clients4
     return lab.client_py("http", vip=vip, port=HTTP, count=count, sources=srcs, timeout=3.0)
@@ -165,7 +136,7 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     assert all("error" not in f for f in flows), flows
     assert {f["server"] for f in flows} == {"s1", "s2", "s3"}
     # the checkers' own connections came from the director, not through userlb
-    assert "refused" not in log(lab)
+    assert "refused" not in director_log(lab)
 
     # stop s1 and s2 (their HTTP servers with them)
     t0 = time.monotonic()
@@ -178,7 +149,7 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     assert (v6, ep(b1)) not in got and (v6, ep(b2)) not in got
     # delay_loop 0.5 + one retry 0.2 later + connect failures: well under 5 s
     assert took < 5, took
-    text = log(lab)
+    text = director_log(lab)
     assert f"real server {ep(a1)} DOWN (HTTP_GET /" in text
     assert f"-d -t {v4} -r {ep(a1)}" in text
     assert f"-e -t {v4} -r {ep(a2)} -m -w 0" in text
@@ -212,10 +183,10 @@ def test_a_stopped_real_server_is_taken_out_and_comes_back(lab):
     lab.start("s2", ns2, server_argv(lab, "s2"), ready="ready")
     wait_listing(lab, {(v4, ep(a1)): 1, (v4, ep(a2)): 1, (v4, ep(a3)): 1,
                        (v6, ep(b1)): 1, (v6, ep(b2)): 1}, timeout=10)
-    assert f"real server {ep(a1)} UP" in log(lab)
+    assert f"real server {ep(a1)} UP" in director_log(lab)
     got = wait_listing(lab, {(ep(VIP4, 8080), ep(a1)): 1, (ep(VIP4, 8080), ep(a2)): 1})
     assert (ep(VIP4, 8080), ep(a3)) not in got          # the sorry server is out again
-    assert f"TCP {ep(VIP4, 8080)}: quorum gained" in log(lab)
+    assert f"TCP {ep(VIP4, 8080)}: quorum gained" in director_log(lab)
     flows = http(lab)
     assert {f.get("server") for f in flows} == {"s1", "s2", "s3"}, flows
     flows6 = http(lab, vip=VIP6, count=6)
@@ -229,7 +200,7 @@ def test_misc_dynamic_exit_codes_set_the_weight(lab):
     try:
         code.write_text("5\n")                  # 2..255: up with weight code - 2
         wait_listing(lab, {(v4, ep(a3)): 3})
-        assert f"real server {ep(a3)} WEIGHT" in log(lab)
+        assert f"real server {ep(a3)} WEIGHT" in director_log(lab)
         code.write_text("1\n")                  # down
         got = wait_listing(lab, {(v4, ep(lab.servers[0][1])): 1})
         deadline = time.monotonic() + 10
@@ -250,17 +221,17 @@ def test_sighup_rereads_the_file_and_a_bad_file_changes_nothing(lab):
     a3 = lab.servers[2][1]
     with open(lab.kconf, "w") as f:
         f.write(conf_text(lab, s3_weight=3))
-    n = log(lab).count("SIGHUP")
+    n = director_log(lab).count("SIGHUP")
     lab.signal_director(signal.SIGHUP)
     wait_listing(lab, {(v4, ep(a3)): 3})
-    assert log(lab).count("SIGHUP") == n + 1 and "applied 1 change(s)" in log(lab)
+    assert director_log(lab).count("SIGHUP") == n + 1 and "applied 1 change(s)" in director_log(lab)
     with open(lab.kconf, "a") as f:
         f.write("virtual_server 10.99.0.7 80 {\n  lb_kind XYZ\n}\n")
     lab.signal_director(signal.SIGHUP)
     deadline = time.monotonic() + 10
-    while log(lab).count("SIGHUP") < n + 2 and time.monotonic() < deadline:
+    while director_log(lab).count("SIGHUP") < n + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    last = [x for x in log(lab).splitlines() if "SIGHUP" in x][-1]
+    last = [x for x in director_log(lab).splitlines() if "SIGHUP" in x][-1]
     lines = open(lab.kconf).read().count("\n")
     assert f"{lab.kconf}:{lines - 1}: lb_kind" in last and "unchanged" in last, last
     assert listing(lab)[(v4, ep(a3))] == 3

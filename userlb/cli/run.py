@@ -491,7 +491,8 @@ def main(argv):
         log(str(e))
         return 2
     try:
-        director = Director(args, cfg) if nworkers == 1 else make_director(args, cfg, nworkers)
+        director = (Director(args, cfg) if nworkers == 1
+                    else make_director(args, cfg, nworkers, health))
     except TunError as e:
         log(str(e))
         return 1

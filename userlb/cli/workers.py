@@ -57,8 +57,10 @@ rest is refused with a message naming the service):
 Refused: persistence (`-p`: the template would exist in one worker only),
 the stateful schedulers (`rr`, `wrr`, `lc`, `wlc`, ...: a flow that moves
 would get another server), upper/lower connection thresholds (`-x`/`-y`:
-counted per worker), direct routing and tunnels (`-g`/`-i`), `--keepalived` and
-`--pcap` (not wired to the workers).
+counted per worker), direct routing and tunnels (`-g`/`-i`) and `--pcap` (not
+wired to the workers).  With `--keepalived` the health checkers run in the
+main process and change its configuration, which reaches every worker as any
+change does; the keepalived.conf must then use only what is safe above.
 """
 import asyncio
 import os
@@ -600,11 +602,12 @@ class PoolDirector(Director):
         self.pool.stop()
 
 
-def make_director(args, cfg, n):
+def make_director(args, cfg, n, health=None):
     """The PoolDirector for `userlb run --workers n` (n > 1), or an error
-    message (str) when the configuration or options are not safe."""
-    if args.keepalived:
-        return f"--keepalived is not available with --workers {n}"
+    message (str) when the configuration or options are not safe.  `health`:
+    the keepalived HealthManager of `cfg` (--keepalived); its checkers then
+    change the main process's PoolConfig, which sends every change to all
+    workers like any other."""
     if args.pcap:
         return f"--pcap is not available with --workers {n}"
     sctp = bool(getattr(args, "sloppy_sctp", False))
@@ -614,4 +617,6 @@ def make_director(args, cfg, n):
     pcfg = PoolConfig()
     pcfg.workers, pcfg.sloppy, pcfg.sloppy_sctp = n, args.sloppy_tcp, sctp
     pcfg.load_rules("\n".join(cfg.save(with_timeouts=True)) + "\n")
+    if health is not None:
+        health.config = pcfg
     return PoolDirector(args, pcfg, n)
