@@ -21,6 +21,7 @@ ipvs.sh has it runs where ipip exists (elsewhere it checks the wire
 instead).
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,12 +186,12 @@ def st(tmp_path):
         t.cleanup()
 
 
-def test_dr(st):
-    """test_dr() of ipvs.sh."""
-    st.start_userlb()
+def _setup_dr(st, sched="rr", *run_args):
+    """test_dr() of ipvs.sh up to its test_service."""
+    st.start_userlb(*run_args)
     st.ns(st.ns0, "ip", "route", "add", VIP, "via", GIP, "dev", "br0")
     st.ns(st.ns1, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    st.ipvsadm("-A", "-t", f"{VIP}:{PORT}", "-s", "rr")
+    st.ipvsadm("-A", "-t", f"{VIP}:{PORT}", "-s", sched)
     st.ipvsadm("-a", "-t", f"{VIP}:{PORT}", "-r", f"{RIP}:{PORT}")
     st.ns(st.ns1, "ip", "addr", "add", f"{VIP}/32", "dev", "lo:1")
     st.ns(st.ns2, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
@@ -198,6 +199,11 @@ def test_dr(st):
     st.ns(st.ns2, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
     st.ns(st.ns2, "sysctl", "-qw", "net.ipv4.conf.veth21.rp_filter=0")
     st.ns(st.ns2, "ip", "addr", "add", f"{VIP}/32", "dev", "lo:1")
+
+
+def test_dr(st):
+    """test_dr() of ipvs.sh."""
+    _setup_dr(st)
     st.test_service()
     listing = st.ipvsadm("-L", "-n")
     assert f"  -> {RIP}:{PORT}" in listing and " Route " in listing
@@ -207,20 +213,50 @@ def test_dr(st):
     assert conns == 1 and inpkts >= 3 and outpkts == 0     # replies bypass the director
 
 
-def _driver_counters(st):
-    """The driver's counters from the director's SIGUSR1 listing."""
+def test_dr_with_two_workers(st):
+    """The same with `--workers 2` (userlb/cli/workers.py): ten connections
+    from random client ports spread over both workers' queues; each worker
+    sends its own frames to the real server."""
+    _setup_dr(st, "mh", "--workers", "2", "--sloppy-tcp",
+              "--stats-file", os.path.join(st.dir, "stats.txt"))
+    for _ in range(10):
+        st.test_service()
+    stats = st.ipvsadm("-L", "-n", "--stats")
+    line = [ln for ln in stats.splitlines() if ln.startswith(f"  -> {RIP}")][0]
+    conns, inpkts, outpkts = (int(x) for x in line.split()[2:5])
+    assert conns == 10 and inpkts >= 30 and outpkts == 0, stats
+    # both workers read client packets (all ten on one: probability 2 ** -9)
+    rx = {}
+    for ln in _listing(st).splitlines():
+        m = re.match(r"worker (\d+) pid \d+: .*\brx=(\d+)", ln)
+        if m:
+            rx[m.group(1)] = int(m.group(2))
+    assert len(rx) == 2 and all(v > 0 for v in rx.values()), rx
+
+
+def _listing(st):
+    """The director's SIGUSR1 listing (its --stats-file)."""
     path = os.path.join(st.dir, "stats.txt")
+    if os.path.exists(path):
+        os.unlink(path)
     st.procs[0].send_signal(signal.SIGUSR1)      # the first process: userlb run
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if os.path.exists(path):
             with open(path) as f:
                 text = f.read()
-            for ln in text.splitlines():
-                if ln.startswith("driver:"):
-                    return dict(w.split("=", 1) for w in ln.split()[1:] if "=" in w)
+            if "driver:" in text:
+                return text
         time.sleep(0.1)
     raise AssertionError("no SIGUSR1 listing")
+
+
+def _driver_counters(st):
+    """The driver's counters from the director's SIGUSR1 listing."""
+    for ln in _listing(st).splitlines():
+        if ln.startswith("driver:"):
+            return dict(w.split("=", 1) for w in ln.split()[1:] if "=" in w)
+    raise AssertionError("no driver line in the SIGUSR1 listing")
 
 
 @pytest.mark.parametrize("offload", [True, False])
@@ -284,9 +320,9 @@ for p in s.results or []:
 """
 
 
-def _setup_tun(st, *dest_opts):
+def _setup_tun(st, *dest_opts, sched="rr", run_args=()):
     """test_tun() of ipvs.sh on the director's side."""
-    st.start_userlb("--stats-file", os.path.join(st.dir, "stats.txt"))
+    st.start_userlb("--stats-file", os.path.join(st.dir, "stats.txt"), *run_args)
     st.ns(st.ns0, "ip", "route", "add", VIP, "via", GIP, "dev", "br0")
     # ipvs.sh turns IP forwarding off here: IPVS takes the VIP's packets at
     # LOCAL_IN, while userlb routes them into its TUN device, which needs
@@ -294,7 +330,7 @@ def _setup_tun(st, *dest_opts):
     # change to the script, docs/forwarding.md)
     st.ns(st.ns1, "sysctl", "-qw", "net.ipv4.conf.all.send_redirects=0")
     st.ns(st.ns1, "sysctl", "-qw", "net.ipv4.conf.default.send_redirects=0")
-    st.ipvsadm("-A", "-t", f"{VIP}:{PORT}", "-s", "rr")
+    st.ipvsadm("-A", "-t", f"{VIP}:{PORT}", "-s", sched)
     st.ipvsadm("-a", "-i", "-t", f"{VIP}:{PORT}", "-r", f"{RIP}:{PORT}", *dest_opts)
     st.ns(st.ns1, "ip", "addr", "add", f"{VIP}/32", "dev", "lo:1")
 
@@ -500,22 +536,28 @@ while True:
 """
 
 
-@pytest.mark.parametrize("ttype,opts", [
-    ("ipip", ()),
-    ("gue", ("--tun-type", "gue", "--tun-port", "6080", "--tun-csum")),
-    ("gre", ("--tun-type", "gre", "--tun-csum")),
+@pytest.mark.parametrize("ttype,opts,workers", [
+    ("ipip", (), 1),
+    ("gue", ("--tun-type", "gue", "--tun-port", "6080", "--tun-csum"), 1),
+    ("gre", ("--tun-type", "gre", "--tun-csum"), 1),
+    ("ipip", (), 2),
 ])
-def test_tunnel_with_a_userspace_decapsulator(tmp_path, ttype, opts):
+def test_tunnel_with_a_userspace_decapsulator(tmp_path, ttype, opts, workers):
     """test_tun() of ipvs.sh end to end on this kernel: the real server
     decapsulates in user space (DECAP), so the client's 200 KB cross the
     director's tunnel for real -- with the TUN offloads on, GSO packets cut
-    into segments and the path MTU learnt from the director's ICMP answers."""
+    into segments and the path MTU learnt from the director's ICMP answers.
+    With `--workers 2` the worker that reads the flow sends its outer packets."""
     st = Selftest(tmp_path)
     try:
         st.setup()
         with open(st.infile, "wb") as f:
             f.write(os.urandom(200_000))
-        _setup_tun(st, *opts)
+        if workers == 1:
+            _setup_tun(st, *opts)
+        else:
+            _setup_tun(st, *opts, sched="mh",
+                       run_args=("--workers", str(workers), "--sloppy-tcp"))
         n2 = st.ns2
         p = subprocess.Popen(["ip", "netns", "exec", n2, sys.executable, "-c", DECAP, ttype,
                               "6080", "dec0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

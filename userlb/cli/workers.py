@@ -54,13 +54,19 @@ rest is refused with a message naming the service):
 * replies without an entry are translated from the configuration (a real
   server owned by one service), as with one worker.
 
+Direct routing and tunnels (`-g`/`-i`): each worker has its own l2out.L2Out
+(packet socket, raw sockets, path look-ups).  The client's packets of such a
+flow are never written back into the TUN device, so no queue is recorded
+for its hash and the kernel keeps choosing the queue from the hash alone:
+one worker per flow.
+
 Refused: persistence (`-p`: the template would exist in one worker only),
 the stateful schedulers (`rr`, `wrr`, `lc`, `wlc`, ...: a flow that moves
 would get another server), upper/lower connection thresholds (`-x`/`-y`:
-counted per worker), direct routing and tunnels (`-g`/`-i`) and `--pcap` (not
-wired to the workers).  With `--keepalived` the health checkers run in the
-main process and change its configuration, which reaches every worker as any
-change does; the keepalived.conf must then use only what is safe above.
+counted per worker) and `--pcap` (not wired to the workers).  With
+`--keepalived` the health checkers run in the main process and change its
+configuration, which reaches every worker as any change does; the
+keepalived.conf must then use only what is safe above.
 """
 import asyncio
 import os
@@ -77,8 +83,6 @@ from ..control.diff import diff_commands
 from ..control.engine_sync import EngineSync
 from ..errors import ConfigError
 from ..model import (
-    FWD_MASQ,
-    FWD_NAMES,
     IPPROTO_SCTP,
     IPPROTO_TCP,
     PROTO_NAMES,
@@ -86,7 +90,7 @@ from ..model import (
     Stats,
     format_endpoint,
 )
-from .run import Director, log
+from .run import Director, l2_targets, log
 
 SAFE_SCHEDULERS = ("mh", "sh", "mhs")
 NEEDS_SLOPPY = ("mh", "sh")
@@ -136,13 +140,12 @@ class PoolConfig(Config):
 
 
 def dest_refusal(fwd, u_threshold, l_threshold, workers):
-    """Why a real server cannot be used with `workers` > 1 workers, or None."""
+    """Why a real server cannot be used with `workers` > 1 workers, or None
+    (every forwarding method can: each worker sends direct-routing frames and
+    tunnel packets itself)."""
     if u_threshold or l_threshold:
         return (f"connection thresholds (-x/-y) are counted per worker; not available "
                 f"with --workers {workers}")
-    if fwd != FWD_MASQ:
-        return (f"forwarding method {FWD_NAMES.get(fwd, fwd)} (-g/-i) is not wired to the "
-                f"workers; only masquerading (-m) with --workers {workers}")
     return None
 
 
@@ -201,6 +204,11 @@ def worker_main(idx, fd, conn, cfg, args):
     sync = EngineSync(cfg, eng)
     sync.push()
     drv = TunDriver(fd, eng, batch=args.batch, vnet=not args.no_offload)
+    # direct routing and tunnels: each worker sends its own frames and outer
+    # packets and looks the real servers' paths up itself (l2out.py)
+    from ..dataplane.l2out import L2Out
+    l2 = drv.l2 = L2Out(eng, vnet=drv.vnet is not None)
+    l2.want_many(l2_targets(cfg))
 
     def answer(req):
         kind = req[0]
@@ -210,6 +218,7 @@ def worker_main(idx, fd, conn, cfg, args):
             cmds = diff_commands(cfg, new)
             cfg.apply_batch(cmds)
             sync.flush()
+            l2.want_many([a for a in l2_targets(cfg) if a not in l2.paths])
             return len(cmds)
         if kind == "zero":
             cfg.zero(req[1])
@@ -255,6 +264,7 @@ def worker_main(idx, fd, conn, cfg, args):
     loop.add_reader(conn.fileno(), on_request)
     loop.run_forever()
     drv.detach()
+    l2.close()
 
 
 def spawn(dev, cfg, args):
