@@ -65,7 +65,6 @@ stats/rate-estimator module can reset its own state.
 """
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
@@ -387,12 +386,19 @@ class Config:
         return save_lines(self, with_timeouts=with_timeouts)
 
 
-@functools.cache
+_TAKES_TIMEOUTS: dict[type[Scheduler], bool] = {}
+
+
 def _accepts_timeouts(cls: type[Scheduler]) -> bool:
-    try:
-        return "timeouts" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
+    """Does the scheduler class take `timeouts` (looked up once per class)?"""
+    got = _TAKES_TIMEOUTS.get(cls)
+    if got is None:
+        try:
+            got = "timeouts" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            got = False
+        _TAKES_TIMEOUTS[cls] = got
+    return got
 
 
 def _as_command(cmd: ia.Command | str | Iterable[str]) -> ia.Command:
