@@ -63,3 +63,25 @@ def test_local_vip_service_port_balanced_other_port_local(topo):
     topo.stop(p)
     assert topo.state() == before
     assert topo.connect(topo.c, "10.99.0.1", 2222) == "D 10.10.0.2"
+
+
+@needs_root
+def test_vip_rules_always_steer_a_vip_before_it_becomes_local(topo):
+    """`--vip-rules always` (the VRRP case): the service rules exist from the
+    start, so a VIP added to `lo` later is balanced from its first packet --
+    no window in which the director's own stack answers it (refused)."""
+    before = topo.state()
+    topo.extra = [*topo.extra, "--vip-rules", "always"]
+    p = topo.start(RULES)
+    rules = topo.ip("-4", "rule")
+    assert "from all to 10.99.0.2 ipproto tcp dport 80 lookup" in rules   # not local yet
+    assert "3:\tfrom all lookup local proto 245" in rules
+    assert topo.connect(topo.c, "10.99.0.2", 80) == "S 10.10.0.2"       # routed meanwhile
+    topo.ip("addr", "add", "10.99.0.2/32", "dev", "lo")
+    # at once, without waiting for the address watch: balanced, not refused
+    assert topo.connect(topo.c, "10.99.0.2", 80) == "S 10.10.0.2"
+    assert topo.connect(topo.c, "10.99.0.2", 2222) == "D 10.10.0.2"     # other ports: local
+    topo.ip("addr", "del", "10.99.0.2/32", "dev", "lo")
+    assert "to 10.99.0.2 ipproto tcp dport 80" in topo.ip("-4", "rule")  # kept
+    topo.stop(p)
+    assert topo.state() == before

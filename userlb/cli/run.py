@@ -1,7 +1,7 @@
 """`userlb run`: the director on a TUN device.
 
     userlb run [--config FILE] [--tun NAME] [--sloppy-tcp] [--sloppy-sctp] [--no-rst]
-               [--no-routes] [--reply-from PREFIX]... [--table N]
+               [--no-routes] [--vip-rules auto|always] [--reply-from PREFIX]... [--table N]
                [--stats-file PATH] [--control PATH] [--no-offload]
                [--procfs DIR] [--metrics ADDR:PORT] [--pcap FILE]
 
@@ -65,6 +65,11 @@ def build_parser():
                         "without an entry")
     p.add_argument("--no-routes", action="store_true",
                    help="install no routes/rules (you steer traffic into the device yourself)")
+    p.add_argument("--vip-rules", choices=("auto", "always"), default="auto",
+                   help="the per-service rules that steer a VIP which is a local address: "
+                        "only while it is local (auto), or for every service from the start "
+                        "(always: a VIP that VRRP adds later is steered from its first packet; "
+                        "docs/steering.md)")
     p.add_argument("--reply-from", metavar="PREFIX", action="append", default=[],
                    help="also steer packets from this prefix into the device (e.g. the real "
                         "servers' subnet, so that routers there can send ICMP errors); repeatable")
@@ -194,7 +199,7 @@ class Director:
         self.routes = TunRoutes(self.dev.name, self.dev.index, vips=vips,
                                 sources=rule_sources(self.cfg, self.args.reply_from),
                                 table=self.args.table, services=list(self.cfg.services),
-                                log=log)
+                                log=log, all_vips=self.args.vip_rules == "always")
         self.routes.install()
         for what in self.routes.replaced:
             log(f"removed a left-over of a dead instance: {what}")

@@ -374,10 +374,14 @@ class TunRoutes:
     that are local addresses).  table/priority default to values derived from
     the device index so that two instances on two devices do not collide.
     watch: follow local addresses as they appear/disappear (AddressWatch).
+    all_vips: the per-service rules for every service from the start, local
+    VIP or not (`userlb run --vip-rules always`): a VIP that VRRP adds later
+    is steered from its first packet, with no window in which the local
+    stack answers it.
     """
 
     def __init__(self, ifname, ifindex, vips=(), sources=(), table=None, priority=None,
-                 services=(), watch=True, log=None):
+                 services=(), watch=True, log=None, all_vips=False):
         self.ifname = ifname
         self.ifindex = ifindex
         self.vips = _prefixes(vips)
@@ -387,6 +391,7 @@ class TunRoutes:
         self.priority = priority if priority is not None else 10000
         self.local = set()       # local addresses (text) of the namespace
         self.watch = watch
+        self.all_vips = all_vips
         self.log = log or (lambda msg: None)
         self.replaced = []       # left-overs of a dead instance removed by install()
         self._installed = set()  # keys of what is in place
@@ -397,7 +402,10 @@ class TunRoutes:
 
     # ------------------------------------------------------------ desired
     def local_services(self):
-        """The services whose VIP is a local address right now."""
+        """The services steered by a rule: those whose VIP is a local address
+        right now (every service with all_vips)."""
+        if self.all_vips:
+            return list(self.services)
         return [(p, fam, a, port) for p, fam, a, port in self.services if a in self.local]
 
     def _desired(self):
