@@ -16,10 +16,9 @@ import time
 
 import pytest
 
-from helpers.keepalived import director_log, listing, wait_listing
+from helpers.keepalived import director_log, listing, start_director, wait_listing
 from helpers.netns import make_lab, needs_root
 from userlb.lab import HTTP, VIP4, VIP6
-from userlb.lab.base import REPLY_FROM, TUN
 
 pytestmark = [needs_root, pytest.mark.root]
 
@@ -98,14 +97,7 @@ def conf_text(lab, s3_weight=1):
 def lab():
     lab = make_lab(n_servers=3, n_clients=4, director=False)
     try:
-        lab.kconf = str(lab.dir / "keepalived.conf")
-        with open(lab.kconf, "w") as f:
-            f.write(conf_text(lab))
-        argv = [sys.executable, "-m", "userlb.cli.main", "run", "--keepalived", lab.kconf,
-                "--tun", TUN, "--control", lab.control_path, "--stats-file", lab.stats_path]
-        for p in REPLY_FROM:
-            argv += ["--reply-from", p]
-        lab.start("director", lab.director, argv, ready="ready", log=lab.director_log)
+        start_director(lab, conf_text(lab))
         yield lab
     finally:
         lab.down()

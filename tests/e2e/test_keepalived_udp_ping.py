@@ -17,9 +17,10 @@ import time
 
 import pytest
 
+from helpers.keepalived import start_director
 from helpers.netns import make_lab, needs_root
 from userlb.lab import VIP4
-from userlb.lab.base import DISCARD, EXTRA_ECHO, REPLY_FROM, TUN
+from userlb.lab.base import DISCARD, EXTRA_ECHO
 
 pytestmark = [needs_root, pytest.mark.root]
 UDP_ECHO = 7          # userlb.lab.servers' --udp-echo default
@@ -56,14 +57,7 @@ def conf_text(lab):
 def lab():
     lab = make_lab(n_servers=3, n_clients=2, director=False)
     try:
-        lab.kconf = str(lab.dir / "keepalived.conf")
-        with open(lab.kconf, "w") as f:
-            f.write(conf_text(lab))
-        argv = [sys.executable, "-m", "userlb.cli.main", "run", "--keepalived", lab.kconf,
-                "--tun", TUN, "--control", lab.control_path, "--stats-file", lab.stats_path]
-        for p in REPLY_FROM:
-            argv += ["--reply-from", p]
-        lab.start("director", lab.director, argv, ready="ready", log=lab.director_log)
+        start_director(lab, conf_text(lab))
         yield lab
     finally:
         lab.down()

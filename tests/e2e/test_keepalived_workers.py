@@ -5,17 +5,17 @@ service, new connections (spread over both workers) all reach the other one
 and are answered; it is started again and comes back.  A keepalived.conf
 with a scheduler that is not safe with several workers is refused at start."""
 import re
-import sys
 import textwrap
 
 import pytest
 
-from helpers.keepalived import director_log, wait_listing
+from helpers.keepalived import director_log, run_argv, start_director, wait_listing
 from helpers.netns import make_lab, needs_root
 from userlb.lab import HTTP, VIP4
-from userlb.lab.base import REPLY_FROM, TUN
 
 pytestmark = [needs_root, pytest.mark.root]
+
+WORKERS = ("--workers", "2", "--sloppy-tcp")
 
 
 def conf_text(lab, algo="mh"):
@@ -37,24 +37,11 @@ def conf_text(lab, algo="mh"):
         """)
 
 
-def run_argv(lab, path):
-    argv = [sys.executable, "-m", "userlb.cli.main", "run", "--keepalived", path, "--tun", TUN,
-            "--control", lab.control_path, "--stats-file", lab.stats_path,
-            "--workers", "2", "--sloppy-tcp"]
-    for p in REPLY_FROM:
-        argv += ["--reply-from", p]
-    return argv
-
-
 @pytest.fixture(scope="module")
 def lab():
     lab = make_lab(n_servers=2, n_clients=8, director=False)
     try:
-        path = str(lab.dir / "keepalived.conf")
-        with open(path, "w") as f:
-            f.write(conf_text(lab))
-        lab.start("director", lab.director, run_argv(lab, path), ready="ready",
-                  log=lab.director_log)
+        start_director(lab, conf_text(lab), WORKERS)
         yield lab
     finally:
         lab.down()
@@ -93,7 +80,7 @@ def test_checker_changes_reach_both_workers(lab):
 def test_unsafe_keepalived_conf_is_refused(lab, tmp_path):
     path = tmp_path / "rr.conf"
     path.write_text(conf_text(lab, algo="rr"))
-    r = lab.exec(lab.director, run_argv(lab, str(path)) + ["--tun", "ulbx9"], check=False,
-                 timeout=30)
+    r = lab.exec(lab.director, run_argv(lab, str(path), WORKERS) + ["--tun", "ulbx9"],
+                 check=False, timeout=30)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "scheduler 'rr'" in r.stderr and "--workers 2" in r.stderr, r.stderr

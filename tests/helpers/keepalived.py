@@ -1,5 +1,29 @@
-"""Reading a director's real servers and weights in keepalived lab tests."""
+"""keepalived lab tests: a `userlb run --keepalived` director in the lab, and
+reading its real servers and weights."""
+import sys
 import time
+
+from userlb.lab.base import REPLY_FROM, TUN
+
+
+def run_argv(lab, path, extra=()):
+    """`userlb run --keepalived PATH` with the lab's device, control socket,
+    stats file and reply prefixes."""
+    argv = [sys.executable, "-m", "userlb.cli.main", "run", "--keepalived", path, "--tun", TUN,
+            "--control", lab.control_path, "--stats-file", lab.stats_path, *extra]
+    for p in REPLY_FROM:
+        argv += ["--reply-from", p]
+    return argv
+
+
+def start_director(lab, conf, extra=()):
+    """Write `conf` to the lab's keepalived.conf (path in lab.kconf) and start
+    the director on it; returns once it is ready."""
+    lab.kconf = str(lab.dir / "keepalived.conf")
+    with open(lab.kconf, "w") as f:
+        f.write(conf)
+    lab.start("director", lab.director, run_argv(lab, lab.kconf, extra), ready="ready",
+              log=lab.director_log)
 
 
 def listing(lab):
