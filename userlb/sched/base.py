@@ -20,6 +20,9 @@ are imported by userlb.sched (package __init__), never by the engine.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
@@ -29,6 +32,33 @@ if TYPE_CHECKING:
 _S = TypeVar("_S", bound="type[Scheduler]")
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
+
+#: the table schedulers a running batch changed (one_build_per_batch)
+_STALE: contextvars.ContextVar[dict[int, TableScheduler] | None] = \
+    contextvars.ContextVar("userlb_stale_tables", default=None)
+
+
+@contextlib.contextmanager
+def one_build_per_batch() -> Iterator[None]:
+    """Inside: a table scheduler (mh, sh) whose destinations change only
+    notes that its table is stale; the table is built once when the block
+    ends, from the destination list as it is then (a `-R` of N destinations
+    builds a 65,537-slot mh table once, not N times).  The table depends
+    only on that list, so the result is the one line-by-line application
+    gives; the one difference (docs/ipvs.md 1.10): a list longer than an mh
+    table at the end keeps the table from before the batch."""
+    if _STALE.get() is not None:        # nested: the outer block builds
+        yield
+        return
+    stale: dict[int, TableScheduler] = {}
+    token = _STALE.set(stale)
+    try:
+        yield
+    finally:
+        _STALE.reset(token)
+        for s in stale.values():
+            if s.svc.sched is s:        # not replaced or deleted meanwhile
+                s.update()
 
 
 def register(cls: _S) -> _S:
@@ -147,6 +177,22 @@ class TableScheduler(Scheduler):
         super().__init__(svc, clock)
         self._state = self._empty_state()
         self.update()
+
+    def _changed(self) -> None:
+        stale = _STALE.get()
+        if stale is None:
+            self.update()
+        else:
+            stale[id(self)] = self
+
+    def add_dest(self, dest: Dest) -> None:
+        self._changed()
+
+    def del_dest(self, dest: Dest) -> None:
+        self._changed()
+
+    def upd_dest(self, dest: Dest) -> None:
+        self._changed()
 
     def _empty_state(self) -> tuple[Any, ...]:
         raise NotImplementedError
