@@ -47,3 +47,14 @@ def test_populate_fills_and_respects_turns(m, weights, rnd):
     for i, ti in enumerate(t):
         c = table.count(i)
         assert rounds * ti <= c <= (rounds + 1) * ti
+
+
+def test_populate_keeps_recent_races_and_hands_out_copies():
+    offsets, skips, nturns, m = [5, 77, 1000], [3, 9, 11], [2, 1, 1], 4093
+    first = maglev.populate(offsets, skips, nturns, m)
+    assert first == maglev._race(offsets, skips, nturns, m)
+    first[0] = 99                                   # the caller's copy only
+    again = maglev.populate(offsets, skips, nturns, m)
+    assert again == maglev._race(offsets, skips, nturns, m) and again[0] != 99
+    info = maglev._race_cached.cache_info()
+    assert info.hits >= 1 and info.maxsize == 16

@@ -7,6 +7,7 @@ sequence given to build(), or -1 for an empty slot.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from math import gcd
 from typing import TYPE_CHECKING
@@ -60,7 +61,24 @@ def permutation(addr: Addr, port: int, m: int) -> tuple[int, int]:
 
 def populate(offsets: Sequence[int], skips: Sequence[int], nturns: Sequence[int],
              m: int) -> list[int]:
-    """The population race of §1.7 -> table of indexes (-1 = empty)."""
+    """The population race of §1.7 -> table of indexes (-1 = empty).
+
+    The race is a pure function of its inputs and the slowest step of a
+    change (a 65,521-slot table takes ~20-60 ms in Python), so the last 16
+    results are kept: a destination that flaps (a health check going down
+    and up) or a rule set applied again rebuilds nothing.  At most 16
+    tables of indexes (8 bytes a slot) are held."""
+    return list(_race_cached(tuple(offsets), tuple(skips), tuple(nturns), m))
+
+
+@functools.lru_cache(maxsize=16)
+def _race_cached(offsets: tuple[int, ...], skips: tuple[int, ...], nturns: tuple[int, ...],
+                 m: int) -> tuple[int, ...]:
+    return tuple(_race(offsets, skips, nturns, m))
+
+
+def _race(offsets: Sequence[int], skips: Sequence[int], nturns: Sequence[int],
+          m: int) -> list[int]:
     table = [-1] * m
     active = [i for i, t in enumerate(nturns) if t > 0]
     if not active:
