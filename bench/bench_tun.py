@@ -122,6 +122,11 @@ class BarePatch:
 class PassHeader:
     """The bare loop behind a virtio-net header: the header goes back unchanged."""
 
+    #: what TunDriver reads of a VnetPath (no header is ever sent to the
+    #: engine's fast path directly)
+    fast = (b"", 0, False, None)
+    offloaded = None
+
     def __init__(self, engine):
         self.engine = engine
 

@@ -256,14 +256,14 @@ def test_remembered_header_still_refuses_what_the_packet_makes_unsafe():
     eng = _engine(IPPROTO_UDP, 4)
     path = vnet.VnetPath(eng)
     v, hdr, buf, n = _run_vnet(path, _mk(IPPROTO_UDP, 4, True), 0.0)
-    assert v == V_FORWARD and path._hdr4 == bytes(hdr)
+    assert v == V_FORWARD and path.fast[:3] == (bytes(hdr), 26, False)
     frag = IP(src=CIP, dst=VIP, flags="MF") / UDP(sport=CPORT, dport=VPORT) / (b"x" * 3)
     hdr2, buf2, n2 = to_partial(frag)
     assert bytes(hdr2) == bytes(hdr)
     assert path.process(hdr2, buf2, n2, 1.0) == V_DROP
     assert path.drops == {vnet.R_FRAG: 1}
     path.engine = eng                           # a new engine (e.g. a pcap tap) forgets it
-    assert path._hdr4 is None
+    assert path.fast[0] == b""
 
 
 def test_udp_partial_sum_zero_falls_back_to_the_conversion():

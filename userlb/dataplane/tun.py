@@ -274,13 +274,18 @@ class TunDriver:
         mv = self._mv
         eng = self.engine
         vnet = self.vnet
-        process = eng.process if vnet is None else vnet.process
+        if vnet is None:
+            process = eng.process
+            h4 = b""
+        else:
+            process, offloaded = vnet.process, vnet.offloaded
+            h4, pos4, gso4, fproc = vnet.fast
         hdr, iov, ziov = self.hdr, self._iov, self._ziov
         hlen = VNET_HDR_LEN
         limit = len(buf) + hlen
         fwd, drop = V_FORWARD, V_DROP
         now = self.clock()
-        n_rx = n_tx = n_drop = n_err = n_shed = 0
+        n_rx = n_tx = n_drop = n_err = n_shed = n_gso = n_part = 0
         shed = self._full and self.syn_share > 0
         syn_left = int(self.batch * self.syn_share)
         full = True
@@ -313,7 +318,19 @@ class TunDriver:
             if vnet is None:
                 v = process(buf, n, now)
             elif hlen < n < limit:
-                v = process(hdr, buf, n - hlen, now)
+                if hdr == h4:
+                    # the header bytes VnetPath last gave the engine's fast path
+                    # (VnetPath.fast): straight there, counted as VnetPath would
+                    v = fproc(buf, n - hlen, now, pos4)
+                    if v is None:
+                        v = offloaded(hdr, buf, n - hlen, now)
+                    elif v == fwd:
+                        if gso4:
+                            n_gso += 1
+                        else:
+                            n_part += 1
+                else:           # (VnetPath.fast is read again at the next wake-up)
+                    v = process(hdr, buf, n - hlen, now)
             else:               # no packet after the header / truncated
                 n_drop += 1
                 continue
@@ -346,6 +363,9 @@ class TunDriver:
             except OSError:
                 n_err += 1
         self._full = full
+        if n_gso or n_part:
+            vnet.gso += n_gso
+            vnet.partial += n_part
         if n_rx:
             self.shed_syn += n_shed
             self.batches += 1

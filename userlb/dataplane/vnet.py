@@ -129,12 +129,16 @@ class VnetPath:
     def engine(self, engine):
         self._eng = engine
         self._proc = engine.process
-        self._hdr4 = None        # the last header the fast path got, and its field offset
-        self._pos4 = 0
         # an engine whose process() takes the partial checksum as it is
         # (fast4.Fast4.takes_partial; looked up on the class: a wrapper such
         # as the pcap tap forwards attributes but not that argument)
         self._fast4 = getattr(type(engine), "takes_partial", False)
+        #: (header bytes, field offset, is GSO, engine.process) of the last
+        #: header handed to the engine's fast path with its partial checksum,
+        #: for the driver's loop (tun.py), which sends packets with the same
+        #: header bytes there directly -- the same bytes pass the same header
+        #: checks -- and counts them as `process` would
+        self.fast = (b"", 0, False, self._proc)     # b"": matches no header
 
     def _drop(self, reason):
         self.last_reason = reason
@@ -142,24 +146,18 @@ class VnetPath:
         return V_DROP
 
     def process(self, hdr, buf, n, now):
+        f = hdr[0]
+        if not hdr[1] and (f == 0 or f == F_DATA_VALID):
+            # checksum complete (or validated): the engine's ordinary case
+            return self._proc(buf, n, now)
         # NEEDS_CSUM with csum_start 20: maybe IPv4 without options, which the
         # engine's fast path takes with its partial checksum as it is
-        # (fast4.py; it returns None for anything it does not finish).  The
-        # header of the last such packet is remembered and tested first: a
-        # flow's packets repeat it, and the same bytes pass the same checks.
-        if hdr == self._hdr4:
-            pos = self._pos4
-        else:
-            f = hdr[0]
-            if not hdr[1] and (f == 0 or f == F_DATA_VALID):
-                # checksum complete (or validated): the engine's ordinary case
-                return self._proc(buf, n, now)
-            pos = 0
-            if f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
-                pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1), 0)
-                if pos:
-                    self._hdr4, self._pos4 = bytes(hdr), pos
+        # (fast4.py; it returns None for anything it does not finish)
+        pos = 0
+        if f == F_NEEDS_CSUM and hdr[6] == 20 and not hdr[7] and self._fast4:
+            pos = _FAST4_CSUM.get(_GT_COFF(hdr, 1), 0)
         if pos:
+            self.fast = (bytes(hdr), pos, bool(hdr[1]), self._proc)
             v = self._proc(buf, n, now, pos)
             if v is not None:
                 if v == V_FORWARD:
