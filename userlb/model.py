@@ -101,7 +101,7 @@ def format_addr(addr: Addr) -> str:
     if isinstance(addr, int):
         if not 0 <= addr <= 0xFFFFFFFF:
             raise ValueError(f"not an IPv4 address: {addr}")
-        return socket.inet_ntoa(addr.to_bytes(4, "big"))    # ipaddress's text, 5x faster
+        return socket.inet_ntoa(addr.to_bytes(4, "big"))    # ipaddress's text, 3x faster
     return str(ipaddress.IPv6Address(bytes(addr)))
 
 

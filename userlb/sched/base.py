@@ -43,7 +43,7 @@ def one_build_per_batch() -> Iterator[None]:
     """Inside: a table scheduler (mh, sh) whose destinations change only
     notes that its table is stale; the table is built once when the block
     ends, from the destination list as it is then (a `-R` of N destinations
-    builds a 65,537-slot mh table once, not N times).  The table depends
+    builds an mh table of 4,093 (up to 131,071) slots once, not N times).  The table depends
     only on that list, so the result is the one line-by-line application
     gives; the one difference (docs/ipvs.md 1.10): a list longer than an mh
     table at the end keeps the table from before the batch."""
