@@ -127,12 +127,17 @@ class Scheduler:
         pass
 
     def add_dest(self, dest: Dest) -> None:
-        self.update()
+        self._changed()
 
     def del_dest(self, dest: Dest) -> None:
-        self.update()
+        self._changed()
 
     def upd_dest(self, dest: Dest) -> None:
+        self._changed()
+
+    def _changed(self) -> None:
+        """The destination list changed (a table scheduler may wait for the
+        end of a batch: one_build_per_batch)."""
         self.update()
 
     def upd_service(self) -> None:
@@ -184,15 +189,6 @@ class TableScheduler(Scheduler):
             self.update()
         else:
             stale[id(self)] = self
-
-    def add_dest(self, dest: Dest) -> None:
-        self._changed()
-
-    def del_dest(self, dest: Dest) -> None:
-        self._changed()
-
-    def upd_dest(self, dest: Dest) -> None:
-        self._changed()
 
     def _empty_state(self) -> tuple[Any, ...]:
         raise NotImplementedError
