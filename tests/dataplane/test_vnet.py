@@ -453,3 +453,50 @@ def test_partial_equals_full_property(af, proto, cport, vport, rport, c, payload
         got = complete(buf[:eng.out_len], l4, csum_field(raw))
         assert got == bytes(rbuf[:ref.out_len])
         assert checksums_ok(got)
+
+
+# ------------------------------------------------------------- through the driver
+
+def test_driver_sends_a_remembered_header_straight_to_the_fast_path():
+    """TunDriver with a virtio-net header (tun.py): after a wake-up in which
+    VnetPath gave a header to the engine's fast path (VnetPath.fast), packets
+    with the same header bytes go there directly -- forwarded exactly as
+    VnetPath.process forwards them, counted under 'partial' -- and one the
+    fast path declines (a fragment with the same header bytes) still goes
+    through VnetPath's checks and is refused."""
+    import socket
+
+    from userlb.dataplane.tun import TunDriver
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    a.setblocking(False)
+    b.settimeout(1.0)
+    try:
+        drv = TunDriver(a.fileno(), _engine(IPPROTO_UDP, 4), vnet=True, clock=lambda: 1.0)
+        ref = vnet.VnetPath(_engine(IPPROTO_UDP, 4))
+        pkts = [_mk(IPPROTO_UDP, 4, True, payload=b"p%d" % i) for i in range(4)]
+        frag = IP(src=CIP, dst=VIP, flags="MF") / UDP(sport=CPORT, dport=VPORT) / (b"x" * 3)
+
+        def wire(pkt):
+            hdr, buf, n = to_partial(pkt)
+            return bytes(hdr) + bytes(buf[:n])
+
+        def expected(pkt):
+            v, hdr, buf, n = _run_vnet(ref, pkt, 1.0)
+            assert v == V_FORWARD
+            return bytes(hdr) + bytes(buf[:ref.engine.out_len])
+
+        b.send(wire(pkts[0]))                   # first wake-up: VnetPath.process
+        drv.on_readable()
+        assert b.recv(65536) == expected(pkts[0])
+        assert drv.vnet.fast[0] == wire(pkts[0])[:vnet.VNET_HDR_LEN]
+        assert wire(frag)[:vnet.VNET_HDR_LEN] == drv.vnet.fast[0]
+        for p in (pkts[1], frag, pkts[2], pkts[3]):  # second: the remembered header
+            b.send(wire(p))
+        drv.on_readable()
+        for p in (pkts[1], pkts[2], pkts[3]):
+            assert b.recv(65536) == expected(p)
+        assert drv.vnet.partial == 4 and drv.vnet.drops == {vnet.R_FRAG: 1}
+        assert (drv.rx, drv.tx, drv.drops) == (5, 4, 1)
+    finally:
+        a.close()
+        b.close()
