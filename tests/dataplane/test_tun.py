@@ -12,7 +12,7 @@ import pytest
 import uvloop
 
 from helpers.netns import needs_root, ns_python
-from userlb.dataplane.tun import V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY, TunDriver
+from userlb.dataplane.tun import SHORT_VIEWS, V_DROP, V_FORWARD, V_FORWARD_OUT, V_REPLY, TunDriver
 
 
 class FakeEngine:
@@ -107,6 +107,22 @@ def test_batch_limit_and_one_clock_read_per_batch(pair):
     assert drain(peer) == [b"F%d" % i for i in range(10)]     # "F0X"[:2]
     drv.on_readable()                     # nothing to read: no batch counted
     assert drv.batches == 3
+
+
+def test_forwarded_lengths_short_and_long_each_written_exactly(pair):
+    """Short packets go out through a view kept per length (SHORT_VIEWS),
+    longer ones through a fresh slice: every packet has its own length and
+    bytes, whatever came before it."""
+    dev, peer = pair
+    drv = TunDriver(dev.fileno(), FakeEngine(), batch=64, clock=Clock())
+    lengths = [5, 41, 41, SHORT_VIEWS + 900, 5, SHORT_VIEWS - 1, SHORT_VIEWS,
+               SHORT_VIEWS + 1, 41, SHORT_VIEWS + 900]
+    sent = [b"F" + bytes(97 + (i + k) % 26 for k in range(n - 1)) for i, n in enumerate(lengths)]
+    for p in sent:
+        peer.send(p)
+    drv.on_readable()
+    assert drain(peer) == [p.upper()[:-1] for p in sent]
+    assert drv.tx == len(sent)
 
 
 def test_packets_are_read_into_one_preallocated_buffer(pair):

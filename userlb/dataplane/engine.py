@@ -185,7 +185,9 @@ class Engine(Fast4):
         self.tun_paths = {}               # tunnel server -> (outer source, path MTU): the driver's
         self.path_miss = None             # the driver's callback for a server without a path
         self.last_reason = None
-        self._tmo = make_timeouts()
+        # per state, in float seconds: `last + timeout` then adds two floats,
+        # which CPython specializes (fast4.py); `timeouts()` shows them as ints
+        self._tmo = [float(t) for t in make_timeouts()]
         self._services = ()
         self._svc_tab = {}                # (proto, vaddr, vport) -> Service
         self._vips = set()                # every VIP address
@@ -210,11 +212,11 @@ class Engine(Fast4):
     def set_timeouts(self, tcp=0, tcpfin=0, udp=0):
         """``ipvsadm --set tcp tcpfin udp`` (0 = unchanged).  Existing entries
         take the new value at their next packet."""
-        self._tmo[:] = make_timeouts(tcp, tcpfin, udp, base=self._tmo)
+        self._tmo[:] = [float(t) for t in make_timeouts(tcp, tcpfin, udp, base=self._tmo)]
 
     def timeouts(self):
         """(tcp, tcpfin, udp) as ``ipvsadm -L --timeout`` shows them."""
-        return (self._tmo[ESTABLISHED], self._tmo[FIN_WAIT], self._tmo[UDP])
+        return (int(self._tmo[ESTABLISHED]), int(self._tmo[FIN_WAIT]), int(self._tmo[UDP]))
 
     def set_services(self, services):
         """Rebuild the dispatch tables (tables.py) from an iterable of

@@ -40,6 +40,17 @@ The speed tricks (each one here only; the rest of the package is plain):
   over them costs ~5 % of the established path).
 * The rewrite is written once, at the end: each case only chooses the
   direction's words (``fw``), or leaves ``fw`` None for the general path.
+* Specialized: the code is shaped for CPython 3.11's specializing
+  interpreter.  A comparison is specialized only when its conditional jump
+  is short (a jump over a long block needs an EXTENDED_ARG and leaves it
+  generic, several times slower), so the tests are guards that exit early;
+  3.11 specializes ``+ - *`` on ints and floats but never ``& | ^ << >>``,
+  so arithmetic stands in for bit operations where it is the same: the
+  checksum's complement is ``0xFFFF - x`` and its one end-around carry a
+  subtraction, the state index ``flags * 16 + st``, the fragment test two
+  comparisons (DF or nothing; the reserved bit goes the general way), the
+  TCP header length a table; and the engine keeps its timeouts as floats
+  like the clock, so ``e.last + e.timeout`` adds two floats.
 * Partial checksums (``partial``, from vnet.VnetPath: a packet of a TUN
   device with offloads whose header says NEEDS_CSUM): the L4 field then holds
   the non-inverted pseudo-header sum P, and the NAT moves it by the address
@@ -71,6 +82,9 @@ _pack_HQI = Struct("!HQI").pack_into         # IP csum, addresses, ports (at 10)
 _pack_H = Struct("!H").pack_into
 _K_TCP = IPPROTO_TCP << 96
 _K_UDP = IPPROTO_UDP << 96
+# TCP data offset byte -> header length in bytes; offsets under 5 words get a
+# length no packet has, so one comparison refuses them
+_TCP_HLEN = tuple((d >> 4) * 4 if d >= 0x50 else 1 << 20 for d in range(256))
 _M32 = 0xFFFFFFFF
 
 
@@ -85,85 +99,93 @@ class Fast4:
     def process(self, buf, n, now, partial=0):
         if n > len(buf):
             n = len(buf)                   # as packet.parse: never read past the buffer
-        if n >= 28 and buf[0] == 0x45 and self._fast:
-            ops = None
-            proto = buf[9]
-            if proto == IPPROTO_TCP:
-                tlen, frag, ipc, sd, pp = _TCP_HEAD(buf, 0)
-                if (tlen <= n and not frag & 0x3FFF and tlen >= 40
-                        and (not partial or partial == 36)):
-                    doff, flags, l4c = _TCPF(buf, 32)
-                    if doff >= 0x50 and (doff >> 4) << 2 <= tlen - 20:
-                        ops = TCP
-                        key = sd << 32 | pp | _K_TCP
-            elif proto == IPPROTO_UDP:
-                tlen, frag, ipc, sd, pp, ulen, l4c = _UDP_HEAD(buf, 0)
-                if (tlen <= n and not frag & 0x3FFF and 8 <= ulen <= tlen - 20 and l4c
-                        and (not partial or partial == 26)):
-                    ops = UDP
-                    key = sd << 32 | pp | _K_UDP
-                    flags = 0
-            if ops is not None:
-                fw = None
-                e = self._conns.get(key)
-                if e is None:
-                    if partial:
-                        return None             # new flows: with the conversion (vnet.py)
-                    fw = self._miss4(buf, now, ops, key, sd, pp, flags, tlen)
-                    if type(fw) is int:
-                        return fw
-                elif now < e.last + e.timeout:
-                    xl = e.xl
-                    # (direct routing and tunnels take partial checksums through the
-                    # conversion: the tunnel completes them, xmit/tunnel.py)
-                    if (xl.dest.available or xl.stateless) and not (partial and xl.in_only):
-                        st = e.state
-                        ds, ss, gs = xl.counted
-                        if key == e.ikey:
-                            # a SYN on TIME_WAIT/CLOSE: the general path decides
-                            if not (flags & 6 == 2 and (st == TIME_WAIT or st == CLOSE)):
-                                ns = (ops.next_in_only if xl.in_only
-                                      else ops.next_in)[flags << 4 | st]
-                                fw = xl.fast_in
-                                ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
-                                ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
-                                gs.inpkts, gs.inbytes = gs.inpkts + 1, gs.inbytes + tlen
-                        else:
-                            ns = ops.next_out[flags << 4 | st]
-                            fw = xl.fast_out
-                            ds.outpkts, ds.outbytes = ds.outpkts + 1, ds.outbytes + tlen
-                            ss.outpkts, ss.outbytes = ss.outpkts + 1, ss.outbytes + tlen
-                            gs.outpkts, gs.outbytes = gs.outpkts + 1, gs.outbytes + tlen
-                        if fw is not None:
-                            if ns != st:
-                                self._transition(e, st, ns, now)
-                            else:
-                                e.timeout = self._tmo[ns]
-                                e.last = now
+        # (guards with early exits: module doc, "Specialized")
+        if n < 28 or buf[0] != 0x45 or not self._fast:
+            return None if partial else self._general(buf, n, now)
+        ops = None
+        proto = buf[9]
+        if proto == IPPROTO_TCP:
+            tlen, frag, ipc, sd, pp = _TCP_HEAD(buf, 0)
+            if (tlen <= n and (frag == 0x4000 or not frag) and tlen >= 40
+                    and (not partial or partial == 36)):
+                doff, flags, l4c = _TCPF(buf, 32)
+                if _TCP_HLEN[doff] <= tlen - 20:
+                    ops = TCP
+                    key = sd << 32 | pp | _K_TCP
+        elif proto == IPPROTO_UDP:
+            tlen, frag, ipc, sd, pp, ulen, l4c = _UDP_HEAD(buf, 0)
+            if (tlen <= n and (frag == 0x4000 or not frag) and 8 <= ulen <= tlen - 20 and l4c
+                    and (not partial or partial == 26)):
+                ops = UDP
+                key = sd << 32 | pp | _K_UDP
+                flags = 0
+        if ops is None:
+            return None if partial else self._general(buf, n, now)
+        fw = None
+        e = self._conns.get(key)
+        if e is None:
+            if partial:
+                return None             # new flows: with the conversion (vnet.py)
+            fw = self._miss4(buf, now, ops, key, sd, pp, flags, tlen)
+            if type(fw) is int:
+                return fw
+        elif now >= e.last + e.timeout:
+            pass                        # expired: the general path
+        else:
+            xl = e.xl
+            # (direct routing and tunnels take partial checksums through the
+            # conversion: the tunnel completes them, xmit/tunnel.py)
+            if (xl.dest.available or xl.stateless) and not (partial and xl.in_only):
+                st = e.state
+                ds, ss, gs = xl.counted
+                if key == e.ikey:
+                    # a SYN on TIME_WAIT/CLOSE: the general path decides
+                    if not ((st == TIME_WAIT or st == CLOSE) and flags & 6 == 2):
+                        ns = (ops.next_in_only if xl.in_only else ops.next_in)[flags * 16 + st]
+                        fw = xl.fast_in
+                        ds.inpkts, ds.inbytes = ds.inpkts + 1, ds.inbytes + tlen
+                        ss.inpkts, ss.inbytes = ss.inpkts + 1, ss.inbytes + tlen
+                        gs.inpkts, gs.inbytes = gs.inpkts + 1, gs.inbytes + tlen
+                else:
+                    ns = ops.next_out[flags * 16 + st]
+                    fw = xl.fast_out
+                    ds.outpkts, ds.outbytes = ds.outpkts + 1, ds.outbytes + tlen
+                    ss.outpkts, ss.outbytes = ss.outpkts + 1, ss.outbytes + tlen
+                    gs.outpkts, gs.outbytes = gs.outpkts + 1, gs.outbytes + tlen
                 if fw is not None:
-                    ipd, sdd, ppd, l4d, hook = fw
-                    if hook is not None:
-                        # another forwarding method (xmit/dr.py, tunnel.py): counted and
-                        # state moved like the rest; the method sends the packet
-                        return hook(self, buf, tlen)
-                    x = (ipc ^ 0xFFFF) + ipd
-                    ipc = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
-                    if partial:     # P + the address delta, not inverted (module doc)
-                        x = l4c + ipd
-                        l4c = (x & 0xFFFF) + (x >> 16)
+                    if ns != st:
+                        self._transition(e, st, ns, now)
                     else:
-                        x = (l4c ^ 0xFFFF) + l4d
-                        l4c = ((x & 0xFFFF) + (x >> 16)) ^ 0xFFFF
-                    if ops is UDP:  # one write from the IP checksum to the UDP checksum
-                        _pack_udp(buf, 10, ipc, sd + sdd, pp + ppd, ulen, l4c or 0xFFFF)
-                    else:
-                        _pack_HQI(buf, 10, ipc, sd + sdd, pp + ppd)
-                        _pack_H(buf, 36, l4c)
-                    self.out_len = tlen
-                    return 1
-        if partial:
-            return None
-        return self._general(buf, n, now)
+                        e.timeout = self._tmo[ns]
+                        e.last = now
+        if fw is None:
+            return None if partial else self._general(buf, n, now)
+        ipd, sdd, ppd, l4d, hook = fw
+        if hook is not None:
+            # another forwarding method (xmit/dr.py, tunnel.py): counted and
+            # state moved like the rest; the method sends the packet
+            return hook(self, buf, tlen)
+        # RFC 1624 with 16-bit deltas: ~old + delta, one end-around carry, ~
+        x = 0xFFFF - ipc + ipd
+        if x > 0xFFFF:
+            x -= 0xFFFF
+        ipc = 0xFFFF - x
+        if partial:     # P + the address delta, not inverted (module doc)
+            l4c += ipd
+            if l4c > 0xFFFF:
+                l4c -= 0xFFFF
+        else:
+            x = 0xFFFF - l4c + l4d
+            if x > 0xFFFF:
+                x -= 0xFFFF
+            l4c = 0xFFFF - x
+        if ops is UDP:  # one write from the IP checksum to the UDP checksum
+            _pack_udp(buf, 10, ipc, sd + sdd, pp + ppd, ulen, l4c or 0xFFFF)
+        else:
+            _pack_HQI(buf, 10, ipc, sd + sdd, pp + ppd)
+            _pack_H(buf, 36, l4c)
+        self.out_len = tlen
+        return 1
 
     def _miss4(self, buf, now, ops, key, sd, pp, flags, tlen):
         """No entry: a new flow to a service that `ops` lets create one (or

@@ -56,6 +56,9 @@ OFFLOAD_TSO = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
 OFFLOAD_ALL = OFFLOAD_TSO | TUN_F_USO4 | TUN_F_USO6
 _OFFLOAD_NAMES = ((TUN_F_CSUM, "csum"), (TUN_F_TSO4, "tso4"), (TUN_F_TSO6, "tso6"),
                   (TUN_F_USO4, "uso4"), (TUN_F_USO6, "uso6"))
+# packets shorter than this are written through a view of the buffer kept per
+# length (at most this many views, ~200 bytes each); longer ones slice anew
+SHORT_VIEWS = 2048
 
 
 class TunError(Exception):
@@ -219,6 +222,7 @@ class TunDriver:
         self._iov = [self.hdr, None]
         self._ziov = [ZERO_HDR, None]
         self._mv = memoryview(self.buf)
+        self._views = [None] * SHORT_VIEWS    # length -> self._mv[:length], made on first use
         self.expire_interval = expire_interval
         self.clock = clock
         self.rx = self.tx = self.drops = self.write_errors = self.batches = 0
@@ -281,6 +285,8 @@ class TunDriver:
             process, offloaded = vnet.process, vnet.offloaded
             h4, pos4, gso4, fproc = vnet.fast
         hdr, iov, ziov = self.hdr, self._iov, self._ziov
+        views = self._views
+        n_views = len(views)
         hlen = VNET_HDR_LEN
         limit = len(buf) + hlen
         fwd, drop = V_FORWARD, V_DROP
@@ -336,10 +342,17 @@ class TunDriver:
                 continue
             try:
                 if v == fwd:
+                    m = eng.out_len
+                    if m < n_views:     # (the views of short lengths are kept:
+                        out = views[m]  #  a memoryview slice costs ~800 instructions)
+                        if out is None:
+                            out = views[m] = mv[:m]
+                    else:
+                        out = mv[:m]
                     if vnet is None:
-                        write(fd, mv[:eng.out_len])
+                        write(fd, out)
                     else:       # with the header as it came
-                        iov[1] = mv[:eng.out_len]
+                        iov[1] = out
                         writev(fd, iov)
                     n_tx += 1
                 elif v == drop:
