@@ -18,7 +18,8 @@ include the peer's os.write / os.read per packet, the same in every case):
 
 With --callgrind each case runs under `valgrind --tool=callgrind` twice
 (N and 2N packets) and the difference gives user-space instructions per
-packet (driver.*.ir_per_pkt): repeatable on a loaded machine, no kernel work.
+packet (driver.*.ir_per_pkt): repeatable on a loaded machine (to the
+instruction: both runs use PYTHONHASHSEED=0), no kernel work.
 """
 import argparse
 import os
@@ -119,9 +120,12 @@ def callgrind(case, n):
     for k in (n, 2 * n):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "cg.out")
+            # a fixed hash seed: the same dict layouts in both runs, so the
+            # difference is the packets' alone (repeatable to the instruction)
             p = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                                 sys.executable, __file__, "--child", case, "--packets", str(k)],
-                               capture_output=True, text=True)
+                               capture_output=True, text=True,
+                               env=dict(os.environ, PYTHONHASHSEED="0"))
             m = re.search(r"Collected : (\d+)", p.stderr)
             if p.returncode or not m:
                 raise RuntimeError(p.stderr[-2000:])
