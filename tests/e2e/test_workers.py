@@ -3,7 +3,9 @@ device in the lab's namespaces: traffic spread over both workers, a live
 `-a` / `-d` reaching both, `-L --stats` and `-L -c` summing them, unsafe
 configurations refused with a message."""
 import re
+import shutil
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -172,3 +174,39 @@ def test_stop_ends_every_worker(lab):
     import os
     assert not any(os.path.exists(f"/proc/{k}/stat") and
                    open(f"/proc/{k}/stat").read().split()[2] != "Z" for k in kids)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None,
+                    reason="needs tshark (make sysdeps installs it)")
+def test_pcap_one_file_per_worker(lab):
+    """--pcap FILE with two workers: FILE.w0 / FILE.w1 (before the extension),
+    each worker's packets in and out; together every flow, each packet in
+    with its rewritten copy out in the same file; closed whole on stop."""
+    path = str(lab.dir / "cap.pcapng")
+    lab.stop_director()
+    lab.start_director(extra=["--workers", "2", "--pcap", path])
+    try:
+        flows = lab.client_py("udp", vip=VIP4, port=UDP_ECHO, count=24, sources=lab.clients4)
+        flows += lab.client_py("http", vip=VIP4, port=HTTP, count=8, sources=lab.clients4)
+        assert all(f.get("server") and not f.get("error") for f in flows), flows
+    finally:
+        lab.stop_director()
+    log = open(lab.director_log).read()
+    seen = set()
+    servers = {a4 for _ns, a4, _a6 in lab.servers}
+    for i in (0, 1):
+        f = str(lab.dir / f"cap.w{i}.pcapng")
+        assert re.search(rf"worker {i}: pcap {re.escape(f)}: \d+ packet\(s\)", log), log[-2000:]
+        p = subprocess.run(["tshark", "-r", f, "-T", "fields", "-e", "frame.interface_name",
+                            "-e", "ip.src", "-e", "ip.dst", "-e", "udp.srcport",
+                            "-e", "tcp.srcport", "-e", "udp.dstport", "-e", "tcp.dstport"],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr          # a whole file: tshark reads it
+        rows = [line.split("\t") for line in p.stdout.splitlines()]
+        ins = [(r[1], r[3] or r[4]) for r in rows if r[0] == "in" and r[2] == VIP4]
+        outs = [(r[1], r[3] or r[4]) for r in rows if r[0] == "out" and r[2] in servers]
+        assert ins, f"worker {i} wrote no packet to the VIP"
+        assert sorted(ins) == sorted(outs)          # each one in, its copy out
+        seen |= set(ins)
+    assert {(f["client"], str(f["cport"])) for f in flows} <= seen
+    lab.start_director(extra=["--workers", "2"])

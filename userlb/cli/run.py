@@ -115,7 +115,8 @@ def build_parser():
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics")
     p.add_argument("--pcap", metavar="FILE",
                    help="write the packets received and sent (before and after the rewrite) "
-                        "to FILE, pcapng (Wireshark / tshark)")
+                        "to FILE, pcapng (Wireshark / tshark); with --workers N one file "
+                        "per worker, FILE.w0 ... before the extension")
     p.add_argument("--pcap-max-mb", type=float, default=100.0, metavar="MB",
                    help="stop writing --pcap after this many megabytes (default 100)")
     p.add_argument("--workers", default="1", metavar="N|auto",
@@ -292,6 +293,18 @@ class Director:
             sys.stderr.write(text)
             sys.stderr.flush()
 
+    def _open_pcap(self):
+        """--pcap FILE: the tap on the driver (exporters/pcap.py); -> the
+        writer.  A file that cannot be opened ends the start."""
+        from ..exporters import pcap
+        try:
+            w = pcap.install(self.driver, self.args.pcap, int(self.args.pcap_max_mb * (1 << 20)))
+        except OSError as e:
+            log(f"--pcap: {self.args.pcap}: {e.strerror}")
+            raise SystemExit(1) from None
+        log(f"pcap {self.args.pcap}")
+        return w
+
     async def capture(self, count, seconds):
         """`userlb adm --capture FILE --count N` (the control socket's
         'capture' request): the next `count` packets, in memory."""
@@ -317,16 +330,7 @@ class Director:
         if getattr(self, "health", None) is not None:
             self.health.sync = self.sync
             self.health.start()
-        self.pcap = None
-        if self.args.pcap:
-            from ..exporters import pcap
-            try:
-                self.pcap = pcap.install(self.driver, self.args.pcap,
-                                         int(self.args.pcap_max_mb * (1 << 20)))
-            except OSError as e:
-                log(f"--pcap: {self.args.pcap}: {e.strerror}")
-                raise SystemExit(1) from None
-            log(f"pcap {self.args.pcap}")
+        self.pcap = self._open_pcap() if self.args.pcap else None
         self.exporters = None
         if self.args.procfs or self.args.metrics:
             from ..exporters.task import Exporters
@@ -357,10 +361,9 @@ class Director:
         if self.exporters is not None:
             self.exporters.close()
         if self.pcap is not None:
+            from ..exporters import pcap
             self.pcap.close()
-            log(f"pcap {self.args.pcap}: {self.pcap.packets} packet(s)"
-                + (f", {self.pcap.left_out} left out (--pcap-max-mb)"
-                   if self.pcap.left_out else ""))
+            log(pcap.summary(self.pcap))
         if self.control is not None:
             self.control.close()
         self.driver.detach()

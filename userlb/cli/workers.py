@@ -63,10 +63,18 @@ one worker per flow.
 Refused: persistence (`-p`: the template would exist in one worker only),
 the stateful schedulers (`rr`, `wrr`, `lc`, `wlc`, ...: a flow that moves
 would get another server), upper/lower connection thresholds (`-x`/`-y`:
-counted per worker) and `--pcap` (not wired to the workers).  With
+counted per worker).  With
 `--keepalived` the health checkers run in the main process and change its
 configuration, which reaches every worker as any change does; the
 keepalived.conf must then use only what is safe above.
+
+`--pcap FILE` writes one file per worker, FILE with `.wN` before its
+extension (`cap.pcapng` -> `cap.w0.pcapng`, `cap.w1.pcapng`, ...: each
+worker's packets in the order it handled them; `mergecap` joins them by
+time).  The main process opens them all before the workers start, so a
+file that cannot be opened ends the start as with one worker; each worker
+closes its own when it stops (SIGTERM or the main process going away) and
+logs its count.  `userlb adm --capture` is not available with workers.
 """
 import asyncio
 import os
@@ -183,9 +191,35 @@ def _stats_of(st):
     return st.as_tuple()
 
 
-def worker_main(idx, fd, conn, cfg, args):
+def pcap_path(path, idx):
+    """--pcap FILE for worker `idx`: FILE with `.w<idx>` before its extension."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.w{idx}{ext}"
+
+
+def open_pcaps(args, n):
+    """The n workers' --pcap writers (opened here, in the main process), or []."""
+    if not args.pcap:
+        return []
+    from ..exporters.pcap import PcapWriter
+    out = []
+    try:
+        for i in range(n):
+            out.append(PcapWriter(pcap_path(args.pcap, i), int(args.pcap_max_mb * (1 << 20))))
+    except OSError as e:
+        for w in out:
+            w.close()
+        log(f"--pcap: {e.filename}: {e.strerror}")
+        raise SystemExit(1) from None
+    for w in out:
+        w.flush()           # the header written once, before the fork
+    return out
+
+
+def worker_main(idx, fd, conn, cfg, args, pcap=None):
     """A forked worker: its queue `fd`, its copy of the Config; commands
-    from the main process on `conn` (a Connection)."""
+    from the main process on `conn` (a Connection); `pcap` its --pcap
+    writer or None."""
     from ..dataplane.engine import Engine
     from ..dataplane.tun import TunDriver
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the main process decides
@@ -209,6 +243,9 @@ def worker_main(idx, fd, conn, cfg, args):
     from ..dataplane.l2out import L2Out
     l2 = drv.l2 = L2Out(eng, vnet=drv.vnet is not None)
     l2.want_many(l2_targets(cfg))
+    if pcap is not None:
+        from ..exporters.pcap import attach
+        attach(drv, pcap)
 
     def answer(req):
         kind = req[0]
@@ -262,14 +299,21 @@ def worker_main(idx, fd, conn, cfg, args):
     asyncio.set_event_loop(loop)
     drv.attach(loop)
     loop.add_reader(conn.fileno(), on_request)
+    if pcap is not None:            # stopped by SIGTERM: the file is closed whole
+        loop.add_signal_handler(signal.SIGTERM, loop.stop)
     loop.run_forever()
     drv.detach()
     l2.close()
+    if pcap is not None:
+        from ..exporters.pcap import summary
+        pcap.close()
+        log(f"worker {idx}: {summary(pcap)}")
 
 
-def spawn(dev, cfg, args):
+def spawn(dev, cfg, args, pcaps=()):
     """Fork one worker per queue of `dev`; -> list of (pid, Connection).
-    The main process keeps none of the queues."""
+    The main process keeps none of the queues (nor of the `pcaps` writers,
+    one per queue: worker i writes pcaps[i])."""
     out = []
     for i, fd in enumerate(dev.fds):
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -284,7 +328,11 @@ def spawn(dev, cfg, args):
                 for other in dev.fds:
                     if other != fd:
                         os.close(other)
-                worker_main(i, fd, Connection(b.detach()), cfg, args)
+                for j, w in enumerate(pcaps):
+                    if j != i:
+                        w.close()           # (flushed before the fork: writes nothing)
+                worker_main(i, fd, Connection(b.detach()), cfg, args,
+                            pcaps[i] if pcaps else None)
             except BaseException as e:               # noqa: BLE001
                 log(f"worker {i}: {type(e).__name__}: {e}")
                 code = 1
@@ -294,6 +342,8 @@ def spawn(dev, cfg, args):
         out.append((pid, Connection(a.detach())))
     for fd in dev.fds:
         os.close(fd)
+    for w in pcaps:
+        w.close()
     dev.fds = []
     dev._dev.fds = []
     return out
@@ -578,8 +628,9 @@ class PoolDirector(Director):
         from ..dataplane.tun import TunDevice
         self.args = args
         self.cfg = cfg
+        pcaps = open_pcaps(args, n)
         self.dev = TunDevice(args.tun, mtu=args.mtu, offload=not args.no_offload, queues=n)
-        self.pool = Pool(cfg, spawn(self.dev, cfg, args), args.sloppy_tcp,
+        self.pool = Pool(cfg, spawn(self.dev, cfg, args, pcaps), args.sloppy_tcp,
                          args.max_entries if args.max_entries is not None else 1_000_000,
                          bool(getattr(args, "sloppy_sctp", False)))
         self.engine = self.pool
@@ -595,6 +646,12 @@ class PoolDirector(Director):
     def _on_failure(self):
         if self.stop_event is not None:
             self.stop_event.set()
+
+    def _open_pcap(self):
+        """The workers write --pcap (opened in __init__); nothing here."""
+        n = len(self.pool.workers)
+        log(f"pcap {', '.join(pcap_path(self.args.pcap, i) for i in range(n))} (one per worker)")
+        return None
 
     async def capture(self, count, seconds):
         raise ConfigError(f"capture is not available with --workers {len(self.pool.workers)}")
@@ -618,8 +675,6 @@ def make_director(args, cfg, n, health=None):
     the keepalived HealthManager of `cfg` (--keepalived); its checkers then
     change the main process's PoolConfig, which sends every change to all
     workers like any other."""
-    if args.pcap:
-        return f"--pcap is not available with --workers {n}"
     sctp = bool(getattr(args, "sloppy_sctp", False))
     problems = check_config(cfg, args.sloppy_tcp, n, sctp)
     if problems:

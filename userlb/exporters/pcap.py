@@ -142,8 +142,20 @@ def _wrap(driver: Any, tap: Tap) -> None:
 def install(driver: Any, path: str, max_bytes: int) -> PcapWriter:
     """Put a Tap between `driver` and its engine; -> the writer (close it)."""
     writer = PcapWriter(path, max_bytes)
-    _wrap(driver, Tap(driver.engine, writer))
+    attach(driver, writer)
     return writer
+
+
+def attach(driver: Any, writer: PcapWriter) -> None:
+    """Put a Tap writing to an open `writer` between `driver` and its engine
+    (a worker of `userlb run --workers N`: the main process opened the file)."""
+    _wrap(driver, Tap(driver.engine, writer))
+
+
+def summary(writer: PcapWriter) -> str:
+    """The line `userlb run` logs for a file when it closes it."""
+    return (f"pcap {writer.path}: {writer.packets} packet(s)"
+            + (f", {writer.left_out} left out (--pcap-max-mb)" if writer.left_out else ""))
 
 
 class _CountingTap(Tap):
