@@ -85,9 +85,15 @@ def test_live_add_and_delete_reach_both_workers(lab):
     try:
         p = lab.adm("-a", "-u", f"{VIP4}:{UDP_ECHO}", "-r", f"{new}:{UDP_ECHO}", "-m")
         assert p.returncode == 0, p.stderr
+        live = _udp_entries(lab)
         flows = lab.client_py("udp", vip=VIP4, port=UDP_ECHO, count=48, sources=lab.clients4)
-        # the new server gets flows, whichever worker saw them, as simulate predicts
-        assert lab_demo.check_flows(lab, flows, rules_path=_current_rules(lab)) == []
+        # the new server gets flows, whichever worker saw them, as simulate
+        # predicts -- but for a client address and port that an earlier test's
+        # flow left a live entry for (an ephemeral port used again): that
+        # one keeps its server, as in IPVS
+        fresh = [f for f in flows if (f["client"], f["cport"]) not in live]
+        assert len(fresh) >= 40, (len(fresh), live)
+        assert lab_demo.check_flows(lab, fresh, rules_path=_current_rules(lab)) == []
         assert "s3" in {f["server"] for f in flows}
     finally:
         p = lab.adm("-d", "-u", f"{VIP4}:{UDP_ECHO}", "-r", f"{new}:{UDP_ECHO}")
@@ -95,6 +101,13 @@ def test_live_add_and_delete_reach_both_workers(lab):
     flows = lab.client_py("udp", vip=VIP4, port=UDP_ECHO, count=24, sources=lab.clients4)
     assert "s3" not in {f.get("server") for f in flows}
     assert all(not f.get("error") for f in flows), flows
+
+
+def _udp_entries(lab):
+    """{(client address, client port)} of the live UDP entries to the VIP (-L -c)."""
+    out = lab.adm("-L", "-n", "-c").stdout
+    return {(m.group(1), int(m.group(2))) for m in
+            re.finditer(r"^UDP\s+\S+\s+\S+\s+(\S+):(\d+)\s+" + re.escape(VIP4), out, re.M)}
 
 
 def _current_rules(lab):
