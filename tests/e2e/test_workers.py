@@ -54,14 +54,9 @@ def test_stats_and_entries_sum_over_workers(lab):
     svc_line = next(line for line in out.splitlines() if line.startswith("UDP"))
     conns, inpkts, outpkts = (int(x) for x in svc_line.split()[2:5])
     assert (conns, inpkts, outpkts) == (24, 24, 24), out
-    conns_list = lab.adm("-L", "-n", "-c").stdout
     ours = {(f["client"], f["cport"]) for f in flows}
-    listed = set()
-    for line in conns_list.splitlines():
-        m = re.match(r"UDP\s+\S+\s+\S+\s+(\S+):(\d+)\s+" + re.escape(VIP4), line)
-        if m:
-            listed.add((m.group(1), int(m.group(2))))
-    assert ours <= listed, conns_list
+    listed = _udp_entries(lab)
+    assert ours <= listed, listed
     settings = lab.adm("--show-settings").stdout
     n = int(re.search(r"conn_entries = (\d+)", settings).group(1))
     assert n >= len(ours), settings

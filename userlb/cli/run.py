@@ -160,6 +160,17 @@ def l2_targets(cfg):
                               if d.fwd != FWD_MASQ))
 
 
+def open_pcap_writer(args, path):
+    """A --pcap writer at `path`, bounded by --pcap-max-mb; a file that
+    cannot be opened ends the start (logged, exit 1)."""
+    from ..exporters.pcap import PcapWriter
+    try:
+        return PcapWriter(path, int(args.pcap_max_mb * (1 << 20)))
+    except OSError as e:
+        log(f"--pcap: {path}: {e.strerror}")
+        raise SystemExit(1) from None
+
+
 class Director:
     """Config + engine + TUN driver + routes, wired together."""
 
@@ -294,14 +305,10 @@ class Director:
             sys.stderr.flush()
 
     def _open_pcap(self):
-        """--pcap FILE: the tap on the driver (exporters/pcap.py); -> the
-        writer.  A file that cannot be opened ends the start."""
+        """--pcap FILE: the tap on the driver (exporters/pcap.py); -> the writer."""
         from ..exporters import pcap
-        try:
-            w = pcap.install(self.driver, self.args.pcap, int(self.args.pcap_max_mb * (1 << 20)))
-        except OSError as e:
-            log(f"--pcap: {self.args.pcap}: {e.strerror}")
-            raise SystemExit(1) from None
+        w = open_pcap_writer(self.args, self.args.pcap)
+        pcap.attach(self.driver, w)
         log(f"pcap {self.args.pcap}")
         return w
 

@@ -98,7 +98,7 @@ from ..model import (
     Stats,
     format_endpoint,
 )
-from .run import Director, l2_targets, log
+from .run import Director, l2_targets, log, open_pcap_writer
 
 SAFE_SCHEDULERS = ("mh", "sh", "mhs")
 NEEDS_SLOPPY = ("mh", "sh")
@@ -201,16 +201,7 @@ def open_pcaps(args, n):
     """The n workers' --pcap writers (opened here, in the main process), or []."""
     if not args.pcap:
         return []
-    from ..exporters.pcap import PcapWriter
-    out = []
-    try:
-        for i in range(n):
-            out.append(PcapWriter(pcap_path(args.pcap, i), int(args.pcap_max_mb * (1 << 20))))
-    except OSError as e:
-        for w in out:
-            w.close()
-        log(f"--pcap: {e.filename}: {e.strerror}")
-        raise SystemExit(1) from None
+    out = [open_pcap_writer(args, pcap_path(args.pcap, i)) for i in range(n)]
     for w in out:
         w.flush()           # the header written once, before the fork
     return out

@@ -139,16 +139,9 @@ def _wrap(driver: Any, tap: Tap) -> None:
         driver.vnet.engine = tap
 
 
-def install(driver: Any, path: str, max_bytes: int) -> PcapWriter:
-    """Put a Tap between `driver` and its engine; -> the writer (close it)."""
-    writer = PcapWriter(path, max_bytes)
-    attach(driver, writer)
-    return writer
-
-
 def attach(driver: Any, writer: PcapWriter) -> None:
     """Put a Tap writing to an open `writer` between `driver` and its engine
-    (a worker of `userlb run --workers N`: the main process opened the file)."""
+    (`userlb run --pcap`; with workers, each worker's own writer)."""
     _wrap(driver, Tap(driver.engine, writer))
 
 
